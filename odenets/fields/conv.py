@@ -1,0 +1,52 @@
+"""Convolutional basic-block vector field for 1-D signals (B, L, C) and 2-D images (B, H, W, C)."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from odenets.fields.time import concat_time
+
+
+class ConvField(nnx.Module):
+    """F(t, x) = GN(conv2(t, relu(GN(conv1(t, relu(GN(x))))))): the ODE-Net block of Chen et al.
+
+    GroupNorm (never train-mode BatchNorm: a solver traces F many times per step) with
+    min(32, channels) groups, ReLU, and `kernel_size` convolutions with SAME padding that
+    keep the shape. `time=True` makes each convolution a ConcatConv: t enters as one extra
+    constant input channel. `ndim` is the number of spatial axes (1 for signals, 2 for
+    images); inputs are channels-last with a leading batch axis.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        ndim: int = 2,
+        kernel_size: int = 3,
+        time: bool = True,
+        groups: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        if ndim not in (1, 2, 3):
+            raise ValueError(f"ConvField ndim must be 1, 2 or 3 spatial axes, got {ndim}")
+        groups = groups or min(32, channels)
+        if channels % groups:
+            raise ValueError(f"channels={channels} is not divisible by groups={groups}")
+        self.time = time
+        k, cin = (kernel_size,) * ndim, channels + int(time)
+        self.norm1 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+        self.conv1 = nnx.Conv(cin, channels, k, padding="SAME", rngs=rngs)
+        self.norm2 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+        self.conv2 = nnx.Conv(cin, channels, k, padding="SAME", rngs=rngs)
+        self.norm3 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+
+    def _conv(self, conv, t, x):
+        return conv(concat_time(t, x) if self.time else x)
+
+    def __call__(self, t, x):
+        out = jax.nn.relu(self.norm1(x))
+        out = self._conv(self.conv1, t, out)
+        out = jax.nn.relu(self.norm2(out))
+        out = self._conv(self.conv2, t, out)
+        return self.norm3(out)

@@ -1,0 +1,12 @@
+"""Gradient strategies: Backprop, Checkpoint, Adjoint, Reversible."""
+
+from odenets.gradients.adjoint import Adjoint
+from odenets.gradients.backprop import Backprop
+from odenets.gradients.base import REGISTRY, Gradient
+from odenets.gradients.checkpoint import Checkpoint
+from odenets.gradients.loop import Stepper
+from odenets.gradients.reversible import Reversible
+
+gradient = REGISTRY
+
+__all__ = ["Adjoint", "Backprop", "Checkpoint", "Gradient", "Reversible", "Stepper", "gradient"]

@@ -1,0 +1,95 @@
+"""The fixed-step loop that every gradient strategy drives.
+
+`Stepper` is the static description of one solve (integrator, field, step count, depth
+parameterisation, what to save); times and arguments stay dynamic. Step k runs from
+t_k = t0 + k h to t_{k+1} with arguments `args_k` (the shared arguments, or slice k of a
+PerStep stack), and `lax.scan` runs the steps, so compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from odenets.integrators.base import Integrator, without_quadrature
+
+
+@dataclasses.dataclass(frozen=True)
+class Stepper:
+    integrator: Integrator
+    f: Callable[[Any, Any, Any], Any]
+    steps: int
+    per_step: bool
+    save_all: bool
+
+    @property
+    def fq(self):
+        return without_quadrature(self.f)
+
+    # -- one step -------------------------------------------------------------------------
+    def init(self, t0, y0, args0):
+        return self.integrator.init(self.fq, t0, y0, args0)
+
+    def step(self, t, h, state, args_k, fq=None):
+        """begin_step (PerStep only) then advance: the map state_k -> state_{k+1}."""
+        fq = fq or self.fq
+        if self.per_step:
+            state = self.integrator.begin_step(fq, t, state, args_k)
+        state, _ = self.integrator.advance(fq, t, h, state, args_k)
+        return state
+
+    # -- the scan -------------------------------------------------------------------------
+    def first_args(self, args):
+        return jax.tree.map(lambda a: a[0], args) if self.per_step else args
+
+    def xs(self, t0, h, args):
+        """Scan inputs: the step start times and, for PerStep, the stacked arguments."""
+        ts = t0 + h * jnp.arange(self.steps, dtype=jnp.result_type(h))
+        return ts, (args if self.per_step else None)
+
+    def body(self, h, args):
+        integ = self.integrator
+
+        def body(state, x):
+            t, a_k = x
+            state = self.step(t, h, state, a_k if self.per_step else args)
+            return state, (integ.value(state) if self.save_all else None)
+
+        return body
+
+    def run(self, t0, h, y0, args):
+        """Plain forward solve: (final integrator state, values at steps 1..N or None)."""
+        state = self.init(t0, y0, self.first_args(args))
+        return lax.scan(self.body(h, args), state, self.xs(t0, h, args))
+
+    def nfe_forward(self) -> int:
+        i = self.integrator
+        return i.nfe_init + self.steps * (i.nfe_step + (i.nfe_begin if self.per_step else 0))
+
+
+# -- helpers for strategies with a custom backward pass -------------------------------------
+def split_args(args):
+    """(differentiable leaves, the rest): only inexact arrays get cotangents."""
+    return eqx.partition(args, eqx.is_inexact_array)
+
+
+def zero_cotangent(tree):
+    """Zero cotangents for a pytree: zeros for inexact leaves, float0 for the rest."""
+
+    def leaf(x):
+        if eqx.is_inexact_array(x):
+            return jnp.zeros_like(x)
+        return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
+
+    return jax.tree.map(leaf, tree)
+
+
+def tree_add(a, b):
+    return jax.tree.map(jnp.add, a, b)

@@ -1,0 +1,15 @@
+"""Step rules: explicit (Butcher tableaux), implicit (theta methods + Newton), reversible, adaptive."""
+
+from odenets.integrators.adaptive import AdaptiveIntegrator, Dopri5, Kvaerno5, Tsit5
+from odenets.integrators.base import REGISTRY, Integrator
+from odenets.integrators.explicit import RK4, ButcherTableau, Euler, ExplicitRK, Heun, Midpoint
+from odenets.integrators.implicit import BackwardEuler, ThetaMethod, Trapezoid
+from odenets.integrators.reversible import ReversibleHeun
+
+integrator = REGISTRY
+
+__all__ = [
+    "AdaptiveIntegrator", "BackwardEuler", "ButcherTableau", "Dopri5", "Euler", "ExplicitRK",
+    "Heun", "Integrator", "Kvaerno5", "Midpoint", "RK4", "ReversibleHeun", "ThetaMethod",
+    "Trapezoid", "Tsit5", "integrator",
+]
