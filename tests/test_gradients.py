@@ -1,0 +1,151 @@
+"""Gradients of every (integrator, strategy) pair: finite differences, exactness, convergence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import PAIRS
+from problems import mlp_field, mlp_params
+
+import odenets as on
+
+STEPS = 16
+
+
+def make_loss(integrator, gradient, steps=STEPS, per_step=False, save="final"):
+    def loss(x0, params):
+        args = on.PerStep(params) if per_step else params
+        sol = on.odeint(mlp_field, x0, 0.0, 1.0, steps, integrator=integrator, gradient=gradient,
+                        args=args, save=save)
+        out = sol.xs if save == "all" else sol.x
+        return jnp.sum(jnp.sin(out) * jnp.linspace(0.5, 1.5, out.size).reshape(out.shape))
+
+    return jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def inputs(per_step, steps=STEPS):
+    params = mlp_params(jax.random.key(0), leading=(steps,) if per_step else ())
+    x0 = jnp.array([[0.3, -0.2, 0.5], [1.0, 0.1, -0.7]])
+    return x0, params
+
+
+def directional_fd(loss, x0, params, key, eps=1e-6):
+    """Central differences along two random directions in (x0, params) space."""
+    out = []
+    for k in jax.random.split(key, 2):
+        kx, kp = jax.random.split(k)
+        vx = jax.random.normal(kx, x0.shape)
+        leaves, tree = jax.tree.flatten(params)
+        vp = tree.unflatten([jax.random.normal(jax.random.fold_in(kp, i), p.shape) for i, p in enumerate(leaves)])
+        plus = loss(x0 + eps * vx, jax.tree.map(lambda p, v: p + eps * v, params, vp))
+        minus = loss(x0 - eps * vx, jax.tree.map(lambda p, v: p - eps * v, params, vp))
+        out.append(((vx, vp), float(plus - minus) / (2 * eps)))
+    return out
+
+
+def directional(grads, direction):
+    (gx, gp), (vx, vp) = grads, direction
+    return float(jnp.vdot(gx, vx) + sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(vp))))
+
+
+def scale(grads, direction):
+    """||g|| ||v||: the size a directional derivative is measured against (Cauchy-Schwarz)."""
+    norm = lambda t: float(jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(t))))  # noqa: E731
+    return norm(grads) * norm(direction)
+
+
+@pytest.mark.parametrize("per_step", [False, True], ids=["shared", "perstep"])
+@pytest.mark.parametrize("integrator,gradient", PAIRS)
+def test_gradient_matches_finite_differences(integrator, gradient, per_step):
+    integ = on.integrator(integrator)
+    loss, grad = make_loss(integ, gradient, per_step=per_step)
+    x0, params = inputs(per_step)
+    grads = grad(x0, params)
+    for direction, fd in directional_fd(loss, x0, params, jax.random.key(7)):
+        ours = directional(grads, direction)
+        if gradient == "adjoint":
+            # the continuous adjoint is the gradient of the ODE, the differences are of the
+            # discrete solve: they agree to the discretisation error, O(h^order)
+            tol = 0.5 * (1.0 / STEPS) ** integ.order * scale(grads, direction)
+        else:
+            tol = 1e-8 * scale(grads, direction)
+        assert abs(ours - fd) < tol, (ours, fd, tol)
+
+
+@pytest.mark.parametrize("save", ["final", "all"])
+@pytest.mark.parametrize("per_step", [False, True], ids=["shared", "perstep"])
+def test_reversible_equals_backprop(per_step, save):
+    x0, params = inputs(per_step, steps=40)
+    _, g_bp = make_loss(on.ReversibleHeun(), "backprop", 40, per_step, save)
+    _, g_rev = make_loss(on.ReversibleHeun(), "reversible", 40, per_step, save)
+    for a, b in zip(jax.tree.leaves(g_bp(x0, params)), jax.tree.leaves(g_rev(x0, params))):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("segment", [None, 1, 3, 7, 40])
+@pytest.mark.parametrize("save", ["final", "all"])
+def test_checkpoint_equals_backprop(segment, save):
+    x0, params = inputs(True, steps=40)
+    _, g_bp = make_loss(on.RK4(), "backprop", 40, True, save)
+    _, g_ck = make_loss(on.RK4(), on.Checkpoint(segment=segment), 40, True, save)
+    for a, b in zip(jax.tree.leaves(g_bp(x0, params)), jax.tree.leaves(g_ck(x0, params))):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("integrator", ["euler", "heun", "rk4", "backward_euler", "trapezoid", "reversible_heun"])
+@pytest.mark.parametrize("per_step", [False, True], ids=["shared", "perstep"])
+def test_adjoint_approaches_backprop(integrator, per_step):
+    """|adjoint - backprop| shrinks like h^order as steps grow."""
+    integ = on.integrator(integrator)
+    steps = [16, 32, 64]
+    errs = []
+    for n in steps:
+        params = mlp_params(jax.random.key(0), leading=(n,) if per_step else ())
+        if per_step:  # the same smooth theta(t) sampled at every resolution
+            params = mlp_params(jax.random.key(0))
+            params = jax.tree.map(lambda p: p * (1 + 0.5 * jnp.sin(jnp.linspace(0, 3, n))).reshape(
+                (n,) + (1,) * p.ndim), params)
+        x0 = inputs(False)[0]
+        _, g_bp = make_loss(integ, "backprop", n, per_step)
+        _, g_adj = make_loss(integ, "adjoint", n, per_step)
+        a, b = g_bp(x0, params), g_adj(x0, params)
+        # compare the x0-gradient (same shape at every n) and the summed parameter gradient
+        da = [a[0]] + [jnp.sum(p, axis=0) if per_step else p for p in a[1]]
+        db = [b[0]] + [jnp.sum(p, axis=0) if per_step else p for p in b[1]]
+        errs.append(max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(da, db)))
+    slope = np.polyfit(np.log(1.0 / np.asarray(steps)), np.log(errs), 1)[0]
+    assert errs[-1] < errs[0] and slope > integ.order - 0.5, (errs, slope)
+
+
+@pytest.mark.parametrize("integrator,gradient", PAIRS)
+def test_save_all_gradients(integrator, gradient):
+    """A loss on every saved state: each strategy agrees with Backprop (Adjoint to O(h^p))."""
+    integ = on.integrator(integrator)
+    x0, params = inputs(False)
+    _, g_ref = make_loss(integ, "backprop", save="all")
+    _, g = make_loss(integ, gradient, save="all")
+    tol = 0.5 * (1.0 / STEPS) ** integ.order if gradient == "adjoint" else 1e-10
+    for a, b in zip(jax.tree.leaves(g_ref(x0, params)), jax.tree.leaves(g(x0, params))):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol * max(1.0, float(jnp.max(jnp.abs(a)))))
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "checkpoint", "adjoint"])
+@pytest.mark.parametrize("integrator", ["dopri5", "tsit5", "kvaerno5"])
+def test_adaptive_gradients_match_finite_differences(integrator, gradient):
+    integ = on.integrator(integrator, rtol=1e-10, atol=1e-10)
+    loss, grad = make_loss(integ, gradient)
+    x0, params = inputs(False)
+    grads = grad(x0, params)
+    for direction, fd in directional_fd(loss, x0, params, jax.random.key(3)):
+        assert abs(directional(grads, direction) - fd) < 1e-7 * scale(grads, direction)
+
+
+@pytest.mark.parametrize("integrator,gradient", PAIRS)
+def test_vmap_over_initial_states(integrator, gradient):
+    x0, params = inputs(False)
+    _, grad = make_loss(on.integrator(integrator), gradient)
+    batched = jax.vmap(lambda x: grad(x[None], params))(x0)
+    for i in range(x0.shape[0]):
+        single = grad(x0[i : i + 1], params)
+        for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(jax.tree.map(lambda v: v[i], batched))):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
