@@ -21,6 +21,7 @@ from typing import ClassVar
 import diffrax
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from odenets.gradients.base import Gradient, register
@@ -60,14 +61,14 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
         nd_last = at(nargs, -1) if per else nargs
         fq = _augmented(stepper.f, nd_last) if per else _augmented(stepper.f, nargs)
         d_last = at(dargs, -1) if per else dargs
-        ts, _ = stepper.xs(t0, h, None)
         inject = None
         if stepper.save_all:  # cotangent of x_k arrives at boundary k (k = 1 .. N-1; x_N above)
-            inject = jax.tree.map(lambda v: jax.numpy.concatenate([jax.numpy.zeros_like(v[:1]), v[:-1]]), ys_ct)
+            inject = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
 
         def body(carry, x):
-            state, g = carry
-            t, d_k, n_k, inj = x
+            k, state, g = carry
+            d_k, n_k, inj = x
+            t = stepper.time(t0, h, k)
             d_k = d_k if per else dargs
             fq_k = _augmented(stepper.f, n_k if per else nargs)
             if per:
@@ -77,13 +78,13 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
                 xk, ak = integ.value(state)
                 state = integ.init(fq_k, t, (xk, tree_add(ak, inj)), d_k)
             if per:
-                return (state, g), quad
-            return (state, tree_add(g, quad)), None
+                return (k - 1, state, g), quad
+            return (k - 1, state, tree_add(g, quad)), None
 
         state = integ.init(fq, t0 + stepper.steps * h, (y1, a1), d_last)
-        g0 = zero_cotangent(dargs)
-        xs = (ts, dargs if per else None, nargs if per else None, inject)
-        (state, g), g_steps = lax.scan(body, (state, g0), xs, reverse=True)
+        carry = (jnp.asarray(stepper.steps - 1, jnp.int32), state, zero_cotangent(dargs))
+        xs = (dargs if per else None, nargs if per else None, inject)
+        (_, state, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True)
         _, a0 = integ.value(state)
         grads = g_steps if per else g
         return (zero_cotangent(t0), zero_cotangent(h), a0, grads, zero_cotangent(nargs))

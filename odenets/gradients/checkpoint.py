@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import diffrax
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from odenets.gradients.base import Gradient, register
@@ -38,20 +39,22 @@ class Checkpoint(Gradient):
     def solve(self, stepper, t0, h, y0, args):
         n, s = stepper.steps, self.segment_length(stepper.steps)
         outer, tail = divmod(n, s)
-        body = stepper.body(h, args)
-        segment = jax.checkpoint(lambda state, xs: lax.scan(body, state, xs))
-        xs = stepper.xs(t0, h, args)
+        body = stepper.body(t0, h, args)
+
+        def segment(length):
+            return jax.checkpoint(lambda carry, xs: lax.scan(body, carry, xs, length=length))
+
+        xs = stepper.xs(args)
         head = jax.tree.map(lambda x: x[: outer * s].reshape(outer, s, *x.shape[1:]), xs)
-        state = stepper.init(t0, y0, stepper.first_args(args))
-        state, ys = lax.scan(segment, state, head)
+        carry, ys = lax.scan(segment(s), stepper.start(t0, y0, args), head, length=outer)
         if stepper.save_all:
             ys = jax.tree.map(lambda y: y.reshape(outer * s, *y.shape[2:]), ys)
         if tail:
             rest = jax.tree.map(lambda x: x[outer * s :], xs)
-            state, ys_tail = segment(state, rest)
+            carry, ys_tail = segment(tail)(carry, rest)
             if stepper.save_all:
-                ys = jax.tree.map(lambda a, b: jax.numpy.concatenate([a, b]), ys, ys_tail)
-        return state, ys
+                ys = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_tail)
+        return carry[1], ys
 
     def nfe_backward(self, stepper):
         if stepper.integrator.dynamic_nfe:

@@ -49,25 +49,35 @@ class Stepper:
     def first_args(self, args):
         return jax.tree.map(lambda a: a[0], args) if self.per_step else args
 
-    def xs(self, t0, h, args):
-        """Scan inputs: the step start times and, for PerStep, the stacked arguments."""
-        ts = t0 + h * jnp.arange(self.steps, dtype=jnp.result_type(h))
-        return ts, (args if self.per_step else None)
+    def xs(self, args):
+        """Scan inputs: the stacked PerStep arguments, or None for shared ones."""
+        return args if self.per_step else None
 
-    def body(self, h, args):
+    @staticmethod
+    def time(t0, h, k):
+        """t_k = t0 + k h from a traced step counter k: no array of times is ever stored, so
+        strategies with constant memory stay constant."""
+        return t0 + h * k.astype(jnp.result_type(h))
+
+    def body(self, t0, h, args):
         integ = self.integrator
 
-        def body(state, x):
-            t, a_k = x
-            state = self.step(t, h, state, a_k if self.per_step else args)
-            return state, (integ.value(state) if self.save_all else None)
+        def body(carry, a_k):
+            k, state = carry
+            state = self.step(self.time(t0, h, k), h, state, a_k if self.per_step else args)
+            return (k + 1, state), (integ.value(state) if self.save_all else None)
 
         return body
 
+    def start(self, t0, y0, args):
+        """The scan carry before step 0: (step counter, integrator state)."""
+        return jnp.zeros((), jnp.int32), self.init(t0, y0, self.first_args(args))
+
     def run(self, t0, h, y0, args):
         """Plain forward solve: (final integrator state, values at steps 1..N or None)."""
-        state = self.init(t0, y0, self.first_args(args))
-        return lax.scan(self.body(h, args), state, self.xs(t0, h, args))
+        carry = self.start(t0, y0, args)
+        (_, state), ys = lax.scan(self.body(t0, h, args), carry, self.xs(args), length=self.steps)
+        return state, ys
 
     def nfe_forward(self) -> int:
         i = self.integrator

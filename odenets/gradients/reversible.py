@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from odenets.gradients.base import Gradient, register
@@ -46,14 +47,14 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
         # the final state's cotangent: the cotangent of x_N arrives through ys as well
         if stepper.save_all:
             state_ct = inject(state1, state_ct, at(ys_ct, -1))
-        ts, _ = stepper.xs(t0, h, None)
         y_cts = None
         if stepper.save_all:
-            y_cts = jax.tree.map(lambda v: jax.numpy.concatenate([jax.numpy.zeros_like(v[:1]), v[:-1]]), ys_ct)
+            y_cts = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
 
         def body(carry, x):
-            state, ct, g = carry
-            t, d_k, n_k, y_ct = x
+            k, state, ct, g = carry
+            d_k, n_k, y_ct = x
+            t = stepper.time(t0, h, k)
             d_k = d_k if per else dargs
             n_k = n_k if per else nargs
             prev = integ.inverse(fq, t, h, state, args_k(d_k, n_k))
@@ -62,11 +63,12 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
             if y_ct is not None:
                 ct = inject(prev, ct, y_ct)
             if per:
-                return (prev, ct, g), d_ct
-            return (prev, ct, tree_add(g, d_ct)), None
+                return (k - 1, prev, ct, g), d_ct
+            return (k - 1, prev, ct, tree_add(g, d_ct)), None
 
-        xs = (ts, dargs if per else None, nargs if per else None, y_cts)
-        (state0, ct0, g), g_steps = lax.scan(body, (state1, state_ct, zero_cotangent(dargs)), xs, reverse=True)
+        carry = (jnp.asarray(stepper.steps - 1, jnp.int32), state1, state_ct, zero_cotangent(dargs))
+        xs = (dargs if per else None, nargs if per else None, y_cts)
+        (_, _, ct0, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True)
         d0, n0 = (at(dargs, 0), at(nargs, 0)) if per else (dargs, nargs)
         _, vjp0 = jax.vjp(lambda y, d: stepper.init(t0, y, args_k(d, n0)), y0, d0)
         y0_ct, d0_ct = vjp0(ct0)

@@ -1,10 +1,11 @@
 """Step rules: explicit (Butcher tableaux), implicit (theta methods + Newton), reversible, adaptive."""
 
-from odenets.integrators.adaptive import AdaptiveIntegrator, Dopri5, Kvaerno5, Tsit5
+# ruff: noqa: I001 (import order is registry order: fixed-step first, then adaptive)
 from odenets.integrators.base import REGISTRY, Integrator
 from odenets.integrators.explicit import RK4, ButcherTableau, Euler, ExplicitRK, Heun, Midpoint
 from odenets.integrators.implicit import BackwardEuler, ThetaMethod, Trapezoid
 from odenets.integrators.reversible import ReversibleHeun
+from odenets.integrators.adaptive import AdaptiveIntegrator, Dopri5, Kvaerno5, Tsit5
 
 integrator = REGISTRY
 

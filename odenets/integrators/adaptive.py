@@ -15,7 +15,9 @@ import dataclasses
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 
 from odenets.integrators.base import Integrator, register
 
@@ -103,11 +105,31 @@ def solve_adaptive(integ: AdaptiveIntegrator, f, t0, t1, y0, args, adjoint, save
         stepsize_controller=integ.controller(),
         adjoint=adjoint,
         max_steps=integ.max_steps,
+        throw=False,  # failures are raised below with odenets' own message
     )
-    final = jax.tree.map(lambda y: y[-1], sol.ys)
+    ys = _raise_on_failure(integ, sol.result, sol.ys)
+    final = jax.tree.map(lambda y: y[-1], ys)
     stats = {
         "nfe": integ.nfe(sol.stats["num_steps"]),
         "steps": sol.stats["num_accepted_steps"],
         "rejected": sol.stats["num_rejected_steps"],
     }
-    return final, (sol.ys if save_ts is not None else None), stats
+    return final, (ys if save_ts is not None else None), stats
+
+
+def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
+    """An unsuccessful adaptive solve is an error at run time (under jit too), never a wrong answer."""
+    hint = "loosen rtol/atol, or use an implicit integrator (kvaerno5) if the problem is stiff"
+    failed = result != diffrax.RESULTS.successful
+    exhausted = result == diffrax.RESULTS.max_steps_reached
+    messages = [
+        f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
+        f"reaching t1; raise max_steps (e.g. {type(integ).__name__}(max_steps={4 * integ.max_steps})) "
+        f"or {hint}",
+        f"odeint: adaptive integrator {integ.name!r} failed (step size underflow, non-finite values or a "
+        f"failed Newton solve); check the vector field for NaN/Inf, {hint}",
+    ]
+    leaf = jax.tree.leaves(ys)[0]
+    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, 1), messages)
+    leaves, tree = jax.tree.flatten(ys)
+    return tree.unflatten([leaf, *leaves[1:]])

@@ -1,0 +1,144 @@
+"""Bad input: a clear error naming the bad value and the valid choices, before any compute."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import FIXED, GRADIENTS
+from problems import mlp_field, mlp_params
+
+import odenets as on
+
+X0 = jnp.array([[0.3, -0.2, 0.5]])
+
+
+class Counting:
+    """A vector field that counts how often it is evaluated or traced."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, t, x, args):
+        self.calls += 1
+        return mlp_field(t, x, args)
+
+
+def rejects(match, **kwargs):
+    """odeint(**kwargs) raises before the vector field is ever touched."""
+    f = Counting()
+    call = {"f": f, "x0": X0, "args": mlp_params(jax.random.key(0)), **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        on.odeint(call.pop("f"), call.pop("x0"), **call)
+    assert f.calls == 0, "the error came after compute started"
+
+
+def test_unknown_integrator_lists_choices():
+    rejects(r"unknown integrator 'rk5'; valid choices: .*rk4.*dopri5", integrator="rk5")
+
+
+def test_unknown_gradient_lists_choices():
+    rejects(r"unknown gradient 'adjont'; valid choices: .*adjoint", gradient="adjont")
+
+
+def test_every_name_is_listed_in_the_error():
+    with pytest.raises(ValueError) as info:
+        on.integrator("nope")
+    assert all(name in str(info.value) for name in FIXED)
+    with pytest.raises(ValueError) as info:
+        on.gradient("nope")
+    assert all(name in str(info.value) for name in GRADIENTS)
+
+
+@pytest.mark.parametrize("steps", [0, -1, 1.5, True, "10", None])
+def test_steps_must_be_a_positive_int(steps):
+    rejects(r"steps must be an int >= 1, got " + repr(steps).replace(".", r"\."), steps=steps)
+
+
+def test_unknown_save_mode():
+    rejects(r"unknown save 'every'; valid choices: final, all", save="every")
+
+
+def test_perstep_of_the_wrong_length():
+    args = on.PerStep(mlp_params(jax.random.key(0), leading=(7,)))
+    rejects(r"leading axis of length steps=10 .* got leading lengths \[7\]", steps=10, args=args)
+
+
+def test_perstep_with_mixed_lengths():
+    p = mlp_params(jax.random.key(0), leading=(10,))
+    args = on.PerStep((p[0], p[1], p[2][:3], p[3]))
+    rejects(r"got leading lengths \[3, 10\]", steps=10, args=args)
+
+
+def test_perstep_needs_a_fixed_step_integrator():
+    args = on.PerStep(mlp_params(jax.random.key(0), leading=(10,)))
+    rejects(r"PerStep arguments need a fixed-step integrator, got 'dopri5'; valid choices: .*euler",
+            steps=10, args=args, integrator="dopri5")
+
+
+@pytest.mark.parametrize("integrator", [n for n in FIXED if n != "reversible_heun"])
+def test_reversible_needs_a_reversible_integrator(integrator):
+    rejects(rf"needs an algebraically reversible integrator, got '{integrator}'; valid choices: reversible_heun",
+            integrator=integrator, gradient="reversible")
+
+
+def test_reversible_with_an_adaptive_integrator():
+    rejects(r"'reversible' is not available for adaptive integrator 'tsit5'; valid choices for it: "
+            r"backprop, checkpoint, adjoint", integrator="tsit5", gradient="reversible")
+
+
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_non_finite_x0(bad):
+    rejects(r"x0 has non-finite entries", x0=X0.at[0, 1].set(bad))
+
+
+def test_non_finite_x0_under_jit_is_a_runtime_error():
+    solve = jax.jit(lambda x: on.odeint(mlp_field, x, args=mlp_params(jax.random.key(0))).x)
+    assert jnp.all(jnp.isfinite(solve(X0)))
+    with pytest.raises(Exception, match="x0 has non-finite entries"):
+        jax.block_until_ready(solve(X0.at[0, 0].set(jnp.nan)))
+
+
+def test_integer_x0():
+    rejects(r"x0 must be floating point, got dtype int", x0=jnp.array([[1, 2, 3]]))
+
+
+def test_empty_time_span():
+    rejects(r"t1 must differ from t0, got t0 = t1 = 1.0", t0=1.0, t1=1.0)
+
+
+def test_module_with_args():
+    module = on.fields.MLPField(3, 4, rngs=__import__("flax").nnx.Rngs(0))
+    with pytest.raises(ValueError, match="carries its own parameters: pass args=None"):
+        on.odeint(module, X0, args=1.0)
+
+
+def test_not_a_field():
+    with pytest.raises(TypeError, match="f must be a function f\\(t, x, args\\) or an NNX module, got int"):
+        on.odeint(3, X0)
+
+
+@pytest.mark.parametrize(
+    "build,match",
+    [
+        (lambda: on.Checkpoint(segment=0), r"segment must be an int >= 1 or None, got 0"),
+        (lambda: on.Dopri5(rtol=-1.0), r"rtol and atol must be > 0, got rtol=-1.0"),
+        (lambda: on.Tsit5(atol=0.0), r"rtol and atol must be > 0, got rtol=0.001, atol=0.0"),
+        (lambda: on.Kvaerno5(max_steps=0), r"max_steps must be an int >= 1, got 0"),
+        (lambda: on.integrator("rk4", rtol=1e-3), r"unexpected keyword argument 'rtol'"),
+        (lambda: on.integrator(on.RK4(), order=3), r"options \['order'\] given with an already built"),
+    ],
+)
+def test_bad_options(build, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        build()
+
+
+@pytest.mark.parametrize("name", ["dopri5", "tsit5", "kvaerno5"])
+def test_adaptive_max_steps_exhausted_is_an_error(name):
+    """A stiff problem with a tiny step budget: an error naming max_steps, never a wrong answer."""
+    stiff = lambda t, x, a: -1000.0 * (x - jnp.cos(t))  # noqa: E731
+    integ = on.integrator(name, max_steps=3)
+    with pytest.raises(Exception, match=rf"adaptive integrator '{name}' took max_steps=3 steps without "
+                                        r"reaching t1; raise max_steps"):
+        jax.block_until_ready(on.odeint(stiff, jnp.ones(2), 0.0, 10.0, integrator=integ).x)
+    with pytest.raises(Exception, match=r"max_steps=3"):
+        jax.block_until_ready(jax.jit(lambda x: on.odeint(stiff, x, 0.0, 10.0, integrator=integ).x)(jnp.ones(2)))
