@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import PAIRS
+from conftest import GRADIENTS, PAIRS
 from problems import mlp_field, mlp_params
 
 import odenets as on
@@ -157,3 +157,17 @@ def test_vmap_over_initial_states(integrator, gradient):
         single = grad(x0[i : i + 1], params)
         for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(jax.tree.map(lambda v: v[i], batched))):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("integrator,gradient", [("rk4", g) for g in GRADIENTS if g != "reversible"]
+                         + [("reversible_heun", "reversible")])
+def test_float32_parameters_with_a_float64_state(integrator, gradient):
+    """Mixed precision: gradients come back in the parameters' dtype and agree with Backprop."""
+    x0, params = inputs(False)
+    params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+    _, g_ref = make_loss(on.integrator(integrator), "backprop")
+    _, g = make_loss(on.integrator(integrator), gradient)
+    tol = 0.5 * (1.0 / STEPS) ** 4 if gradient == "adjoint" else 1e-5
+    for a, b in zip(jax.tree.leaves(g_ref(x0, params)), jax.tree.leaves(g(x0, params))):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.max(jnp.abs(a))))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from odenets.fields.time import concat_time
@@ -26,6 +27,7 @@ class ConvField(nnx.Module):
         kernel_size: int = 3,
         time: bool = True,
         groups: int | None = None,
+        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         if ndim not in (1, 2, 3):
@@ -35,11 +37,11 @@ class ConvField(nnx.Module):
             raise ValueError(f"channels={channels} is not divisible by groups={groups}")
         self.time = time
         k, cin = (kernel_size,) * ndim, channels + int(time)
-        self.norm1 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
-        self.conv1 = nnx.Conv(cin, channels, k, padding="SAME", rngs=rngs)
-        self.norm2 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
-        self.conv2 = nnx.Conv(cin, channels, k, padding="SAME", rngs=rngs)
-        self.norm3 = nnx.GroupNorm(channels, num_groups=groups, rngs=rngs)
+        self.norm1 = nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = nnx.Conv(cin, channels, k, padding="SAME", param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = nnx.Conv(cin, channels, k, padding="SAME", param_dtype=param_dtype, rngs=rngs)
+        self.norm3 = nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
 
     def _conv(self, conv, t, x):
         return conv(concat_time(t, x) if self.time else x)

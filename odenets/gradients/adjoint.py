@@ -74,6 +74,8 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
             if per:
                 state = integ.begin_step(fq_k, t + h, state, d_k)
             state, quad = integ.advance(fq_k, t + h, -h, state, d_k)
+            # the quadrature runs in the state's precision; gradients take the parameters' dtype
+            quad = jax.tree.map(lambda q, d: q.astype(d.dtype), quad, d_k)
             if inj is not None:
                 xk, ak = integ.value(state)
                 state = integ.init(fq_k, t, (xk, tree_add(ak, inj)), d_k)

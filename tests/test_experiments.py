@@ -1,0 +1,42 @@
+"""The scripts under experiments/ run (at a tiny size: they are benchmarks, never timed tests)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import odenets as on
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+def load(relative: str):
+    path = EXPERIMENTS / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_solver_overhead_benchmark_runs(capsys):
+    load("benchmarks/solver_overhead.py").main(["--quick"])
+    out = capsys.readouterr().out
+    assert "odenets / hand-written scan" in out
+    assert "max discrepancy" in out and "PASS" in out.split("max discrepancy")[1].splitlines()[0]
+    # constant-memory strategies stay flat even at the smoke-test size
+    memory = out.split("== memory")[1]
+    assert memory.count("PASS (<= 1.2)") == 2, memory
+
+
+def test_demo_runs_and_its_gradients_check_out(capsys):
+    assert load("demo.py").main(["--steps", "8"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]
+    assert {r[1] for r in rows} == set(on.integrator.names())
+    # column "grad vs FD": relative error of a directional derivative against central differences
+    assert all(float(r[-2]) < 1e-6 for r in rows), rows
+
+
+def test_bootstrap_rejects_unknown_jobs(capsys):
+    assert load("bootstrap.py").main(["deploy"]) == 2
+    assert "{demo|test}" in capsys.readouterr().err
