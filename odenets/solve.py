@@ -63,6 +63,22 @@ def _as_field(f, args):
     return f, args
 
 
+def _in_dtype(args, dtype):
+    """Floating-point arguments cast to the state's dtype: the whole solve runs in x0's
+    precision (the cast is differentiable, so gradients come back in the arguments' own dtype)."""
+    cast = lambda v: v.astype(dtype) if eqx.is_inexact_array(v) else v  # noqa: E731
+    return jax.tree.map(cast, args)
+
+
+def _in_state_dtype(f):
+    """dx/dt in the dtypes of x: the state keeps x0's precision whatever the parameters' is."""
+
+    def field(t, x, args):
+        return jax.tree.map(lambda d, v: d.astype(jnp.result_type(v)), f(t, x, args), x)
+
+    return field
+
+
 def _check_x0(x0):
     leaves = jax.tree.leaves(x0)
     if not leaves:
@@ -140,6 +156,7 @@ def odeint(
         )
     grad.check(integ)
     field, args = _as_field(f, args)
+    field = _in_state_dtype(field)
     _check_per_step(args, steps, integ)
     if not any(map(_is_tracer, (t0, t1))) and float(t0) == float(t1):
         raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
@@ -148,6 +165,7 @@ def odeint(
     dtype = jnp.result_type(*jax.tree.leaves(x0))
     t0 = jnp.asarray(t0, dtype)
     t1 = jnp.asarray(t1, dtype)
+    args = _in_dtype(args, dtype)
     save_all = save == "all"
 
     if integ.adaptive:

@@ -1,6 +1,7 @@
 """The scripts under experiments/ run (at a tiny size: they are benchmarks, never timed tests)."""
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,9 +19,16 @@ def load(relative: str):
     return module
 
 
-def test_solver_overhead_benchmark_runs(capsys):
-    load("benchmarks/solver_overhead.py").main(["--quick"])
-    out = capsys.readouterr().out
+def run_script(relative: str, *args: str) -> str:
+    """Run a script in its own process (benchmarks set process-wide JAX/equinox options)."""
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / relative), *args], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_solver_overhead_benchmark_runs():
+    out = run_script("benchmarks/solver_overhead.py", "--quick")
     assert "odenets / hand-written scan" in out
     assert "max discrepancy" in out and "PASS" in out.split("max discrepancy")[1].splitlines()[0]
     # constant-memory strategies stay flat even at the smoke-test size
@@ -28,9 +36,8 @@ def test_solver_overhead_benchmark_runs(capsys):
     assert memory.count("PASS (<= 1.2)") == 2, memory
 
 
-def test_demo_runs_and_its_gradients_check_out(capsys):
-    assert load("demo.py").main(["--steps", "8"]) == 0
-    out = capsys.readouterr().out
+def test_demo_runs_and_its_gradients_check_out():
+    out = run_script("demo.py", "--steps", "8")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]
     assert {r[1] for r in rows} == set(on.integrator.names())
     # column "grad vs FD": relative error of a directional derivative against central differences

@@ -159,15 +159,21 @@ def test_vmap_over_initial_states(integrator, gradient):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("state,param", [("float64", "float32"), ("float32", "float64")])
 @pytest.mark.parametrize("integrator,gradient", [("rk4", g) for g in GRADIENTS if g != "reversible"]
-                         + [("reversible_heun", "reversible")])
-def test_float32_parameters_with_a_float64_state(integrator, gradient):
-    """Mixed precision: gradients come back in the parameters' dtype and agree with Backprop."""
+                         + [("reversible_heun", "reversible"), ("dopri5", "adjoint")])
+def test_mixed_precision(integrator, gradient, state, param):
+    """The state keeps x0's dtype, gradients take the parameters' dtype, and agree with Backprop."""
     x0, params = inputs(False)
-    params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
-    _, g_ref = make_loss(on.integrator(integrator), "backprop")
-    _, g = make_loss(on.integrator(integrator), gradient)
-    tol = 0.5 * (1.0 / STEPS) ** 4 if gradient == "adjoint" else 1e-5
-    for a, b in zip(jax.tree.leaves(g_ref(x0, params)), jax.tree.leaves(g(x0, params))):
-        assert a.dtype == b.dtype
+    x0 = x0.astype(state)
+    params = jax.tree.map(lambda p: p.astype(param), params)
+    integ = on.integrator(integrator, **({"rtol": 1e-8, "atol": 1e-8} if integrator == "dopri5" else {}))
+    loss, g_ref = make_loss(integ, "backprop")
+    _, g = make_loss(integ, gradient)
+    sol = on.odeint(mlp_field, x0, integrator=integ, gradient=gradient, args=params, save="all")
+    assert sol.x.dtype == state and sol.xs.dtype == state
+    tol = 0.5 * (1.0 / STEPS) ** 4 if gradient == "adjoint" else (1e-5 if state == "float64" else 1e-4)
+    ref, got = g_ref(x0, params), g(x0, params)
+    assert got[0].dtype == state and all(leaf.dtype == param for leaf in jax.tree.leaves(got[1]))
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.max(jnp.abs(a))))

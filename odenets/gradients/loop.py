@@ -38,12 +38,16 @@ class Stepper:
         return self.integrator.init(self.fq, t0, y0, args0)
 
     def step(self, t, h, state, args_k, fq=None):
-        """begin_step (PerStep only) then advance: the map state_k -> state_{k+1}."""
+        """begin_step (PerStep only) then advance: the map state_k -> state_{k+1}.
+
+        The state keeps its dtypes (those of x0), whatever the precision of the parameters.
+        """
         fq = fq or self.fq
+        new = state
         if self.per_step:
-            state = self.integrator.begin_step(fq, t, state, args_k)
-        state, _ = self.integrator.advance(fq, t, h, state, args_k)
-        return state
+            new = self.integrator.begin_step(fq, t, new, args_k)
+        new, _ = self.integrator.advance(fq, t, h, new, args_k)
+        return keep_dtypes(new, state)
 
     # -- the scan -------------------------------------------------------------------------
     def first_args(self, args):
@@ -99,6 +103,11 @@ def zero_cotangent(tree):
         return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
 
     return jax.tree.map(leaf, tree)
+
+
+def keep_dtypes(new, old):
+    """`new` with the dtypes of `old`, leaf by leaf (a scan carry must keep its type)."""
+    return jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
 
 
 def tree_add(a, b):
