@@ -1,7 +1,8 @@
 """Set up a local environment and run an odenets job: the two quickstart commands.
 
-    python3 experiments/bootstrap.py demo   [demo args...]    # the main job
-    python3 experiments/bootstrap.py test   [pytest args...]  # the default test suite
+    python3 experiments/bootstrap.py quickstart [args...]  # the main job: ResNet vs ODE-Net on MNIST-1D
+    python3 experiments/bootstrap.py test [pytest args...]  # the default test suite
+    python3 experiments/bootstrap.py demo [args...]         # every integrator and gradient on a toy model
 
 Needs only Python >= 3.11 with pip and venv. The first call creates ``.venv/`` in the
 repository root and installs odenets (editable) with its test extras; later calls reuse it
@@ -24,6 +25,7 @@ EXTRAS = "test"
 
 # name -> (what it runs, default arguments appended when the user gives none)
 JOBS = {
+    "quickstart": (["experiments/quickstart.py"], []),
     "demo": (["experiments/demo.py"], []),
     "test": (["-m", "pytest"], ["-n", "2", "-m", "not slow"]),
 }

@@ -1,0 +1,47 @@
+"""Checkpoints of the training state with orbax, restorable into a freshly built state.
+
+The state (parameters, optimiser state, other model state) is saved as its flat list of
+leaves plus a small JSON of counters; restoring unflattens into the tree structure of a
+freshly initialised state, so optax and NNX containers round-trip whatever their types.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state, meta: dict) -> None:
+        leaves = {f"{i:06d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(state))}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)),
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, step: int, like):
+        """(state with the structure of `like`, meta) saved at `step`."""
+        leaves, tree = jax.tree.flatten(like)
+        target = {f"{i:06d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+        )
+        restored = [out.state[f"{i:06d}"] for i in range(len(leaves))]
+        state = tree.unflatten([np.asarray(r, dtype=np.asarray(x).dtype) for r, x in zip(restored, leaves)])
+        return state, out.meta
+
+    def close(self) -> None:
+        self._manager.close()
