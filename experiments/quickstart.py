@@ -24,7 +24,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="full epochs (each run within 10 minutes on 2 cores)")
     parser.add_argument("--epochs", type=int, default=12, help="epochs of the short runs (default 12)")
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quickstart" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "quickstart" / stamp)
     opts = parser.parse_args(argv)
     if opts.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {opts.epochs}")

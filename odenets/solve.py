@@ -171,7 +171,9 @@ def odeint(
     if integ.adaptive:
         ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
         x, xs, stats = solve_adaptive(integ, field, t0, t1, x0, args, grad.diffrax_adjoint(integ), ts)
-        return Solution(x, xs, {**stats, "nfe_backward": 0})
+        # Backprop re-evaluates nothing; diffrax does not report the backward solve's evaluations
+        nfe_backward = 0 if grad.name == "backprop" else None
+        return Solution(x, xs, {**stats, "nfe_backward": nfe_backward})
 
     per_step = isinstance(args, PerStep)
     stepper = Stepper(integ, field, steps, per_step, save_all)

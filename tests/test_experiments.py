@@ -46,4 +46,4 @@ def test_demo_runs_and_its_gradients_check_out():
 
 def test_bootstrap_rejects_unknown_jobs(capsys):
     assert load("bootstrap.py").main(["deploy"]) == 2
-    assert "{demo|test}" in capsys.readouterr().err
+    assert "{quickstart|demo|test}" in capsys.readouterr().err

@@ -7,6 +7,7 @@ freshly initialised state, so optax and NNX containers round-trip whatever their
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import jax
@@ -16,6 +17,7 @@ import orbax.checkpoint as ocp
 
 class Checkpoints:
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)

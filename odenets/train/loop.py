@@ -100,8 +100,10 @@ def setup(cfg: dict) -> Setup:
     if batch > len(data.x_train):
         raise ValueError(f"optim.batch_size={batch} exceeds the {len(data.x_train)} training examples")
     family, model_opts = _options(cfg["model"], "family")
+    takes = models.family(family).options  # families that are not ODEs take no integrator
+    solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if k in takes}
     model = models.build(family, input_shape=tuple(data.input_shape), num_classes=data.output_dim,
-                         integrator=integrator, gradient=gradient, rngs=nnx.Rngs(cfg.get("seed", 0)), **model_opts)
+                         rngs=nnx.Rngs(cfg.get("seed", 0)), **solver, **model_opts)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     steps_per_epoch = len(data.x_train) // batch
     total = steps_per_epoch * cfg["optim"]["epochs"]
@@ -126,15 +128,19 @@ def make_steps(s: Setup):
     @jax.jit
     def train_step(state, x, y):
         params, rest, opt_state = state
+        model = nnx.merge(s.graphdef, params, rest)
 
-        def loss_fn(p):
-            out, new_rest = forward(p, rest, x)
-            return jnp.mean(loss_of(out, y)), (out, new_rest)
+        def loss_fn(m):
+            out = m(x)
+            return jnp.mean(loss_of(out, y)), out
 
-        (loss, (out, new_rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        # nnx.value_and_grad: gradients w.r.t. the nnx.Param leaves; the solver statistics the
+        # forward pass records come back as updated model state
+        (loss, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
         return (params, new_rest, opt_state), metrics

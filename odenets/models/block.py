@@ -1,0 +1,132 @@
+"""`ODEBlock`: the bridge from `odeint` to a layer, and the NFE counts every stage records."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from odenets.fields import stack
+from odenets.gradients import REGISTRY as GRADIENTS
+from odenets.gradients import Gradient
+from odenets.integrators import REGISTRY as INTEGRATORS
+from odenets.integrators import Integrator
+from odenets.perstep import PerStep
+from odenets.solve import Solution, odeint
+
+DEPTHS = ("shared", "per_step")
+
+
+class SolverStats(nnx.Variable):
+    """A vector-field evaluation count of a stage's last call: an int32 scalar, -1 where unknown.
+
+    A Variable but not a Param, so optimisers leave it alone and a jitted step that returns the
+    model's state (nnx.split / nnx.state, or nnx.jit) carries the updated counts out.
+    """
+
+
+def _count(n) -> jax.Array:
+    return jnp.asarray(-1 if n is None else n, jnp.int32)
+
+
+class Counted(nnx.Module):
+    """Base of every stage that evaluates vector fields: `nfe` and `nfe_backward` of its last call."""
+
+    def _init_stats(self) -> None:
+        self.nfe = SolverStats(jnp.array(-1, jnp.int32))
+        self.nfe_backward = SolverStats(jnp.array(-1, jnp.int32))
+
+    def _record(self, nfe, nfe_backward) -> None:
+        self.nfe[...] = _count(nfe)
+        self.nfe_backward[...] = _count(nfe_backward)
+
+
+def solver_stats(model: nnx.Module) -> dict[str, int]:
+    """{"nfe": ..., "nfe_backward": ...} of the model's last call, summed over its stages.
+
+    Forward and backward vector-field evaluations as `odeint` counts them (`Solution.stats`),
+    for ODE blocks; scan-based stages (plain, momentum, Hamiltonian, dense) count one per layer
+    forward and 0 backward. -1 where any stage's count is unknown (Kvaerno5, Newton re-solves)
+    or the model has not been called yet; 0 for a model without stages. Reads concrete values:
+    call it outside jit, on the model (or the state) a train step returned.
+    """
+    totals = {"nfe": 0, "nfe_backward": 0}
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, Counted):
+            for key in totals:
+                n = int(np.asarray(getattr(node, key)[...]))
+                totals[key] = -1 if (n < 0 or totals[key] < 0) else totals[key] + n
+    return totals
+
+
+def resolve_solver(integrator, gradient, *, per_step: bool) -> tuple[Integrator, Gradient]:
+    """Integrator and gradient objects from names or instances, with every pairing rule of
+    `odeint` checked now (the registries' errors for unknown names; per-step parameters need a
+    fixed-step integrator; the gradient's own check of the integrator)."""
+    integ = INTEGRATORS(integrator)
+    grad = GRADIENTS(gradient)
+    if per_step and integ.adaptive:
+        fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS(n).adaptive]
+        raise ValueError(
+            f"per-step parameters need a fixed-step integrator, got integrator {integ.name!r}; "
+            f"valid choices: {', '.join(fixed)}"
+        )
+    if integ.adaptive and grad.name == "reversible":
+        raise ValueError(
+            f"gradient 'reversible' is not available for adaptive integrator {integ.name!r}; "
+            f"valid choices for it: backprop, checkpoint, adjoint"
+        )
+    grad.check(integ)
+    return integ, grad
+
+
+class ODEBlock(Counted):
+    """x(t1) of dx/dt = F(t, x), x(t0) = input: a stage of ODE steps as one layer.
+
+    depth="shared":   one field F = make_field(rngs) for all t (a Neural ODE).
+    depth="per_step": `odenets.fields.stack(make_field, steps, rngs)`, step k uses layer k
+                      (a discrete ResNet: with Euler and t1 - t0 = steps, h = 1 and
+                      x_{k+1} = x_k + F_k(t_k, x_k)).
+
+    `steps` is the step count of fixed-step integrators (adaptive ones choose their own).
+    Names and pairings are checked here, at construction, with the registries' errors. Each
+    call records `nfe` / `nfe_backward` (`SolverStats`) from the solve's stats.
+    """
+
+    def __init__(
+        self,
+        make_field: Callable[[nnx.Rngs], nnx.Module],
+        *,
+        depth: str,
+        steps: int,
+        integrator: Integrator | str = "rk4",
+        gradient: Gradient | str = "backprop",
+        t0: float = 0.0,
+        t1: float = 1.0,
+        rngs: nnx.Rngs,
+    ):
+        if depth not in DEPTHS:
+            raise ValueError(f"unknown depth {depth!r}; valid choices: {', '.join(DEPTHS)}")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        if float(t0) == float(t1):
+            raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
+        self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=depth == "per_step")
+        self.depth, self.steps, self.t0, self.t1 = depth, int(steps), float(t0), float(t1)
+        self.field = make_field(rngs) if depth == "shared" else stack(make_field, self.steps, rngs)
+        self._init_stats()
+
+    def solve(self, x, *, save: str = "final") -> Solution:
+        """The full `odeint` solution (save="all" gives the state at every step boundary)."""
+        f = PerStep(self.field) if self.depth == "per_step" else self.field
+        sol = odeint(
+            f, x, self.t0, self.t1, self.steps, integrator=self.integrator, gradient=self.gradient, save=save
+        )
+        self._record(sol.stats["nfe"], sol.stats["nfe_backward"])
+        return sol
+
+    def __call__(self, x):
+        return self.solve(x).x
