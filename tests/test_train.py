@@ -123,12 +123,15 @@ def test_cli_runs_end_to_end_and_reports(tmp_path):
     base = ["experiment=toy", "optim.epochs=2", "train.progress=false"]
     out = cli("run", *base, f"hydra.run.dir={tmp_path / 'a'}").stdout
     assert "| toy | node | rk4 | backprop |" in out and "figure:" in out
-    cli("run", *base, "integrator=heun", "gradient=adjoint", f"hydra.run.dir={tmp_path / 'b'}")
+    # a sweep (Hydra multirun) over one axis, with another axis swapped
+    sweep = tmp_path / "sweep"
+    cli("run", "-m", *base, "integrator=heun", "gradient=adjoint,checkpoint", f"hydra.sweep.dir={sweep}")
     for name in RUN_FILES:
         assert (tmp_path / "a" / name).exists(), name
-    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
-    assert (summary["integrator"], summary["gradient"], summary["nfe_forward"]) == ("heun", "adjoint", 8)
-    report = cli("report", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")).stdout
+    runs = [json.loads((tmp_path / "sweep" / str(k) / "summary.json").read_text()) for k in (0, 1)]
+    assert [(r["integrator"], r["gradient"], r["nfe_forward"]) for r in runs] == [
+        ("heun", "adjoint", 8), ("heun", "checkpoint", 8)]
+    report = cli("report", str(tmp_path / "a"), str(sweep / "0"), "--out", str(tmp_path / "cmp")).stdout
     assert report.count("| toy |") == 2
     assert (tmp_path / "cmp" / "report.md").exists() and (tmp_path / "cmp" / "comparison.png").exists()
     # an existing run is never overwritten; unknown keys and names are Hydra / odenets errors
