@@ -239,7 +239,7 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
                 state, last_finite = state_new, loss
                 window.append({k: float(v) for k, v in metrics.items()})
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
                 if step % tcfg["log_every"] == 0:
                     log.write(_train_record(window, step, epoch))
                     window = []
@@ -314,4 +314,6 @@ def _progress(enabled: bool, total: int, initial: int):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False)
+    # disable=None: no bar when the output is not a terminal (logs, CI)
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False, disable=None,
+                mininterval=0.5)
