@@ -52,3 +52,11 @@ def test_demo_runs_and_its_gradients_check_out():
 def test_bootstrap_rejects_unknown_jobs(capsys):
     assert load("bootstrap.py").main(["deploy"]) == 2
     assert "{quickstart|demo|test}" in capsys.readouterr().err
+
+
+def test_readme_example_runs(capsys):
+    """The README's usage example is real code: run it as written."""
+    readme = (EXPERIMENTS.parent / "README.md").read_text()
+    code = readme.split("## Using it", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    assert "'nfe': 80, 'nfe_backward': 80, 'steps': 20, 'rejected': 0" in capsys.readouterr().out
