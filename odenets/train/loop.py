@@ -102,8 +102,11 @@ def setup(cfg: dict) -> Setup:
     family, model_opts = _options(cfg["model"], "family")
     takes = models.family(family).options  # families that are not ODEs take no integrator
     solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if k in takes}
-    model = models.build(family, input_shape=tuple(data.input_shape), num_classes=data.output_dim,
-                         rngs=nnx.Rngs(cfg.get("seed", 0)), **solver, **model_opts)
+    try:
+        model = models.build(family, input_shape=tuple(data.input_shape), num_classes=data.output_dim,
+                             rngs=nnx.Rngs(cfg.get("seed", 0)), **solver, **model_opts)
+    except (ValueError, TypeError) as err:  # say which config group the bad key lives in
+        raise type(err)(f"model config (model.*): {err}") from None
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     steps_per_epoch = len(data.x_train) // batch
     total = steps_per_epoch * cfg["optim"]["epochs"]
