@@ -253,6 +253,7 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
             if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == ocfg["epochs"]:
                 record = {"split": "test", "step": step, "epoch": epoch + 1, **evaluate(s, eval_step, state),
                           **_solver_stats(s, state), "epoch_time_s": seconds,
+                          "step_time_ms": 1e3 * seconds / s.steps_per_epoch,
                           "examples_per_s": s.steps_per_epoch * batch / seconds}
                 log.write(record)
             ckpt.save(step, state, {"epoch": epoch + 1, "step": step, "wall_time_s": wall})
