@@ -70,7 +70,7 @@ GOAL_TORCH_SMALL, GOAL_TORCH_COMPUTE = 10.0, 1.0  # torchdiffeq / odenets >= the
 NOT_INSTALLED = "torchdiffeq: not installed (pip install -e .[bench])"
 
 
-# -- Euler peers (RK4 ones are solver_overhead's) -----------------------------------------------
+# -- the Euler scan peer (the RK4 and diffrax builders are solver_overhead's) --------------------
 def scan_euler_solve(steps):
     def solve(params, x0):
         h = 1.0 / steps
@@ -84,29 +84,6 @@ def scan_euler_solve(steps):
     return solve
 
 
-def diffrax_euler_default_solve(steps):
-    def solve(params, x0):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(so.field), diffrax.Euler(), 0.0, 1.0, 1.0 / steps, x0,
-                                  args=params, saveat=diffrax.SaveAt(t1=True))
-        return sol.ys[0]
-
-    return solve
-
-
-def diffrax_euler_tuned_solve(steps):
-    def solve(params, x0):
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(so.field), diffrax.Euler(), 0.0, 1.0, None, x0, args=params,
-            saveat=diffrax.SaveAt(t1=True),
-            stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)),
-            adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps),
-            max_steps=steps,
-        )
-        return sol.ys[0]
-
-    return solve
-
-
 def jax_peers(integrator, steps):
     if integrator == "rk4":
         solves = {"odenets": so.odenets_solve(steps, on.RK4()),
@@ -116,8 +93,8 @@ def jax_peers(integrator, steps):
     else:
         solves = {"odenets": so.odenets_solve(steps, on.Euler()),
                   "hand-written scan": scan_euler_solve(steps),
-                  "diffrax default": diffrax_euler_default_solve(steps),
-                  "diffrax tuned": diffrax_euler_tuned_solve(steps)}
+                  "diffrax default": so.diffrax_default_solve(steps, diffrax.Euler()),
+                  "diffrax tuned": so.diffrax_tuned_solve(steps, diffrax.Euler())}
     return {name: so.value_and_grad(s) for name, s in solves.items()}
 
 

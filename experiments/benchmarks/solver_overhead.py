@@ -124,19 +124,25 @@ class ClassicRK4(diffrax.AbstractERK):
         return 4
 
 
-def diffrax_default_solve(steps):
+def diffrax_default_solve(steps, solver=None):
+    """diffrax with its default settings; `solver` defaults to the classic RK4 tableau above."""
+    solver = solver or ClassicRK4()
+
     def solve(params, x0):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), ClassicRK4(), 0.0, 1.0, 1.0 / steps, x0,
+        sol = diffrax.diffeqsolve(diffrax.ODETerm(field), solver, 0.0, 1.0, 1.0 / steps, x0,
                                   args=params, saveat=diffrax.SaveAt(t1=True))
         return sol.ys[0]
 
     return solve
 
 
-def diffrax_tuned_solve(steps):
+def diffrax_tuned_solve(steps, solver=None):
+    """diffrax tuned for fixed steps: StepTo, one checkpoint per step (EQX_ON_ERROR=nan is process-wide)."""
+    solver = solver or ClassicRK4()
+
     def solve(params, x0):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(field), ClassicRK4(), 0.0, 1.0, None, x0, args=params,
+            diffrax.ODETerm(field), solver, 0.0, 1.0, None, x0, args=params,
             saveat=diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)),
             adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps),

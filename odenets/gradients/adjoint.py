@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from odenets.gradients.base import Gradient, register
-from odenets.gradients.loop import keep_dtypes, split_args, tree_add, zero_cotangent
+from odenets.gradients.loop import split_args, tree_add, zero_cotangent
 
 
 def _augmented(f, nondiff):
@@ -71,16 +71,12 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
             t = stepper.time(t0, h, k)
             d_k = d_k if per else dargs
             fq_k = _augmented(stepper.f, n_k if per else nargs)
-            prev = state
             if per:
                 state = integ.begin_step(fq_k, t + h, state, d_k)
             state, quad = integ.advance(fq_k, t + h, -h, state, d_k)
-            # the quadrature runs in the state's precision; gradients take the parameters' dtype
-            quad = jax.tree.map(lambda q, d: q.astype(d.dtype), quad, d_k)
             if inj is not None:
                 xk, ak = integ.value(state)
                 state = integ.init(fq_k, t, (xk, tree_add(ak, inj)), d_k)
-            state = keep_dtypes(state, prev)  # the carry keeps x0's dtype, like the forward solve
             if per:
                 return (k - 1, state, g), quad
             return (k - 1, state, tree_add(g, quad)), None

@@ -40,14 +40,14 @@ class Stepper:
     def step(self, t, h, state, args_k, fq=None):
         """begin_step (PerStep only) then advance: the map state_k -> state_{k+1}.
 
-        The state keeps its dtypes (those of x0), whatever the precision of the parameters.
+        Dtypes are stable because `odeint` runs the whole solve in x0's dtype (arguments
+        cast, the field's output cast).
         """
         fq = fq or self.fq
-        new = state
         if self.per_step:
-            new = self.integrator.begin_step(fq, t, new, args_k)
-        new, _ = self.integrator.advance(fq, t, h, new, args_k)
-        return keep_dtypes(new, state)
+            state = self.integrator.begin_step(fq, t, state, args_k)
+        state, _ = self.integrator.advance(fq, t, h, state, args_k)
+        return state
 
     # -- the scan -------------------------------------------------------------------------
     def first_args(self, args):
@@ -103,11 +103,6 @@ def zero_cotangent(tree):
         return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
 
     return jax.tree.map(leaf, tree)
-
-
-def keep_dtypes(new, old):
-    """`new` with the dtypes of `old`, leaf by leaf (a scan carry must keep its type)."""
-    return jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
 
 
 def tree_add(a, b):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from odenets.gradients.base import Gradient, register
-from odenets.gradients.loop import keep_dtypes, split_args, tree_add, zero_cotangent
+from odenets.gradients.loop import split_args, tree_add, zero_cotangent
 from odenets.integrators.base import REGISTRY as INTEGRATORS
 
 
@@ -57,7 +57,7 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
             t = stepper.time(t0, h, k)
             d_k = d_k if per else dargs
             n_k = n_k if per else nargs
-            prev = keep_dtypes(integ.inverse(fq, t, h, state, args_k(d_k, n_k)), state)
+            prev = integ.inverse(fq, t, h, state, args_k(d_k, n_k))
             _, vjp = jax.vjp(lambda s, d: stepper.step(t, h, s, args_k(d, n_k)), prev, d_k)
             ct, d_ct = vjp(ct)
             if y_ct is not None:
