@@ -2,6 +2,7 @@
 
     odenets run [--resume] [-m] experiment=NAME key=value ...   train (Hydra config groups in configs/)
     odenets report RUN_DIR [RUN_DIR ...] [--out DIR]            side-by-side table + curves -> report.md
+    odenets bench [--quick] [--cases ...] [--out RESULTS.md]    benchmarks vs peers (source checkout)
 
 `run` composes configs/config.yaml with the groups data/, model/, integrator/, gradient/,
 optim/, experiment/; `integrator=rk4 gradient=adjoint` swaps one axis, `-m model.depth=8,16`
@@ -16,7 +17,8 @@ import sys
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-COMMANDS = ("run", "report")
+BENCH = Path(__file__).resolve().parent.parent / "experiments" / "benchmarks" / "__main__.py"
+COMMANDS = ("run", "report", "bench")
 
 
 def _fail(message: str, code: int = 2):
@@ -74,6 +76,16 @@ def report(argv: list[str]) -> None:
     print("\n".join([*table(summaries), "", f"report: {path}", f"figure: {path.parent / 'comparison.png'}"]))
 
 
+def bench(argv: list[str]) -> None:
+    """The benchmark runner of the source checkout (experiments/benchmarks), in this interpreter."""
+    import subprocess
+
+    if not BENCH.exists():
+        _fail(f"odenets bench runs the benchmarks of a source checkout; {BENCH} does not exist "
+              "(clone the repository and install it with pip install -e .)")
+    sys.exit(subprocess.call([sys.executable, str(BENCH), *argv]))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         _fail(f"unknown command {command!r}; valid choices: {', '.join(COMMANDS)}")
-    {"run": run, "report": report}[command](rest)
+    {"run": run, "report": report, "bench": bench}[command](rest)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ TOLERANCE = 1e-4
 
 def test_sizes_quick(tmp_path):
     out = tmp_path / "results.md"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--md", str(out)],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "max relative loss discrepancy vs odenets" in proc.stdout
     text = out.read_text()
-    assert "GFLOP/s" in text and "SGEMM" in text and "## Goals" in text
+    assert "GFLOP/s" in text and "SGEMM" in text and "### Goals" in text and "### Why" in text
 
     methods = list(JAX_METHODS)
     if "torchdiffeq: not installed" not in proc.stdout:

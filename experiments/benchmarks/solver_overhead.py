@@ -27,21 +27,22 @@ instead of calling back to the host. It changes no results of a successful solve
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import ClassVar
 
-os.environ.setdefault("EQX_ON_ERROR", "nan")  # must precede the import of equinox
-
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import ClassVar  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from common import rel_discrepancy, temp_bytes, time_all  # noqa: E402  (sets EQX_ON_ERROR first)
 
 import odenets as on  # noqa: E402
 
@@ -163,32 +164,8 @@ def value_and_grad(solve):
 
 
 # -- part 1: timing -----------------------------------------------------------------------------
-def time_all(fns, args, repeats):
-    """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls; min seconds."""
-    compile_s, outs = {}, {}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        compile_s[name] = time.perf_counter() - start
-        for _ in range(2):
-            out = jax.block_until_ready(fn(*args))
-        outs[name] = out
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, compile_s, outs
 
 
-def rel_discrepancy(a, b):
-    """max over leaves of max|a - b| / max|b| (the loss is a leaf too)."""
-    worst = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)))
-    return worst
 
 
 def run_timing(cfg, repeats):
@@ -244,8 +221,6 @@ MEMORY_CASES = (
 )
 
 
-def temp_bytes(fn, *args):
-    return int(fn.lower(*args).compile().memory_analysis().temp_size_in_bytes)
 
 
 def run_memory(cfg, memory_steps):
