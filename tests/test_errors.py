@@ -142,3 +142,14 @@ def test_adaptive_max_steps_exhausted_is_an_error(name):
         jax.block_until_ready(on.odeint(stiff, jnp.ones(2), 0.0, 10.0, integrator=integ).x)
     with pytest.raises(Exception, match=r"max_steps=3"):
         jax.block_until_ready(jax.jit(lambda x: on.odeint(stiff, x, 0.0, 10.0, integrator=integ).x)(jnp.ones(2)))
+
+
+@pytest.mark.parametrize("unroll", [0, -2, 1.5, "all", None])
+def test_unroll_must_be_a_bool_or_positive_int(unroll):
+    rejects(r"unroll must be True, False or an integer >= 1, got " + repr(unroll).replace(".", r"\."),
+            unroll=unroll)
+
+
+def test_unroll_is_for_fixed_step_integrators():
+    rejects(r"unroll=True applies to fixed-step integrators only; adaptive integrator 'dopri5'.*unroll=1",
+            integrator="dopri5", unroll=True)

@@ -36,12 +36,6 @@ def test_solver_overhead_benchmark_runs():
     assert memory.count("PASS (<= 1.2)") == 2, memory
 
 
-def test_compile_depth_benchmark_runs():
-    out = run_script("benchmarks/compile_depth.py", "--quick")
-    assert "rel. diff" in out and "PASS" in out.split("rel. diff")[1].splitlines()[0]
-    assert "goal [4] odenets compile time flat: depth 16 / depth 4: MET" in out
-
-
 def test_demo_runs_and_its_gradients_check_out():
     out = run_script("demo.py", "--steps", "8")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]

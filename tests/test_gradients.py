@@ -177,3 +177,22 @@ def test_mixed_precision(integrator, gradient, state, param):
     assert got[0].dtype == state and all(leaf.dtype == param for leaf in jax.tree.leaves(got[1]))
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
         np.testing.assert_allclose(a, b, rtol=0, atol=tol * float(jnp.max(jnp.abs(a))))
+
+
+@pytest.mark.parametrize("unroll", [True, 3])
+@pytest.mark.parametrize("gradient", GRADIENTS)
+def test_unroll_changes_nothing_but_the_program(gradient, unroll):
+    """unroll=True / 3 (16 steps: a remainder too) give the loss and gradient of unroll=1."""
+    integ = on.ReversibleHeun() if gradient == "reversible" else on.RK4()
+    x0, params = inputs(True)
+
+    def grad(u):
+        def loss(x0, p):
+            sol = on.odeint(mlp_field, x0, 0.0, 1.0, STEPS, integrator=integ, gradient=gradient,
+                            args=on.PerStep(p), save="all", unroll=u)
+            return jnp.sum(jnp.sin(sol.xs))
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x0, params)
+
+    for a, b in zip(jax.tree.leaves(grad(1)), jax.tree.leaves(grad(unroll)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)

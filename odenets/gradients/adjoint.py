@@ -84,7 +84,8 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
         state = integ.init(fq, t0 + stepper.steps * h, (y1, a1), d_last)
         carry = (jnp.asarray(stepper.steps - 1, jnp.int32), state, zero_cotangent(dargs))
         xs = (dargs if per else None, nargs if per else None, inject)
-        (_, state, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True)
+        (_, state, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True,
+                                                     unroll=stepper.unroll)
         _, a0 = integ.value(state)
         grads = g_steps if per else g
         return (zero_cotangent(t0), zero_cotangent(h), a0, grads, zero_cotangent(nargs))

@@ -28,6 +28,7 @@ class Stepper:
     steps: int
     per_step: bool
     save_all: bool
+    unroll: int | bool = 1  # steps per iteration of every scan over the steps (lax.scan's unroll)
 
     @property
     def fq(self):
@@ -80,7 +81,8 @@ class Stepper:
     def run(self, t0, h, y0, args):
         """Plain forward solve: (final integrator state, values at steps 1..N or None)."""
         carry = self.start(t0, y0, args)
-        (_, state), ys = lax.scan(self.body(t0, h, args), carry, self.xs(args), length=self.steps)
+        (_, state), ys = lax.scan(self.body(t0, h, args), carry, self.xs(args), length=self.steps,
+                                      unroll=self.unroll)
         return state, ys
 
     def nfe_forward(self) -> int:

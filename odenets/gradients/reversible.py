@@ -68,7 +68,8 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
 
         carry = (jnp.asarray(stepper.steps - 1, jnp.int32), state1, state_ct, zero_cotangent(dargs))
         xs = (dargs if per else None, nargs if per else None, y_cts)
-        (_, _, ct0, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True)
+        (_, _, ct0, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True,
+                                                 unroll=stepper.unroll)
         d0, n0 = (at(dargs, 0), at(nargs, 0)) if per else (dargs, nargs)
         _, vjp0 = jax.vjp(lambda y, d: stepper.init(t0, y, args_k(d, n0)), y0, d0)
         y0_ct, d0_ct = vjp0(ct0)

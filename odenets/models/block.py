@@ -15,7 +15,7 @@ from odenets.gradients import Gradient
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import Integrator
 from odenets.perstep import PerStep
-from odenets.solve import Solution, odeint
+from odenets.solve import Solution, check_unroll, odeint
 
 DEPTHS = ("shared", "per_step")
 
@@ -91,7 +91,8 @@ class ODEBlock(Counted):
                       (a discrete ResNet: with Euler and t1 - t0 = steps, h = 1 and
                       x_{k+1} = x_k + F_k(t_k, x_k)).
 
-    `steps` is the step count of fixed-step integrators (adaptive ones choose their own).
+    `steps` is the step count of fixed-step integrators (adaptive ones choose their own);
+    `unroll` is odeint's (steps per loop iteration; True: a straight-line program).
     Names and pairings are checked here, at construction, with the registries' errors. Each
     call records `nfe` / `nfe_backward` (`SolverStats`) from the solve's stats.
     """
@@ -106,6 +107,7 @@ class ODEBlock(Counted):
         gradient: Gradient | str = "backprop",
         t0: float = 0.0,
         t1: float = 1.0,
+        unroll: int | bool = 1,
         rngs: nnx.Rngs,
     ):
         if depth not in DEPTHS:
@@ -115,7 +117,8 @@ class ODEBlock(Counted):
         if float(t0) == float(t1):
             raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
         self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=depth == "per_step")
-        self.depth, self.steps, self.t0, self.t1 = depth, int(steps), float(t0), float(t1)
+        check_unroll(unroll, self.integrator)
+        self.depth, self.steps, self.t0, self.t1, self.unroll = depth, int(steps), float(t0), float(t1), unroll
         self.field = make_field(rngs) if depth == "shared" else stack(make_field, self.steps, rngs)
         self._init_stats()
 
@@ -123,7 +126,8 @@ class ODEBlock(Counted):
         """The full `odeint` solution (save="all" gives the state at every step boundary)."""
         f = PerStep(self.field) if self.depth == "per_step" else self.field
         sol = odeint(
-            f, x, self.t0, self.t1, self.steps, integrator=self.integrator, gradient=self.gradient, save=save
+            f, x, self.t0, self.t1, self.steps, integrator=self.integrator, gradient=self.gradient, save=save,
+            unroll=self.unroll,
         )
         self._record(sol.stats["nfe"], sol.stats["nfe_backward"])
         return sol

@@ -53,6 +53,7 @@ COMMON: dict[str, Any] = {
 }
 FAMILY_KEYS = (
     "field", "preact", "time", "integrator", "gradient", "step_size", "t1", "augment", "gamma", "growth",
+    "unroll",
 )
 FIELD_CHOICES = ("basic", "bottleneck")
 STEP_SIZES = ("one", "t_over_n")
@@ -81,6 +82,7 @@ class ModelConfig:
     augment: int | None = None
     gamma: float | None = None
     growth: int | None = None
+    unroll: int | bool | None = None
 
     @property
     def ndim(self) -> int:
@@ -191,6 +193,8 @@ def resolve(name: str, options: dict[str, Any], config: dict[str, Any]) -> Model
             )
     if "time" in taken:
         boolean("time", cfg["time"])
+    if "unroll" in taken and not isinstance(cfg["unroll"], bool):
+        cfg["unroll"] = integer("unroll", cfg["unroll"], 1)
     if "step_size" in taken:
         choices("step_size", cfg["step_size"], STEP_SIZES)
         if cfg["step_size"] == "one" and config.get("t1") is not None:

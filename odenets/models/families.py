@@ -84,7 +84,7 @@ class ResNet(Family):
 
     name: ClassVar[str] = "resnet"
     options: ClassVar[dict[str, Any]] = {
-        **FIELD, "integrator": "euler", "gradient": "backprop", "step_size": "one", "t1": None,
+        **FIELD, "integrator": "euler", "gradient": "backprop", "step_size": "one", "t1": None, "unroll": 1,
     }
 
     def check(self, cfg):
@@ -93,7 +93,7 @@ class ResNet(Family):
     def stage(self, cfg, channels, rngs):
         block = ODEBlock(
             make_field(cfg, channels), depth="per_step", steps=cfg.depth, integrator=cfg.integrator,
-            gradient=cfg.gradient, t1=cfg.t1, rngs=rngs,
+            gradient=cfg.gradient, t1=cfg.t1, unroll=cfg.unroll, rngs=rngs,
         )
         return block, channels
 
@@ -117,7 +117,9 @@ class NeuralODE(Family):
     fixed-step integrator (adaptive integrators choose their own). RK4 and backprop by default."""
 
     name: ClassVar[str] = "node"
-    options: ClassVar[dict[str, Any]] = {**FIELD, "integrator": "rk4", "gradient": "backprop", "t1": 1.0}
+    options: ClassVar[dict[str, Any]] = {
+        **FIELD, "integrator": "rk4", "gradient": "backprop", "t1": 1.0, "unroll": 1,
+    }
 
     def check(self, cfg):
         return _solver(cfg, per_step=False)
@@ -125,7 +127,7 @@ class NeuralODE(Family):
     def block(self, cfg, channels, rngs):
         return ODEBlock(
             make_field(cfg, channels), depth="shared", steps=cfg.depth, integrator=cfg.integrator,
-            gradient=cfg.gradient, t1=cfg.t1, rngs=rngs,
+            gradient=cfg.gradient, t1=cfg.t1, unroll=cfg.unroll, rngs=rngs,
         )
 
     def stage(self, cfg, channels, rngs):
