@@ -150,14 +150,14 @@ def run_torch(python: str | None, script: str, argv: list[str], threads: int, ti
 
     Returns the parsed dict, NOT_INSTALLED when the worker exits TORCH_MISSING, or None (with
     the reason printed) when it fails. The worker gets OMP_NUM_THREADS / MKL_NUM_THREADS =
-    threads (and OMP_WAIT_POLICY=PASSIVE unless set) in its environment and must call
+    threads in its environment and must call
     torch.set_num_threads(threads) itself.
     """
     if python is None:
         return NOT_INSTALLED
-    # passive OpenMP waiting: spinning threads make torch's times erratic whenever anything else runs
+    # OpenMP's default (active) waiting, as users run torch: run nothing else meanwhile, or spinning
+    # threads make torch's times erratic (OMP_WAIT_POLICY=PASSIVE in the environment steadies them)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [python, str(HERE / script), *argv]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

@@ -18,9 +18,10 @@ all calls is reported too (later calls can add allocator fragmentation). Calls: 
 timed ones; with R = 0 a single untimed call. Not getrusage's ru_maxrss: on Linux it
 survives execve, so a worker spawned by a large process reports its parent's size (the JSON
 carries ru_maxrss too, to show it). Time: the minimum of the R calls (null when R = 0).
-torch.set_num_threads(T); OMP_NUM_THREADS comes from the caller's environment, and
-OMP_WAIT_POLICY is PASSIVE unless the caller set it: with OpenMP's default active spin-wait,
-2 threads on a shared 2-core machine made the same solve 5 to 50x slower, and erratic.
+torch.set_num_threads(T); OMP_NUM_THREADS (and OMP_WAIT_POLICY, if set) come from the
+caller's environment: on a machine shared with other jobs, OpenMP's default active spin-wait
+with T = all cores makes torch's times erratic (OMP_WAIT_POLICY=PASSIVE steadies them, but
+slows torch on a quiet machine, so it is not the default).
 
 torchdiffeq's method="rk4" is the 3/8 rule; the classic (1/6, 1/3, 1/3, 1/6) rule that odenets
 and diffrax use is registered from torchdiffeq's own `rk_common.rk4_step_func` (as in
@@ -86,7 +87,6 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     opts = parser.parse_args(argv)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the OpenMP runtime loads with torch
     try:
         import numpy as np
         import torch
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
         "modules_imported": len(new_modules), "sympy_imported": "sympy" in new_modules,
         "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
         "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "rk4_rule": rk4_rule,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "rk4_rule": rk4_rule,
     }))
     return 0
 
