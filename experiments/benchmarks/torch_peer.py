@@ -26,6 +26,8 @@ import os
 import sys
 import time
 
+from torch_memory import classic_rk4  # registers torchdiffeq's classic RK4 (imports no torch itself)
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
@@ -46,28 +48,7 @@ def main(argv=None):
         return 3
 
     torch.set_num_threads(opts.threads)
-    rk4_rule = "3/8 (torchdiffeq rk4)"
-    rk4_name = "rk4"
-    try:
-        import importlib
-
-        odeint_mod = importlib.import_module("torchdiffeq._impl.odeint")  # the module, not the function
-        from torchdiffeq._impl.rk_common import rk4_step_func
-        from torchdiffeq._impl.solvers import FixedGridODESolver
-
-        class ClassicRK4(FixedGridODESolver):
-            order = 4
-
-            def _step_func(self, func, t0, dt, t1, y0):
-                f0 = func(t0, y0)
-                return rk4_step_func(func, t0, dt, t1, y0, f0=f0), f0
-
-        odeint_mod.SOLVERS["rk4_classic"] = ClassicRK4
-        rk4_name = "rk4_classic"
-        rk4_rule = "classic (torchdiffeq rk4_step_func)"
-    except Exception as exc:  # noqa: BLE001 - fall back to the public 3/8 rule, and say so
-        print(f"classic RK4 unavailable ({exc!r}); using torchdiffeq's 3/8 rule", file=sys.stderr)
-
+    rk4_name, rk4_rule = classic_rk4()  # torchdiffeq's own "rk4" is the 3/8 rule
     data = np.load(opts.problem)
     names = ("W1", "b1", "W2", "b2")
     steps = opts.steps
