@@ -67,12 +67,9 @@ def report(argv: list[str]) -> None:
     parser.add_argument("--out", type=Path, default=Path("."), help="where report.md and comparison.png go")
     opts = parser.parse_args(argv)
     try:
-        path = write_report(opts.runs, opts.out)
+        path, summaries = write_report(opts.runs, opts.out)
     except FileNotFoundError as err:
         _fail(str(err))
-    import json
-
-    summaries = [json.loads((d / "summary.json").read_text()) for d in opts.runs]
     print("\n".join([*table(summaries), "", f"report: {path}", f"figure: {path.parent / 'comparison.png'}"]))
 
 

@@ -119,10 +119,11 @@ def _check_per_step(args, steps, integ: Integrator):
         )
 
 
-def check_unroll(unroll, integ) -> None:
+def check_unroll(unroll, integ: Integrator | None = None) -> None:
+    """unroll is True, False or an int >= 1; with `integ`, also that it suits that integrator."""
     if not isinstance(unroll, bool) and not (isinstance(unroll, int | np.integer) and unroll >= 1):
         raise ValueError(f"unroll must be True, False or an integer >= 1, got {unroll!r}")
-    if integ.adaptive and (unroll is True or (unroll is not False and unroll != 1)):
+    if integ is not None and integ.adaptive and (unroll is True or unroll not in (False, 1)):
         raise ValueError(f"unroll={unroll!r} applies to fixed-step integrators only; adaptive integrator "
                          f"{integ.name!r} takes its own steps (valid choice for it: unroll=1)")
 
@@ -186,9 +187,7 @@ def odeint(
     if integ.adaptive:
         ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
         x, xs, stats = solve_adaptive(integ, field, t0, t1, x0, args, grad.diffrax_adjoint(integ), ts)
-        # Backprop re-evaluates nothing; diffrax does not report the backward solve's evaluations
-        nfe_backward = 0 if grad.name == "backprop" else None
-        return Solution(x, xs, {**stats, "nfe_backward": nfe_backward})
+        return Solution(x, xs, {**stats, "nfe_backward": grad.adaptive_nfe_backward})
 
     per_step = isinstance(args, PerStep)
     stepper = Stepper(integ, field, steps, per_step, save_all, unroll)

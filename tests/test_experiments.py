@@ -27,15 +27,6 @@ def run_script(relative: str, *args: str) -> str:
     return done.stdout
 
 
-def test_solver_overhead_benchmark_runs():
-    out = run_script("benchmarks/solver_overhead.py", "--quick")
-    assert "odenets / hand-written scan" in out
-    assert "max discrepancy" in out and "PASS" in out.split("max discrepancy")[1].splitlines()[0]
-    # constant-memory strategies stay flat even at the smoke-test size
-    memory = out.split("== memory")[1]
-    assert memory.count("PASS (<= 1.2)") == 2, memory
-
-
 def test_demo_runs_and_its_gradients_check_out():
     out = run_script("demo.py", "--steps", "8")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]

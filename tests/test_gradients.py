@@ -196,3 +196,11 @@ def test_unroll_changes_nothing_but_the_program(gradient, unroll):
 
     for a, b in zip(jax.tree.leaves(grad(1)), jax.tree.leaves(grad(unroll)), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("gradient,expected", [("backprop", 0), ("checkpoint", None), ("adjoint", None)])
+def test_adaptive_nfe_backward(gradient, expected):
+    """Backprop evaluates nothing again; diffrax does not count a backward solve: None, not a guess."""
+    x0, params = inputs(False)
+    sol = on.odeint(mlp_field, x0, 0.0, 1.0, integrator="dopri5", gradient=gradient, args=params)
+    assert sol.stats["nfe_backward"] == expected

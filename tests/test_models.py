@@ -311,6 +311,9 @@ GOOD = dict(kind="conv1d", input_shape=(8, 1), num_classes=3, width=4, depth=2)
         ("resnet", dict(stem="chen", kind="mlp", input_shape=(3,)), r"stem 'chen' does not apply to kind 'mlp'"),
         ("resnet", dict(stem="chen", input_shape=(5, 1)), r"input_shape=\(5, 1\) is too small for stem 'chen'"),
         ("resnet", dict(kind=None), r"missing config key\(s\) 'kind'"),
+        ("plain", dict(unroll=0), r"unroll must be True, False or an integer >= 1, got 0"),
+        ("node", dict(integrator="dopri5", unroll=True), r"unroll=True applies to fixed-step integrators only"),
+        ("densenet", dict(unroll=True), r"family 'densenet' does not take 'unroll'"),
     ],
 )
 def test_bad_config_fails_before_any_parameter(family, config, match):
@@ -321,11 +324,26 @@ def test_bad_config_fails_before_any_parameter(family, config, match):
 
 
 def test_none_means_not_given():
-    """A uniform config (every key, None where a family does not use it) builds every family."""
-    every = {k: None for k in ("integrator", "gradient", "t1", "step_size", "augment", "gamma", "growth")}
-    for family in ("plain", "densenet"):
-        model = nnx.eval_shape(lambda: om.build(family, **GOOD, **every))
-        assert model.config.integrator is None
+    """Every family key given as None resolves to the same config as the key left out, in every family."""
+    every = {k: None for k in om.config.FAMILY_KEYS}
+    for family in FAMILIES:
+        given = nnx.eval_shape(lambda family=family: om.build(family, **GOOD, **every))
+        left_out = nnx.eval_shape(lambda family=family: om.build(family, **GOOD))
+        assert given.config == left_out.config, family
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "densenet"])
+def test_unroll_changes_nothing_but_the_program(family):
+    """model.unroll=True gives the logits and gradients of the default scan, in every family that scans."""
+    x = normal((3, *KINDS["mlp"]))
+
+    def value_and_grad(unroll):
+        model = om.build(family, kind="mlp", input_shape=KINDS["mlp"], num_classes=2, width=4, depth=3,
+                         unroll=unroll, rngs=rngs())
+        return nnx.value_and_grad(lambda m: jnp.sum(jnp.sin(m(x))))(model)
+
+    for a, b in zip(jax.tree.leaves(value_and_grad(1)), jax.tree.leaves(value_and_grad(True)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 # -- presets --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from odenets.train.loop import Diverged, fit
 from odenets.train.metrics import read_metrics
-from odenets.train.optim import make_optimizer
+from odenets.train.optim import SCHEDULES, make_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoints", "figures/curves.png", "summary.json", "report.md",
@@ -81,11 +81,14 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
 
 def test_divergence_stops_with_the_step_and_a_hint(tmp_path):
     cfg = tiny(**{"optim.name": "sgd", "optim.lr": 1e30, "optim.clip_norm": None})
-    hint = r"loss became (nan|inf) at step \d+ .* last finite loss .* smaller step size"
-    with pytest.raises(Diverged, match=hint):
+    hint = (r"loss became (nan|inf) at step 2 \(epoch 0\); last finite loss [0-9.]+\. No checkpoint had been "
+            r"written yet\. Try a smaller step size")
+    with pytest.raises(Diverged, match=hint):  # the step within the log window (log_every 4), exactly
         fit(cfg, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "diverged"
+    assert summary["status"] == "diverged" and summary["steps"] == 2
+    last = read_metrics(tmp_path / "run")[-1]
+    assert last["step"] == 2 and not np.isfinite(last["loss"])
 
 
 @pytest.mark.parametrize(
@@ -99,6 +102,9 @@ def test_divergence_stops_with_the_step_and_a_hint(tmp_path):
         ({"optim.batch_size": 0}, r"optim.batch_size must be > 0, got 0"),
         ({"optim.batch_size": 1000}, r"optim.batch_size=1000 exceeds the 256 training examples"),
         ({"train.log_evry": 3}, r"unknown train key\(s\) \['log_evry'\]; valid keys"),
+        ({"train.log_every": 0}, r"train.log_every must be an int >= 1, got train.log_every=0"),
+        ({"train.stop_after_epochs": 0}, r"train.stop_after_epochs must be an int >= 1"),
+        ({"resume": True}, r"unknown top-level config key\(s\) \['resume'\]"),
     ],
 )
 def test_bad_configs_fail_before_anything_is_written(tmp_path, changes, match):
@@ -107,16 +113,36 @@ def test_bad_configs_fail_before_anything_is_written(tmp_path, changes, match):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_trajectory_dataset_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    from odenets.data.trajectories import Robertson
+
+    def never(self, seed):
+        raise AssertionError("the dataset was built before the task was checked")
+
+    monkeypatch.setattr(Robertson, "build", never)
+    with pytest.raises(ValueError, match=r"trains on tasks classification, regression; dataset 'robertson' "
+                                         r"is a 'trajectory' task"):
+        fit(tiny(data={"name": "robertson"}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_optimizer_schedules_and_clipping():
     import jax.numpy as jnp
-    import optax
 
     tx = make_optimizer({"name": "sgd", "lr": 0.1, "schedule": "cosine", "batch_size": 1, "epochs": 1,
                          "clip_norm": 1.0, "warmup_steps": 0}, total_steps=10)
     params = {"w": jnp.zeros(3)}
     updates, _ = tx.update({"w": jnp.array([30.0, 40.0, 0.0])}, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.06, -0.08, 0.0], rtol=1e-6)  # clipped to norm 1, lr 0.1
-    assert isinstance(tx, optax.GradientTransformation)
+    # the schedules' learning rates along the run: warm-up ramps, cosine decay to 0, one-cycle peak at 30%
+    cosine, constant = SCHEDULES["cosine"](0.1, 10, 2), SCHEDULES["constant"](0.1, 10, 4)
+    np.testing.assert_allclose([float(cosine(i)) for i in (0, 1, 2, 6, 10)], [0, 0.05, 0.1, 0.05, 0], atol=1e-7)
+    np.testing.assert_allclose([float(constant(i)) for i in (0, 2, 4, 9)], [0.0, 0.05, 0.1, 0.1], atol=1e-7)
+    onecycle = SCHEDULES["onecycle"](0.1, 10, 0)
+    assert max(range(11), key=lambda i: float(onecycle(i))) == 3 and float(onecycle(3)) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match=r"optim.warmup_steps=5 is not used by schedule 'onecycle'"):
+        make_optimizer({"name": "sgd", "lr": 0.1, "schedule": "onecycle", "warmup_steps": 5, "batch_size": 1,
+                        "epochs": 1}, total_steps=10)
 
 
 def test_cli_runs_end_to_end_and_reports(tmp_path):

@@ -233,8 +233,11 @@ def ablation(cfg, fns, program_of_ours, args):
     Returns {name: min seconds} for odenets, diffrax and each "without <check>".
     """
     fns = {k: fns[k] for k in ("odenets", "diffrax")}
+    full = primitive_counts(program_of_ours(), *args)
     for label, (module, name, stand_in) in WRAPPER_CHECKS.items():
         with replaced(module, name, stand_in):  # traced and compiled here, while the stand-in is in place
+            if primitive_counts(program_of_ours(), *args) == full:  # the name is no longer looked up there
+                raise RuntimeError(f"replacing {module.__name__}.{name} left odenets' program unchanged")
             fns[f"without {label}"] = jax.jit(program_of_ours()).lower(*args).compile()
     best, _, _, repeats = measure(cfg, fns, args)
     return best, repeats
@@ -293,7 +296,7 @@ def retime(cfg, row, fns, program_of_ours, args):
 
 # -- torchdiffeq --------------------------------------------------------------------------------------
 def run_torch(opts, cfg, params, x0, rows):
-    """torchdiffeq dopri5 for the Dopri5 rows: its info dict (with arrays) or NOT_INSTALLED / None."""
+    """torchdiffeq dopri5 for the Dopri5 rows: its info dict (with arrays) or NOT_INSTALLED."""
     python = common.torch_python(opts)
     runs = ",".join(f"{r['save']}/{r['mode']}" for r in rows
                     if r["solver"] == "dopri5" and (r["save"], r["mode"]) not in TORCH_SKIPPED)
@@ -335,11 +338,6 @@ def torch_rows(info, rows):
 
 
 # -- output --------------------------------------------------------------------------------------
-def torch_status(info) -> str:
-    """common.torch_line, except that a worker which failed is not reported as missing."""
-    return "- torch: the torch peer failed (its error is in the log)" if info is None else common.torch_line(info)
-
-
 def row_name(r):
     return f"{r['solver']} {r['save']} {MODE_LABEL[r['mode']]}"
 
@@ -438,7 +436,7 @@ def markdown(cfg, rows, trows, info, fig_line, goals, quick):
                   "evaluations to start (f(t0) and its initial-step probe), diffrax 1, then both 6 per "
                   "attempted step. Field calls incl. backward: `odeint_adjoint`'s backward solve calls the field "
                   "(with a VJP) again; backprop does not."]
-    lines += ["", torch_status(info), ""]
+    lines += ["", common.torch_line(info), ""]
     lines += ([fig_line, ""] if fig_line else []) + common.goals_table(goals)
     flagged = [r for r in rows if "ablation" in r or r["ratio"] > GOAL_RATIO]
     if flagged:
@@ -498,13 +496,13 @@ def main(argv=None) -> int:
     info = run_torch(opts, cfg, params, x0, rows)
     trows = torch_rows(info, rows) if isinstance(info, dict) else []
     if not isinstance(info, dict):
-        print(torch_status(info))
+        print(common.torch_line(info))
     goals = [common.Goal(CASE, f"odenets / diffrax, {row_name(r)}", r["ratio"], GOAL_RATIO, False) for r in rows]
     goals += [common.Goal(CASE, f"torchdiffeq / odenets, dopri5 {t['save']} {MODE_LABEL[t['mode']]}",
                           t["ratio"], 1.0, True, info=True) for t in trows]
     if not trows:
-        why = common.NOT_INSTALLED if info == common.NOT_INSTALLED else "the torch peer failed"
-        goals.append(common.Goal(CASE, "torchdiffeq / odenets, dopri5", None, 1.0, True, where=why))
+        goals.append(common.Goal(CASE, "torchdiffeq / odenets, dopri5", None, 1.0, True,
+                                 where=common.NOT_INSTALLED))
     fig_line = plot(cfg, rows, trows, opts.fig_dir)
     lines = markdown(cfg, rows, trows, info, fig_line, goals, opts.quick)
     extra = {"rows": [{k: v for k, v in r.items() if k not in ("states", "grads")} for r in rows],

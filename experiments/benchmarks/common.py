@@ -32,10 +32,10 @@ from pathlib import Path  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from torch_common import TORCH_MISSING  # noqa: E402  (the torch workers' exit status for "no torch")
 
 HERE = Path(__file__).resolve().parent
 NOT_INSTALLED = "torchdiffeq: not installed (pip install -e .[bench])"
-TORCH_MISSING = 3  # exit status of a torch worker that cannot import torch / torchdiffeq
 
 
 # -- machine ------------------------------------------------------------------------------------
@@ -148,10 +148,11 @@ def hlo_structure(fn, *args) -> dict:
 def run_torch(python: str | None, script: str, argv: list[str], threads: int, timeout: float = 1800):
     """Run a torch worker `HERE/script` under `python`; its last stdout line is JSON.
 
-    Returns the parsed dict, NOT_INSTALLED when the worker exits TORCH_MISSING, or None (with
-    the reason printed) when it fails. The worker gets OMP_NUM_THREADS / MKL_NUM_THREADS =
-    threads in its environment and must call
-    torch.set_num_threads(threads) itself.
+    Returns the parsed dict, or NOT_INSTALLED when `python` is None or the worker exits
+    TORCH_MISSING (the case carries on without torch). A worker that fails otherwise raises
+    RuntimeError with its error: a broken peer must fail the case, not read as a missing one.
+    The worker gets OMP_NUM_THREADS / MKL_NUM_THREADS = threads in its environment and must
+    call torch.set_num_threads(threads) itself.
     """
     if python is None:
         return NOT_INSTALLED
@@ -162,13 +163,11 @@ def run_torch(python: str | None, script: str, argv: list[str], threads: int, ti
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        print(f"torch worker {script}: failed to run ({exc})")
-        return None
+        raise RuntimeError(f"torch worker {script} under {python}: could not run ({exc})") from None
     if proc.returncode == TORCH_MISSING:
         return NOT_INSTALLED
     if proc.returncode != 0:
-        print(f"torch worker {script}: failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
-        return None
+        raise RuntimeError(f"torch worker {script} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -3,7 +3,7 @@
     python experiments/benchmarks/memory.py [--quick] [--md SECTION.md] [--json GOALS.json]
                                             [--fig-dir DIR] [--torch-python PY|none]
 
-The MLP problem of solver_overhead.py (dx/dt = tanh(x W1 + b1) W2 + b2, float32, t in [0, 1],
+The MLP problem of problem.py (dx/dt = tanh(x W1 + b1) W2 + b2, float32, t in [0, 1],
 fixed steps, loss = mean(x(1) ** 2)), jit(value_and_grad) with respect to (params, x0), at
 16, 64, 256, 1024 and 4096 steps, computed by
 
@@ -43,7 +43,7 @@ import diffrax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import solver_overhead as so  # noqa: E402
+import problem as so  # noqa: E402
 from jax.ad_checkpoint import print_saved_residuals  # noqa: E402
 
 import odenets as on  # noqa: E402
@@ -79,12 +79,7 @@ class Method:
 
 
 def diffrax_solve(steps, adjoint):
-    def solve(params, x0):
-        sol = diffrax.diffeqsolve(diffrax.ODETerm(so.field), so.ClassicRK4(), 0.0, 1.0, 1.0 / steps, x0,
-                                  args=params, saveat=diffrax.SaveAt(t1=True), adjoint=adjoint, max_steps=steps)
-        return sol.ys[0]
-
-    return solve
+    return so.diffrax_default_solve(steps, adjoint=adjoint, max_steps=steps)
 
 
 METHODS = (
@@ -148,8 +143,6 @@ def measure_torch(python, cfg, params, x0):
                 if res == common.NOT_INSTALLED:
                     print(common.NOT_INSTALLED)
                     return None
-                if res is None:
-                    continue
                 workers[m.label, steps], rss[m.label, steps] = res, res["rss_delta_bytes"]
                 outs[m.label, steps] = (arrays["loss"], ({k: arrays[k] for k in params}, arrays["x0"]))
                 print(f"-- torch {m.torch_name} {steps} steps: RSS delta {fmt_bytes(res['rss_delta_bytes'])}",
@@ -181,9 +174,6 @@ def residual_bytes_per_step(solve, params, x0):
     return total, ", ".join(f"{count} x {shape}" for shape, count in shapes.items())
 
 
-def diffrax_checkpoints(max_steps: int) -> int:
-    """The checkpoint count equinox's checkpointed_while_loop picks when checkpoints=None."""
-    return 1 if max_steps == 1 else math.floor(-1.5 + math.sqrt(2 * max_steps + 0.25)) + 1
 
 
 # -- analysis -----------------------------------------------------------------------------------
@@ -310,31 +300,11 @@ def draw_time(seconds, timed):
     return draw
 
 
-def explain(labelled_goals, temp, steps, state_bytes, residual):
-    """One or two sentences per missed goal, from the measurements."""
-    lo, hi = steps[0], steps[-1]
-    per_step, shapes = residual
-    lines = []
-    for label, g in labelled_goals:
-        if g.met is not False:
-            continue
-        slope = slope_and_ratio(series(temp, label, steps), steps)[0]
-        if label != BACKPROP:
-            lines.append(f"- {g.goal}: {g.value:.2f}x against {g.target:.2f}x; fitted slope {slope:,.0f} B/step.")
-            continue
-        cp_lo, cp_hi = diffrax_checkpoints(lo), diffrax_checkpoints(hi)
-        per_cp = "" if (RCP, lo) not in temp else \
-            f"; {fmt_bytes((temp[RCP, hi] - temp[RCP, lo]) / (cp_hi - cp_lo))} of temp bytes each, measured"
-        lines.append(
-            f"- Backprop / diffrax RecursiveCheckpointAdjoint = {g.value:.0f}x at {g.where}: they are "
-            f"different strategies. Backprop stores every step: autodiff keeps {fmt_bytes(per_step)} per step "
-            f"({shapes}, i.e. {per_step / state_bytes:.0f} states of "
-            f"{fmt_bytes(state_bytes)}; jax's print_saved_residuals) and the fitted slope is {slope:,.0f} B/step. "
-            f"diffrax's default keeps floor(sqrt(2N + 1/4) - 1.5) + 1 checkpoints ({cp_lo} at {lo}, {cp_hi} at "
-            f"{hi} steps{per_cp}) and recomputes one step at a time. "
-            f"The like-for-like pair is Checkpoint vs RecursiveCheckpointAdjoint: "
-            f"{temp[CHECKPOINT, hi] / temp[RCP, hi]:.1f}x at {hi} steps (Memory, above).")
-    return lines
+def explain(labelled_goals, temp, steps):
+    """One sentence per missed goal, from the measurements."""
+    return [f"- {g.goal}: {g.value:.2f}x against {g.target:.2f}x; fitted slope "
+            f"{slope_and_ratio(series(temp, label, steps), steps)[0]:,.0f} B/step."
+            for label, g in labelled_goals if g.met is False]
 
 
 def checkpoint_model(temp, steps, state_bytes, per_step):
@@ -467,7 +437,7 @@ def main(argv=None) -> int:
     lines = [
         "## Case 3: Memory vs steps",
         "",
-        f"The MLP problem of solver_overhead.py (dx/dt = tanh(x W1 + b1) W2 + b2, batch {cfg['batch']}, width "
+        f"The MLP problem of problem.py (dx/dt = tanh(x W1 + b1) W2 + b2, batch {cfg['batch']}, width "
         f"{cfg['width']}, hidden {cfg['hidden']}, float32, t in [0, 1], fixed steps, loss = mean(x(1)^2)), "
         f"jit(value_and_grad) with respect to (params, x0) at {', '.join(map(str, steps))} steps. odenets: "
         "Backprop, Checkpoint, Adjoint with RK4, Backprop and Reversible with ReversibleHeun; diffrax "
@@ -515,7 +485,7 @@ def main(argv=None) -> int:
     figs = [common.figure(opts.fig_dir, "memory_vs_steps", draw_memory(temp, rss, steps)),
             common.figure(opts.fig_dir, "memory_time_ratio", draw_time(seconds, timed))]
     lines += [f for f in figs if f] + [""] + common.goals_table(goals) + [""]
-    lines += explain(labelled_goals, temp, steps, state_bytes, residual)
+    lines += explain(labelled_goals, temp, steps)
     extra = {"steps": steps, "timed": timed, "size": {k: cfg[k] for k in ("batch", "width", "hidden")},
              "temp_bytes": nested(temp), "rss_delta_bytes": nested(rss), "seconds": nested(seconds),
              "compile_seconds": nested(compile_s), "fits": fits, "agreement": nested(disc), "agree": ok,

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-TORCH_MISSING = 3
+from torch_common import TORCH_MISSING, import_torch, versions  # noqa: E402
+
 DENSE_TIMES = 100
 
 
@@ -112,22 +112,17 @@ def best_of(call, repeats, budget_s):
 
 def main(argv=None):
     opts = parse(argv)
-    try:
-        import numpy as np
-        import torch
-        import torchdiffeq
-    except ImportError as exc:
-        print(f"not installed: {exc}")
+    modules = import_torch()
+    if modules is None:
         return TORCH_MISSING
+    np, torch, torchdiffeq = modules
 
     torch.set_num_threads(opts.threads)
     data = np.load(opts.problem)
     field = build_field(torch, data)
     x0 = torch.tensor(data["x0"], dtype=torch.float32)
     times = {"final": torch.tensor([0.0, opts.t1]), "dense": torch.linspace(0.0, opts.t1, DENSE_TIMES)}
-    results = {"torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
-               "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-               "runs": {}}
+    results = {**versions(torch, torchdiffeq), "runs": {}}
     arrays = {}
     for key in opts.runs.split(","):
         save, mode = key.split("/")

@@ -40,8 +40,9 @@ import resource
 import sys
 import time
 
+from torch_common import TORCH_MISSING, classic_rk4, import_torch, versions  # noqa: E402
+
 NAMES = ("W1", "b1", "W2", "b2")
-TORCH_MISSING = 3
 
 
 def peak_rss_kib() -> int:
@@ -55,29 +56,6 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def classic_rk4():
-    """Register a fixed-grid classic RK4 with torchdiffeq; returns (method name, rule)."""
-    import importlib
-
-    try:
-        odeint_mod = importlib.import_module("torchdiffeq._impl.odeint")  # the module, not the function
-        from torchdiffeq._impl.rk_common import rk4_step_func
-        from torchdiffeq._impl.solvers import FixedGridODESolver
-    except (ImportError, AttributeError) as exc:
-        print(f"classic RK4 unavailable ({exc!r}); using torchdiffeq's 3/8 rule", file=sys.stderr)
-        return "rk4", "3/8 (torchdiffeq rk4)"
-
-    class ClassicRK4(FixedGridODESolver):
-        order = 4
-
-        def _step_func(self, func, t0, dt, t1, y0):
-            f0 = func(t0, y0)
-            return rk4_step_func(func, t0, dt, t1, y0, f0=f0), f0
-
-    odeint_mod.SOLVERS["rk4_classic"] = ClassicRK4
-    return "rk4_classic", "classic (torchdiffeq rk4_step_func)"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", required=True)
@@ -87,13 +65,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True)
     opts = parser.parse_args(argv)
-    try:
-        import numpy as np
-        import torch
-        import torchdiffeq
-    except ImportError as exc:
-        print(f"not installed: {exc}")
+    modules = import_torch()
+    if modules is None:
         return TORCH_MISSING
+    np, torch, torchdiffeq = modules
 
     torch.set_num_threads(opts.threads)
     rk4_name, rk4_rule = classic_rk4()
@@ -145,9 +120,8 @@ def main(argv=None) -> int:
         "rss_delta_all_calls_bytes": 1024 * (peak_kib - setup_kib),
         "ru_maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "modules_imported": len(new_modules), "sympy_imported": "sympy" in new_modules,
-        "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
-        "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), "rk4_rule": rk4_rule,
+        **versions(torch, torchdiffeq), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "rk4_rule": rk4_rule,
     }))
     return 0
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
-from torch_memory import classic_rk4  # registers torchdiffeq's classic RK4 (imports no torch itself)
+from torch_common import TORCH_MISSING, classic_rk4, import_torch, versions  # noqa: E402
 
 
 def main(argv=None):
@@ -39,13 +38,10 @@ def main(argv=None):
     parser.add_argument("--out", required=True)
     opts = parser.parse_args(argv)
 
-    try:
-        import numpy as np
-        import torch
-        import torchdiffeq
-    except ImportError as exc:
-        print(f"not installed: {exc}")
-        return 3
+    modules = import_torch()
+    if modules is None:
+        return TORCH_MISSING
+    np, torch, torchdiffeq = modules
 
     torch.set_num_threads(opts.threads)
     rk4_name, rk4_rule = classic_rk4()  # torchdiffeq's own "rk4" is the 3/8 rule
@@ -63,9 +59,7 @@ def main(argv=None):
         leaves["x0"] = torch.tensor(data["x0"], dtype=torch.float32, requires_grad=True)
         return leaves
 
-    results = {"threads": torch.get_num_threads(), "torch": torch.__version__,
-               "torchdiffeq": getattr(torchdiffeq, "__version__", "?"), "rk4_rule": rk4_rule,
-               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "methods": {}}
+    results = {**versions(torch, torchdiffeq), "rk4_rule": rk4_rule, "methods": {}}
     arrays = {}
     for method in opts.methods.split(","):
         leaves = make_leaves()

@@ -33,11 +33,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 
-TORCH_MISSING = 3
+from torch_common import TORCH_MISSING, import_torch, versions  # noqa: E402
+
 WARMUP = 2
 
 
@@ -198,13 +198,10 @@ def main(argv=None) -> int:
     parser.add_argument("--convs", default="[]", help="JSON list of convolutions to time alone")
     parser.add_argument("--conv-repeats", type=int, default=10)
     opts = parser.parse_args(argv)
-    try:
-        import numpy as np
-        import torch
-        import torchdiffeq
-    except ImportError as exc:
-        print(f"not installed: {exc}")
+    modules = import_torch()
+    if modules is None:
         return TORCH_MISSING
+    np, torch, torchdiffeq = modules
 
     torch.set_num_threads(opts.threads)
     spec = json.loads(opts.spec)
@@ -237,10 +234,8 @@ def main(argv=None) -> int:
         losses.append(float(loss.detach()))
         norms.append(float(norm))
     convs = [conv_seconds(torch, c, opts.conv_repeats) for c in json.loads(opts.convs)]
-    print(json.dumps({"torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
-                      "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                      "param_count": count, "seconds": min(times[WARMUP:]), "losses": losses,
-                      "grad_norms": norms, "conv_seconds": convs,
+    print(json.dumps({**versions(torch, torchdiffeq), "param_count": count, "seconds": min(times[WARMUP:]),
+                      "losses": losses, "grad_norms": norms, "conv_seconds": convs,
                       "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)}))
     return 0
 

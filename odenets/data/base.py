@@ -192,6 +192,7 @@ class Builder:
     """
 
     name: ClassVar[str]
+    task: ClassVar[str] = "classification"  # known before building (npz makes it an option)
 
     def build(self, seed: int) -> Dataset:
         raise NotImplementedError
@@ -258,4 +259,8 @@ def load(name: str | Builder, *, seed: int = 0, **options) -> Dataset:
     """
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    return REGISTRY(name, **options).build(int(seed))
+    builder = REGISTRY(name, **options)
+    data = builder.build(int(seed))
+    if data.task != builder.task:
+        raise AssertionError(f"dataset {builder.name!r} declares task {builder.task!r} but built {data.task!r}")
+    return data

@@ -50,6 +50,7 @@ class ODETrajectories(Builder):
     n_test: int = 64
     num_times: int = 50
     t_end: float = 10.0
+    task: ClassVar[str] = "trajectory"
     dim: ClassVar[int]
     atol: ClassVar[tuple[float, ...] | float] = 1e-10
     min_times: ClassVar[int] = 2

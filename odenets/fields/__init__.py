@@ -3,12 +3,11 @@
 from odenets.fields.bottleneck import BottleneckField
 from odenets.fields.conv import ConvField
 from odenets.fields.mlp import MLPField
-from odenets.fields.postact import PostActConvField
 from odenets.fields.stable import AntisymmetricField, HamiltonianField
 from odenets.fields.stack import field_at, stack
 from odenets.fields.time import concat_time
 
 __all__ = [
-    "AntisymmetricField", "BottleneckField", "ConvField", "HamiltonianField", "PostActConvField", "MLPField",
+    "AntisymmetricField", "BottleneckField", "ConvField", "HamiltonianField", "MLPField",
     "concat_time", "field_at", "stack",
 ]

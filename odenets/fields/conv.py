@@ -17,7 +17,8 @@ class ConvField(nnx.Module):
     keep the shape. `time=True` makes each convolution a ConcatConv: t enters as one extra
     constant input channel. `ndim` is the number of spatial axes (1 for signals, 2 for
     images); inputs are channels-last with a leading batch axis. `preact=False` gives the
-    post-activation ordering F = GN(conv2(t, relu(GN(conv1(t, x))))) (`PostActConvField`).
+    post-activation ordering of He et al. (2016a), F = GN(conv2(t, relu(GN(conv1(t, x))))):
+    the ReLU after the addition of the original block is not part of the branch F.
     """
 
     def __init__(

@@ -21,6 +21,7 @@ class Backprop(Gradient):
     """
 
     name: ClassVar[str] = "backprop"
+    adaptive_nfe_backward: ClassVar[int] = 0  # nothing is evaluated again
 
     def solve(self, stepper, t0, h, y0, args):
         return stepper.run(t0, h, y0, args)

@@ -21,6 +21,8 @@ from odenets.integrators.base import Integrator
 @dataclasses.dataclass(frozen=True)
 class Gradient:
     name: ClassVar[str]
+    # nfe_backward of adaptive solves: diffrax does not count the evaluations of a backward solve
+    adaptive_nfe_backward: ClassVar[int | None] = None
 
     def check(self, integrator: Integrator) -> None:
         """Raise ValueError, naming the valid choices, if this pairing is not supported."""

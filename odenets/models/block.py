@@ -62,10 +62,12 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
     return totals
 
 
-def resolve_solver(integrator, gradient, *, per_step: bool) -> tuple[Integrator, Gradient]:
+def resolve_solver(
+    integrator, gradient, *, per_step: bool, unroll: int | bool = 1
+) -> tuple[Integrator, Gradient]:
     """Integrator and gradient objects from names or instances, with every pairing rule of
     `odeint` checked now (the registries' errors for unknown names; per-step parameters need a
-    fixed-step integrator; the gradient's own check of the integrator)."""
+    fixed-step integrator; the gradient's own check of the integrator; unroll)."""
     integ = INTEGRATORS(integrator)
     grad = GRADIENTS(gradient)
     if per_step and integ.adaptive:
@@ -80,6 +82,7 @@ def resolve_solver(integrator, gradient, *, per_step: bool) -> tuple[Integrator,
             f"valid choices for it: backprop, checkpoint, adjoint"
         )
     grad.check(integ)
+    check_unroll(unroll, integ)
     return integ, grad
 
 
@@ -116,8 +119,8 @@ class ODEBlock(Counted):
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         if float(t0) == float(t1):
             raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
-        self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=depth == "per_step")
-        check_unroll(unroll, self.integrator)
+        self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=depth == "per_step",
+                                                        unroll=unroll)
         self.depth, self.steps, self.t0, self.t1, self.unroll = depth, int(steps), float(t0), float(t1), unroll
         self.field = make_field(rngs) if depth == "shared" else stack(make_field, self.steps, rngs)
         self._init_stats()

@@ -24,6 +24,8 @@ Family keys (each family takes the subset its `options` lists, with its own defa
     augment       ANODE's extra zero channels (default max(1, width // 4))
     gamma         momentum's gamma (0.9) / antisymmetric damping (0.01)
     growth        DenseNet growth rate (default max(1, width // 2))
+    unroll        steps per iteration of the stage's scan (1; True: straight-line code; every
+                  family but densenet, whose layers are a Python loop)
 
 A key given as None counts as not given. Every error names the key, the bad value and the
 valid choices.
@@ -38,6 +40,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from odenets.models.layers import KIND_NDIM, STEMS
+from odenets.solve import check_unroll
 
 REQUIRED = object()
 COMMON: dict[str, Any] = {
@@ -51,10 +54,6 @@ COMMON: dict[str, Any] = {
     "downsample": True,
     "stem": None,
 }
-FAMILY_KEYS = (
-    "field", "preact", "time", "integrator", "gradient", "step_size", "t1", "augment", "gamma", "growth",
-    "unroll",
-)
 FIELD_CHOICES = ("basic", "bottleneck")
 STEP_SIZES = ("one", "t_over_n")
 
@@ -93,6 +92,9 @@ class ModelConfig:
 
     def norm_groups(self, channels: int) -> int:
         return math.gcd(channels, self.groups)
+
+
+FAMILY_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in COMMON)
 
 
 def choices(key: str, value, valid) -> None:
@@ -193,8 +195,8 @@ def resolve(name: str, options: dict[str, Any], config: dict[str, Any]) -> Model
             )
     if "time" in taken:
         boolean("time", cfg["time"])
-    if "unroll" in taken and not isinstance(cfg["unroll"], bool):
-        cfg["unroll"] = integer("unroll", cfg["unroll"], 1)
+    if "unroll" in taken:
+        check_unroll(cfg["unroll"])
     if "step_size" in taken:
         choices("step_size", cfg["step_size"], STEP_SIZES)
         if cfg["step_size"] == "one" and config.get("t1") is not None:

@@ -17,7 +17,6 @@ from flax import nnx
 from odenets._registry import Registry
 from odenets.fields import ConvField, MLPField
 from odenets.fields.bottleneck import BottleneckField
-from odenets.fields.postact import PostActConvField
 from odenets.fields.stable import AntisymmetricField, HamiltonianField
 from odenets.models.block import ODEBlock, resolve_solver
 from odenets.models.config import ModelConfig, integer, number
@@ -32,13 +31,14 @@ from odenets.models.stages import (
 
 FieldMaker = Callable[[nnx.Rngs], nnx.Module]
 FIELD = {"field": "basic", "preact": False, "time": False}
+UNROLL = {"unroll": 1}  # families whose steps run in a scan (odeint's or their own)
 
 
 def make_field(cfg: ModelConfig, channels: int) -> FieldMaker:
     """The residual branch F at `channels` channels that cfg.field / preact / time / kind choose.
 
     basic:      mlp: MLPField(hidden=channels); conv: ConvField (preact, Chen et al.'s block)
-                or PostActConvField (conv-GN-ReLU-conv-GN).
+                or with preact=False (conv-GN-ReLU-conv-GN).
     bottleneck: mlp: MLPField(hidden=channels // 4); conv: BottleneckField(preact).
     """
     ndim, groups, time = cfg.ndim, cfg.norm_groups(channels), cfg.time
@@ -47,8 +47,7 @@ def make_field(cfg: ModelConfig, channels: int) -> FieldMaker:
         return lambda r: MLPField(channels, hidden, time=time, rngs=r)
     if cfg.field == "bottleneck":
         return lambda r: BottleneckField(channels, ndim=ndim, preact=cfg.preact, time=time, groups=groups, rngs=r)
-    cls = ConvField if cfg.preact else PostActConvField
-    return lambda r: cls(channels, ndim=ndim, time=time, groups=groups, rngs=r)
+    return lambda r: ConvField(channels, ndim=ndim, preact=cfg.preact, time=time, groups=groups, rngs=r)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +70,7 @@ register = REGISTRY.register
 
 
 def _solver(cfg: ModelConfig, *, per_step: bool) -> ModelConfig:
-    integ, grad = resolve_solver(cfg.integrator, cfg.gradient, per_step=per_step)
+    integ, grad = resolve_solver(cfg.integrator, cfg.gradient, per_step=per_step, unroll=cfg.unroll)
     return dataclasses.replace(cfg, integrator=integ, gradient=grad)
 
 
@@ -84,7 +83,7 @@ class ResNet(Family):
 
     name: ClassVar[str] = "resnet"
     options: ClassVar[dict[str, Any]] = {
-        **FIELD, "integrator": "euler", "gradient": "backprop", "step_size": "one", "t1": None, "unroll": 1,
+        **FIELD, **UNROLL, "integrator": "euler", "gradient": "backprop", "step_size": "one", "t1": None,
     }
 
     def check(self, cfg):
@@ -104,10 +103,10 @@ class Plain(Family):
     """x_{k+1} = F_k(t_k, x_k): the resnet's fields with the skip removed (not an ODE)."""
 
     name: ClassVar[str] = "plain"
-    options: ClassVar[dict[str, Any]] = dict(FIELD)
+    options: ClassVar[dict[str, Any]] = {**FIELD, **UNROLL}
 
     def stage(self, cfg, channels, rngs):
-        return PlainBlock(make_field(cfg, channels), steps=cfg.depth, rngs=rngs), channels
+        return PlainBlock(make_field(cfg, channels), steps=cfg.depth, unroll=cfg.unroll, rngs=rngs), channels
 
 
 @register("node")
@@ -118,7 +117,7 @@ class NeuralODE(Family):
 
     name: ClassVar[str] = "node"
     options: ClassVar[dict[str, Any]] = {
-        **FIELD, "integrator": "rk4", "gradient": "backprop", "t1": 1.0, "unroll": 1,
+        **FIELD, **UNROLL, "integrator": "rk4", "gradient": "backprop", "t1": 1.0,
     }
 
     def check(self, cfg):
@@ -158,7 +157,7 @@ class Highway(Family):
     one Euler step (h = 1) of the field g (F - x) per layer, through `odeint`."""
 
     name: ClassVar[str] = "highway"
-    options: ClassVar[dict[str, Any]] = {**FIELD, "gradient": "backprop"}
+    options: ClassVar[dict[str, Any]] = {**FIELD, **UNROLL, "gradient": "backprop"}
 
     def check(self, cfg):
         cfg = dataclasses.replace(cfg, integrator="euler")
@@ -168,8 +167,8 @@ class Highway(Family):
         inner = make_field(cfg, channels)
         make = lambda r: HighwayField(inner(r), channels, cfg.ndim, rngs=r)
         block = ODEBlock(
-            make, depth="per_step", steps=cfg.depth, integrator="euler", gradient=cfg.gradient,
-            t1=float(cfg.depth), rngs=rngs,
+            make, depth="per_step", steps=cfg.depth, integrator=cfg.integrator, gradient=cfg.gradient,
+            t1=float(cfg.depth), unroll=cfg.unroll, rngs=rngs,
         )
         return block, channels
 
@@ -202,13 +201,15 @@ class Momentum(Family):
     x_{k+1} = x_k + v_{k+1}, v_0 = 0; invertible. gamma in (0, 1), default 0.9."""
 
     name: ClassVar[str] = "momentum"
-    options: ClassVar[dict[str, Any]] = {**FIELD, "gamma": 0.9}
+    options: ClassVar[dict[str, Any]] = {**FIELD, **UNROLL, "gamma": 0.9}
 
     def check(self, cfg):
         return dataclasses.replace(cfg, gamma=number("gamma", cfg.gamma, low=0.0, high=1.0))
 
     def stage(self, cfg, channels, rngs):
-        return MomentumBlock(make_field(cfg, channels), steps=cfg.depth, gamma=cfg.gamma, rngs=rngs), channels
+        block = MomentumBlock(make_field(cfg, channels), steps=cfg.depth, gamma=cfg.gamma, unroll=cfg.unroll,
+                              rngs=rngs)
+        return block, channels
 
 
 @register("antisymmetric")
@@ -220,7 +221,8 @@ class Antisymmetric(Family):
 
     name: ClassVar[str] = "antisymmetric"
     options: ClassVar[dict[str, Any]] = {
-        "integrator": "euler", "gradient": "backprop", "step_size": "t_over_n", "t1": None, "gamma": 0.01,
+        **UNROLL, "integrator": "euler", "gradient": "backprop", "step_size": "t_over_n", "t1": None,
+        "gamma": 0.01,
     }
 
     def check(self, cfg):
@@ -231,7 +233,7 @@ class Antisymmetric(Family):
         make = lambda r: AntisymmetricField(channels, ndim=cfg.ndim, gamma=cfg.gamma, rngs=r)
         block = ODEBlock(
             make, depth="per_step", steps=cfg.depth, integrator=cfg.integrator, gradient=cfg.gradient,
-            t1=cfg.t1, rngs=rngs,
+            t1=cfg.t1, unroll=cfg.unroll, rngs=rngs,
         )
         return block, channels
 
@@ -244,7 +246,7 @@ class Hamiltonian(Family):
     output concat(y, z). Needs an even width. Conv kinds use convolutions and their adjoints."""
 
     name: ClassVar[str] = "hamiltonian"
-    options: ClassVar[dict[str, Any]] = {"step_size": "t_over_n", "t1": None}
+    options: ClassVar[dict[str, Any]] = {**UNROLL, "step_size": "t_over_n", "t1": None}
 
     def check(self, cfg):
         if cfg.width % 2:
@@ -256,4 +258,5 @@ class Hamiltonian(Family):
     def stage(self, cfg, channels, rngs):
         half = channels // 2
         make = lambda r: HamiltonianField(half, ndim=cfg.ndim, rngs=r)
-        return HamiltonianBlock(make, steps=cfg.depth, h=cfg.t1 / cfg.depth, rngs=rngs), channels
+        block = HamiltonianBlock(make, steps=cfg.depth, h=cfg.t1 / cfg.depth, unroll=cfg.unroll, rngs=rngs)
+        return block, channels

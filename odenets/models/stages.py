@@ -17,11 +17,12 @@ from jax import lax
 from odenets.fields import stack
 from odenets.models.block import Counted, ODEBlock
 from odenets.models.layers import Unit, weight
+from odenets.solve import check_unroll
 
 
-def scan_layers(stacked: nnx.Module, step: Callable, carry, *, reverse: bool = False):
+def scan_layers(stacked: nnx.Module, step: Callable, carry, *, reverse: bool = False, unroll: int | bool = 1):  # noqa: E501
     """carry <- step(layer_k, k, carry) for k = 0..N-1 (N-1..0 with reverse), by `lax.scan`
-    over the split per-step state: compile time does not grow with depth."""
+    over the split per-step state: compile time does not grow with depth (unroll as odeint's)."""
     graphdef, state = nnx.split(stacked)
     n = jax.tree.leaves(state)[0].shape[0]
 
@@ -29,7 +30,7 @@ def scan_layers(stacked: nnx.Module, step: Callable, carry, *, reverse: bool = F
         k, s = xs
         return step(nnx.merge(graphdef, s), k, c), None
 
-    carry, _ = lax.scan(body, carry, (jnp.arange(n), state), reverse=reverse)
+    carry, _ = lax.scan(body, carry, (jnp.arange(n), state), reverse=reverse, unroll=unroll)
     return carry
 
 
@@ -37,18 +38,28 @@ def _t(k, x):
     return k.astype(x.dtype)
 
 
-class PlainBlock(Counted):
-    """x_{k+1} = F_k(t_k, x_k), t_k = k: the same per-step fields as a ResNet with the skip removed."""
+class ScanStage(Counted):
+    """Per-step fields `stack(make_field, steps)` run by a step rule of its own (`_scan`);
+    a forward pass records one evaluation per step."""
 
-    def __init__(self, make_field, *, steps: int, rngs: nnx.Rngs):
-        self.steps = steps
+    def __init__(self, make_field, *, steps: int, unroll: int | bool = 1, rngs: nnx.Rngs):
+        check_unroll(unroll)
+        self.steps, self.unroll = steps, unroll
         self.fields = stack(make_field, steps, rngs)
         self._init_stats()
 
+    def _scan(self, step: Callable, carry, *, reverse: bool = False):
+        carry = scan_layers(self.fields, step, carry, reverse=reverse, unroll=self.unroll)
+        if not reverse:
+            self._record(self.steps, 0)
+        return carry
+
+
+class PlainBlock(ScanStage):
+    """x_{k+1} = F_k(t_k, x_k), t_k = k: the same per-step fields as a ResNet with the skip removed."""
+
     def __call__(self, x):
-        x = scan_layers(self.fields, lambda f, k, x: f(_t(k, x), x).astype(x.dtype), x)
-        self._record(self.steps, 0)
-        return x
+        return self._scan(lambda f, k, x: f(_t(k, x), x).astype(x.dtype), x)
 
 
 class HighwayField(nnx.Module):
@@ -106,7 +117,7 @@ class DenseBlock(Counted):
         return self.transition(x)
 
 
-class MomentumBlock(Counted):
+class MomentumBlock(ScanStage):
     """Momentum ResNet (Sander et al. 2021), v_0 = 0 by default:
 
         v_{k+1} = gamma v_k + (1 - gamma) F_k(t_k, x_k),    x_{k+1} = x_k + v_{k+1}
@@ -115,12 +126,11 @@ class MomentumBlock(Counted):
     (`inverse`). Gradients here are plain backprop through the scan (the memory saving of
     the paper's custom backward pass is not implemented)."""
 
-    def __init__(self, make_field, *, steps: int, gamma: float, rngs: nnx.Rngs):
+    def __init__(self, make_field, *, steps: int, gamma: float, unroll: int | bool = 1, rngs: nnx.Rngs):
         if not 0.0 < gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-        self.steps, self.gamma = steps, gamma
-        self.fields = stack(make_field, steps, rngs)
-        self._init_stats()
+        self.gamma = gamma
+        super().__init__(make_field, steps=steps, unroll=unroll, rngs=rngs)
 
     def forward(self, x, v):
         """(x_N, v_N) from (x_0, v_0)."""
@@ -131,9 +141,7 @@ class MomentumBlock(Counted):
             v = g * v + (1 - g) * f(_t(k, x), x).astype(v.dtype)
             return x + v, v
 
-        out = scan_layers(self.fields, step, (x, v))
-        self._record(self.steps, 0)
-        return out
+        return self._scan(step, (x, v))
 
     def inverse(self, x, v):
         """(x_0, v_0) from (x_N, v_N), recomputing every F_k once more."""
@@ -144,13 +152,13 @@ class MomentumBlock(Counted):
             x = x - v
             return x, (v - (1 - g) * f(_t(k, x), x).astype(v.dtype)) / g
 
-        return scan_layers(self.fields, step, (x, v), reverse=True)
+        return self._scan(step, (x, v), reverse=True)
 
     def __call__(self, x):
         return self.forward(x, jnp.zeros_like(x))[0]
 
 
-class HamiltonianBlock(Counted):
+class HamiltonianBlock(ScanStage):
     """Haber & Ruthotto's Hamiltonian network as a leapfrog (Verlet) scan over per-step
     `HamiltonianField`s, on the input split channel-wise into y and z (Chang et al. 2018):
 
@@ -159,10 +167,9 @@ class HamiltonianBlock(Counted):
 
     output concat(y_N, z_N). Symplectic and exactly invertible (`inverse`)."""
 
-    def __init__(self, make_field, *, steps: int, h: float, rngs: nnx.Rngs):
-        self.steps, self.h = steps, h
-        self.fields = stack(make_field, steps, rngs)
-        self._init_stats()
+    def __init__(self, make_field, *, steps: int, h: float, unroll: int | bool = 1, rngs: nnx.Rngs):
+        self.h = h
+        super().__init__(make_field, steps=steps, unroll=unroll, rngs=rngs)
 
     def forward(self, y, z):
         h = self.h
@@ -172,9 +179,7 @@ class HamiltonianBlock(Counted):
             z = z + h * f.dz(y).astype(z.dtype)
             return y + h * f.dy(z).astype(y.dtype), z
 
-        out = scan_layers(self.fields, step, (y, z))
-        self._record(self.steps, 0)
-        return out
+        return self._scan(step, (y, z))
 
     def inverse(self, y, z):
         h = self.h
@@ -184,7 +189,7 @@ class HamiltonianBlock(Counted):
             y = y - h * f.dy(z).astype(y.dtype)
             return y, z - h * f.dz(y).astype(z.dtype)
 
-        return scan_layers(self.fields, step, (y, z), reverse=True)
+        return self._scan(step, (y, z), reverse=True)
 
     def __call__(self, x):
         y, z = jnp.split(x, 2, axis=-1)

@@ -35,10 +35,10 @@ from odenets.train.checkpoints import Checkpoints
 from odenets.train.metrics import MetricsLog, read_metrics
 from odenets.train.optim import check_optim, make_optimizer
 
-TRAIN_KEYS = ("log_every", "eval_every", "stop_after_epochs", "distributed", "progress", "eval_batch_size")
 TRAIN_DEFAULTS = {"log_every": 50, "eval_every": 1, "stop_after_epochs": None, "distributed": False,
                   "progress": True, "eval_batch_size": 500}
-TOP_KEYS = ("seed", "data", "model", "integrator", "gradient", "optim", "train", "name", "resume")
+TRAIN_KEYS = tuple(TRAIN_DEFAULTS)
+TOP_KEYS = ("seed", "data", "model", "integrator", "gradient", "optim", "train", "name")
 LOSSES = {
     "classification": lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y),
     "regression": lambda pred, y: jnp.sum((pred - y.reshape(pred.shape)) ** 2, axis=-1),
@@ -46,7 +46,11 @@ LOSSES = {
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
+    """The loss became NaN or Inf at training step `step`; the last good checkpoint is kept."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclasses.dataclass
@@ -80,6 +84,10 @@ def setup(cfg: dict) -> Setup:
     _check_keys(cfg, TOP_KEYS, "top-level config")
     train = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     _check_keys(train, TRAIN_KEYS, "train")
+    for key in ("log_every", "eval_every", "eval_batch_size"):
+        models.config.integer(f"train.{key}", train[key], 1)
+    if train["stop_after_epochs"] is not None:
+        models.config.integer("train.stop_after_epochs", train["stop_after_epochs"], 1)
     cfg = {**cfg, "train": train}
     check_optim(cfg["optim"])
     integ_name, integ_opts = _options(cfg["integrator"])
@@ -87,10 +95,11 @@ def setup(cfg: dict) -> Setup:
     integrator = on.integrator(integ_name, **integ_opts)
     gradient = on.gradient(grad_name, **grad_opts)
     data_name, data_opts = _options(cfg["data"])
-    data = datasets.load(data_name, seed=cfg.get("seed", 0), **data_opts)
-    if data.task not in LOSSES:
+    builder = datasets.dataset(data_name, **data_opts)
+    if builder.task not in LOSSES:  # before any data is generated or read
         raise ValueError(f"`odenets run` trains on tasks {', '.join(LOSSES)}; dataset {data_name!r} is a "
-                         f"{data.task!r} task")
+                         f"{builder.task!r} task")
+    data = datasets.load(builder, seed=cfg.get("seed", 0))
     if train["distributed"]:
         jax.distributed.initialize()
     devices = jax.devices()
@@ -122,12 +131,6 @@ def make_steps(s: Setup):
     loss_of = LOSSES[s.data.task]
     classify = s.data.task == "classification"
 
-    def forward(params, rest, x):
-        model = nnx.merge(s.graphdef, params, rest)
-        out = model(x)
-        _, _, new_rest = nnx.split(model, nnx.Param, ...)
-        return out, new_rest
-
     @jax.jit
     def train_step(state, x, y):
         params, rest, opt_state = state
@@ -151,7 +154,7 @@ def make_steps(s: Setup):
     @jax.jit
     def eval_step(state, x, y, mask):
         params, rest, _ = state
-        out, _ = forward(params, rest, x)
+        out = nnx.merge(s.graphdef, params, rest)(x)
         sums = {"loss": jnp.sum(loss_of(out, y) * mask)}
         if classify:
             sums["correct"] = jnp.sum((jnp.argmax(out, -1) == y) * mask)
@@ -221,6 +224,20 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
     bar = _progress(tcfg["progress"], s.total_steps, step)
     status, last_finite = "completed", None
     stop = tcfg["stop_after_epochs"]
+
+    def diverged(loss: float, step: int, epoch: int) -> Diverged:
+        log.write({"split": "train", "step": step, "epoch": epoch, "loss": loss})
+        kept = (f"The last good checkpoint is kept in {run_dir / 'checkpoints'}." if ckpt.latest_step() is not None
+                else "No checkpoint had been written yet.")
+        return Diverged(
+            f"loss became {loss} at step {step} (epoch {epoch}); last finite loss {last_finite}. {kept} Try a "
+            f"smaller step size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or "
+            f"adaptive (dopri5, kvaerno5) integrator.", step)
+
+    def flush(window: list, step: int, epoch: int) -> None:
+        """The window's mean as one train record: one device-to-host copy per log window."""
+        log.write(_train_record(jax.device_get(window), step, epoch))
+
     try:
         for epoch in range(epoch0, ocfg["epochs"]):
             if stop is not None and epoch - epoch0 >= stop:
@@ -228,26 +245,22 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
                 break
             start, window = time.perf_counter(), []
             for idx in datasets.batches(len(x), batch, seed=seed, epoch=epoch):
-                state_new, metrics = train_step(state, *_shard(s, x[idx], y[idx]))
+                state, metrics = train_step(state, *_shard(s, x[idx], y[idx]))
+                # the loss is read every step: a step after a divergence would run the solver on
+                # non-finite states (odeint's x0 check fails there), so it must not be dispatched
                 loss = float(metrics["loss"])
                 step += 1
                 if not math.isfinite(loss):
-                    log.write({"split": "train", "step": step, "epoch": epoch, "loss": loss})
-                    raise Diverged(
-                        f"loss became {loss} at step {step} (epoch {epoch}); last finite loss "
-                        f"{last_finite}. The last good checkpoint is kept in {run_dir / 'checkpoints'}. "
-                        f"Try a smaller step size h (more steps) or learning rate, or an implicit "
-                        f"(backward_euler, trapezoid) or adaptive (dopri5, kvaerno5) integrator."
-                    )
-                state, last_finite = state_new, loss
-                window.append({k: float(v) for k, v in metrics.items()})
+                    raise diverged(loss, step, epoch)
+                last_finite = loss
+                window.append(metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
                 if step % tcfg["log_every"] == 0:
-                    log.write(_train_record(window, step, epoch))
+                    flush(window, step, epoch)
                     window = []
             if window:
-                log.write(_train_record(window, step, epoch))
+                flush(window, step, epoch)
             seconds = time.perf_counter() - start
             wall += seconds
             if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == ocfg["epochs"]:
@@ -257,8 +270,8 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
                           "examples_per_s": s.steps_per_epoch * batch / seconds}
                 log.write(record)
             ckpt.save(step, state, {"epoch": epoch + 1, "step": step, "wall_time_s": wall})
-    except Diverged:
-        status = "diverged"
+    except Diverged as err:
+        status, step = "diverged", err.step
         raise
     except BaseException:
         status = "interrupted"
@@ -302,22 +315,9 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
     }
 
 
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_postfix(self, **kw):
-        pass
-
-    def close(self):
-        pass
-
-
 def _progress(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return _NoBar()
     from tqdm.auto import tqdm
 
-    # disable=None: no bar when the output is not a terminal (logs, CI)
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False, disable=None,
-                mininterval=0.5)
+    # disable=None: no bar when the output is not a terminal (logs, CI); True: never
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False,
+                disable=None if enabled else True, mininterval=0.5)

@@ -14,17 +14,14 @@ from collections.abc import Callable
 import optax
 
 SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
-    # constant: lr (after an optional linear warm-up)
-    "constant": lambda lr, total, warmup: optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [max(warmup, 1)]
-    )
-    if warmup
+    # constant: lr (after an optional linear warm-up; linear_schedule holds lr once it is reached)
+    "constant": lambda lr, total, warmup: optax.linear_schedule(0.0, lr, warmup) if warmup
     else optax.constant_schedule(lr),
     # cosine: warm-up to lr, then cosine decay to 0 at the last step
     "cosine": lambda lr, total, warmup: optax.warmup_cosine_decay_schedule(
         0.0 if warmup else lr, lr, warmup, max(total, warmup + 1), end_value=0.0
     ),
-    # onecycle: the one-cycle policy (Smith), peak lr at 30% of training
+    # onecycle: the one-cycle policy (Smith), peak lr at 30% of training (its own warm-up)
     "onecycle": lambda lr, total, warmup: optax.cosine_onecycle_schedule(max(total, 2), lr),
 }
 
@@ -65,6 +62,9 @@ def check_optim(cfg: dict) -> None:
         value = cfg.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool):
             raise ValueError(f"optim.{key} must be an int, got {value!r}")
+    if cfg.get("schedule") == "onecycle" and cfg.get("warmup_steps", 0):
+        raise ValueError(f"optim.warmup_steps={cfg['warmup_steps']} is not used by schedule 'onecycle' (it "
+                         f"warms up over 30% of the steps); set warmup_steps: 0, or choose constant or cosine")
     clip = cfg.get("clip_norm")
     if clip is not None and not clip > 0:
         raise ValueError(f"optim.clip_norm must be > 0 or null (no clipping), got {clip!r}")

@@ -34,7 +34,7 @@ def prepare(run_dir: Path, cfg: dict, *, resume: bool) -> None:
 
 def _without(cfg: dict) -> dict:
     """The parts of a config that must match on resume (not: how long or how verbosely to run)."""
-    out = {k: v for k, v in cfg.items() if k not in ("resume",)}
+    out = dict(cfg)
     out["train"] = {k: v for k, v in cfg.get("train", {}).items() if k not in ("stop_after_epochs", "progress")}
     return out
 
@@ -113,8 +113,10 @@ def _label(run_dir: Path) -> str:
     return run_dir.name
 
 
-def report(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Side-by-side report of finished runs: report.md with a table and overlaid curves."""
+def report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, list[dict]]:
+    """Side-by-side report of finished runs: report.md with a table and overlaid curves.
+
+    Returns the report's path and the runs' summaries."""
     missing = [str(d) for d in run_dirs if not (d / "summary.json").exists()]
     if missing:
         raise FileNotFoundError(f"not a finished run directory (no summary.json): {', '.join(missing)}")
@@ -125,4 +127,4 @@ def report(run_dirs: list[Path], out_dir: Path) -> Path:
              "Runs: " + ", ".join(str(d) for d in run_dirs), ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
-    return path
+    return path, summaries
