@@ -128,6 +128,30 @@ def check_unroll(unroll, integ: Integrator | None = None) -> None:
                          f"{integ.name!r} takes its own steps (valid choice for it: unroll=1)")
 
 
+def resolve_solver(
+    integrator, gradient, *, per_step: bool, unroll: int | bool = 1
+) -> tuple[Integrator, Gradient]:
+    """Integrator and gradient objects from names or instances, with every pairing rule of
+    `odeint` checked now (the registries' errors for unknown names; per-step parameters need a
+    fixed-step integrator; the gradient's own check of the integrator; unroll)."""
+    integ = INTEGRATORS(integrator)
+    grad = GRADIENTS(gradient)
+    if per_step and integ.adaptive:
+        fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS(n).adaptive]
+        raise ValueError(
+            f"per-step parameters need a fixed-step integrator, got integrator {integ.name!r}; "
+            f"valid choices: {', '.join(fixed)}"
+        )
+    if integ.adaptive and grad.name == "reversible":
+        raise ValueError(
+            f"gradient 'reversible' is not available for adaptive integrator {integ.name!r}; "
+            f"valid choices for it: backprop, checkpoint, adjoint"
+        )
+    grad.check(integ)
+    check_unroll(unroll, integ)
+    return integ, grad
+
+
 def odeint(
     f,
     x0,

@@ -6,6 +6,7 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 
 import odenets as on  # noqa: E402
+import extensions  # noqa: E402, F401  (registers the test suite's own integrator, family and dataset)
 
 FIXED = [n for n in on.integrator.names() if not on.integrator(n).adaptive]
 ADAPTIVE = [n for n in on.integrator.names() if on.integrator(n).adaptive]

@@ -224,30 +224,7 @@ class Builder:
 REGISTRY: Registry[Builder] = Registry("dataset", Builder)
 
 
-def register(name: str):
-    """Register a Builder subclass under `name`.
-
-    The registry entry checks option names against the builder's fields, so an unknown
-    option is a ValueError that lists the valid ones (rather than dataclass' TypeError).
-    """
-
-    def decorator(cls: type[Builder]) -> type[Builder]:
-        cls.name = name
-        valid = [f.name for f in dataclasses.fields(cls)]
-
-        def construct(**options) -> Builder:
-            unknown = [key for key in options if key not in valid]
-            if unknown:
-                raise ValueError(
-                    f"unknown option {unknown[0]!r} for dataset {name!r}; valid options: "
-                    f"{', '.join(valid) or '(none)'}"
-                )
-            return cls(**options)
-
-        REGISTRY.register(name)(construct)
-        return cls
-
-    return decorator
+register = REGISTRY.register
 
 
 def load(name: str | Builder, *, seed: int = 0, **options) -> Dataset:

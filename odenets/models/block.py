@@ -10,12 +10,10 @@ import numpy as np
 from flax import nnx
 
 from odenets.fields import stack
-from odenets.gradients import REGISTRY as GRADIENTS
 from odenets.gradients import Gradient
-from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import Integrator
 from odenets.perstep import PerStep
-from odenets.solve import Solution, check_unroll, odeint
+from odenets.solve import Solution, odeint, resolve_solver
 
 DEPTHS = ("shared", "per_step")
 
@@ -60,30 +58,6 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
                 n = int(np.asarray(getattr(node, key)[...]))
                 totals[key] = -1 if (n < 0 or totals[key] < 0) else totals[key] + n
     return totals
-
-
-def resolve_solver(
-    integrator, gradient, *, per_step: bool, unroll: int | bool = 1
-) -> tuple[Integrator, Gradient]:
-    """Integrator and gradient objects from names or instances, with every pairing rule of
-    `odeint` checked now (the registries' errors for unknown names; per-step parameters need a
-    fixed-step integrator; the gradient's own check of the integrator; unroll)."""
-    integ = INTEGRATORS(integrator)
-    grad = GRADIENTS(gradient)
-    if per_step and integ.adaptive:
-        fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS(n).adaptive]
-        raise ValueError(
-            f"per-step parameters need a fixed-step integrator, got integrator {integ.name!r}; "
-            f"valid choices: {', '.join(fixed)}"
-        )
-    if integ.adaptive and grad.name == "reversible":
-        raise ValueError(
-            f"gradient 'reversible' is not available for adaptive integrator {integ.name!r}; "
-            f"valid choices for it: backprop, checkpoint, adjoint"
-        )
-    grad.check(integ)
-    check_unroll(unroll, integ)
-    return integ, grad
 
 
 class ODEBlock(Counted):

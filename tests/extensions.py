@@ -1,0 +1,28 @@
+"""Extensions registered from the test suite, the way a user would add them: one class each.
+
+Importing this module (conftest.py does, before collection) registers them, so every test
+parametrised from the registries, the CLI's config groups included, picks them up with no
+other edit. That is the test that adding an integrator, a model family or a dataset is one
+class and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import odenets as on
+from odenets.integrators import ButcherTableau, ExplicitRK
+from odenets.integrators.base import register as register_integrator
+
+
+@register_integrator("ralston")
+@dataclasses.dataclass(frozen=True)
+class Ralston(ExplicitRK):
+    """Ralston's second-order method: k2 = f(t + 2h/3, y + 2h/3 k1), y_next = y + h (k1/4 + 3 k2/4)."""
+
+    order: ClassVar[int] = 2
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), (2 / 3,)), b=(1 / 4, 3 / 4), c=(0.0, 2 / 3))
+
+
+assert "ralston" in on.integrator.names()
