@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+import numpy as np
+
 import odenets as on
+from odenets.data import register as register_dataset
+from odenets.data.toy import Toy
 from odenets.integrators import ButcherTableau, ExplicitRK
 from odenets.integrators.base import register as register_integrator
 
@@ -25,4 +29,14 @@ class Ralston(ExplicitRK):
     tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), (2 / 3,)), b=(1 / 4, 3 / 4), c=(0.0, 2 / 3))
 
 
-assert "ralston" in on.integrator.names()
+@register_dataset("xor")
+@dataclasses.dataclass(frozen=True)
+class Xor(Toy):
+    """Points uniform on [-1, 1]^2 labelled by the sign of x0 * x1 (the XOR of two half-planes)."""
+
+    def sample(self, rng, n):
+        x = rng.uniform(-1.0, 1.0, (n, 2))
+        return x, (x[:, 0] * x[:, 1] > 0).astype(np.int64)
+
+
+assert {"ralston"} <= set(on.integrator.names()) and {"xor"} <= set(on.data.dataset.names())
