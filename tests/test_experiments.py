@@ -30,7 +30,9 @@ def run_script(relative: str, *args: str) -> str:
 def test_demo_runs_and_its_gradients_check_out():
     out = run_script("demo.py", "--steps", "8")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]
-    assert {r[1] for r in rows} == set(on.integrator.names())
+    # the demo runs in its own process, so it sees odenets' integrators, not the test suite's
+    builtin = {n for n in on.integrator.names() if on.integrator.get(n).__module__.startswith("odenets.")}
+    assert {r[1] for r in rows} == builtin
     # column "grad vs FD": relative error of a directional derivative against central differences
     assert all(float(r[-2]) < 1e-6 for r in rows), rows
 
