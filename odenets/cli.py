@@ -1,24 +1,28 @@
 """The `odenets` command line.
 
-    odenets run [--resume] [-m] experiment=NAME key=value ...   train (Hydra config groups in configs/)
+    odenets run [--resume] [-m] experiment=NAME key=value ...   train (Hydra config groups)
     odenets report RUN_DIR [RUN_DIR ...] [--out DIR]            side-by-side table + curves -> report.md
-    odenets bench [--quick] [--cases ...] [--out RESULTS.md]    benchmarks vs peers (source checkout)
+    odenets bench [--quick] [--cases ...]                       benchmarks vs peers (source checkout)
 
-`run` composes configs/config.yaml with the groups data/, model/, integrator/, gradient/,
-optim/, experiment/; `integrator=rk4 gradient=adjoint` swaps one axis, `-m model.depth=8,16`
-sweeps, `hydra.run.dir=DIR` places the run, `--resume` (or `resume=true`) continues the run in
-that directory from its last checkpoint.
+`run` composes the config groups data, model, integrator, gradient, optim (generated from the
+registries: every registered dataset, family, integrator, ... is an option) with an experiment
+(configs/experiment/<name>.yaml, shipped with the package): `integrator=rk4 gradient=adjoint`
+swaps one axis, `-m model.depth=8,16` sweeps, `hydra.run.dir=DIR` places the run, `--resume`
+(or `resume=true`) continues the run in that directory from its last checkpoint. Every job's
+config is checked before the first run directory is written.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import shlex
 import sys
 from pathlib import Path
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-BENCH = Path(__file__).resolve().parent.parent / "experiments" / "benchmarks" / "__main__.py"
 COMMANDS = ("run", "report", "bench")
+PACKAGE = Path(__file__).resolve().parent
+CHECKOUT = PACKAGE.parent  # the repository root when odenets runs from a source checkout
 
 
 def _fail(message: str, code: int = 2):
@@ -26,23 +30,90 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def run(overrides: list[str]) -> None:
+def config_dir() -> Path | None:
+    """The directory holding experiment/<name>.yaml: odenets/configs in an installed wheel,
+    configs/ in a source checkout; None if neither exists (the groups still compose)."""
+    for candidate in (PACKAGE / "configs", CHECKOUT / "configs"):
+        if (candidate / "experiment").is_dir():
+            return candidate
+    return None
+
+
+def compose(overrides=()) -> dict:
+    """The config `odenets run <overrides>` trains with, as a dict (no run directory is made).
+
+    `compose(["experiment=toy", "optim.lr=0.1"])`; the registries' groups are regenerated
+    first, so anything registered in this process is an option.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    from odenets.train.groups import PRIMARY, store
+
+    store()
+    directory = config_dir()
+    init = (initialize_config_dir(config_dir=str(directory), version_base="1.3") if directory
+            else initialize(config_path=None, version_base="1.3"))
+    with init:
+        cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job a (multi)run starts: a sweep's cartesian product."""
+    if not multirun:
+        return [overrides]
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+               else [o.input_line] for o in parsed]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def check(overrides: list[str], multirun: bool = False) -> None:
+    """Compose and parse every job's config; the first bad one fails the command at once."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from odenets.train.config import RunConfig
+
+    for job in _jobs(overrides, multirun):
+        try:
+            cfg = compose(job)
+            cfg.pop("resume", None)
+            RunConfig.parse(cfg)
+        except (ValueError, TypeError, KeyError, HydraException, OmegaConfBaseException) as err:
+            where = f" (job {' '.join(job)})" if multirun else ""
+            _fail(f"{err}{where}".strip())
+
+
+def run(argv: list[str]) -> None:
     import hydra
     from omegaconf import OmegaConf
 
-    if not CONFIG_DIR.is_dir():
-        _fail(f"config directory {CONFIG_DIR} not found (odenets run needs the repository's configs/)")
-    resume = "--resume" in overrides
-    overrides = [o for o in overrides if o != "--resume"]
+    from odenets.train.groups import PRIMARY, store
 
-    @hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base="1.3")
+    resume = "--resume" in argv
+    argv = [a for a in argv if a != "--resume"]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)))
+    directory = config_dir()
+
+    @hydra.main(config_path=str(directory) if directory else None, config_name=PRIMARY, version_base="1.3")
     def task(cfg):
         from hydra.core.hydra_config import HydraConfig
 
-        from odenets.train.loop import Diverged, fit
+        from odenets.train.loop import Diverged, Interrupted, fit
         from odenets.train.rundir import table
 
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        run_dir = Path(hydra_cfg.runtime.output_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         again = bool(config.pop("resume", False)) or resume
         try:
@@ -51,10 +122,23 @@ def run(overrides: list[str]) -> None:
             _fail(str(err), 1)
         except (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError) as err:
             _fail(str(err))
+        except KeyboardInterrupt as err:
+            command = shlex.join(["odenets", "run", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}",
+                                  "--resume"])
+            if isinstance(err, Interrupted):
+                kept = ("no checkpoint yet" if err.checkpoint is None
+                        else f"continues from the checkpoint of step {err.checkpoint}")
+                print(f"odenets: interrupted at step {err.step} of {err.total} (epoch {err.epoch}); {kept}: "
+                      f"{command}", file=sys.stderr)
+            else:
+                print(f"odenets: interrupted before training started; start it again with: {command[:-9]}",
+                      file=sys.stderr)
+            sys.exit(130)
         print("\n".join(["", *table([summary]), "", f"run directory: {run_dir}",
                          f"figure: {run_dir / 'figures' / 'curves.png'}", f"report: {run_dir / 'report.md'}"]))
 
-    sys.argv = ["odenets run", *overrides]
+    store()
+    sys.argv = ["odenets run", *argv]
     task()
 
 
@@ -74,13 +158,13 @@ def report(argv: list[str]) -> None:
 
 
 def bench(argv: list[str]) -> None:
-    """The benchmark runner of the source checkout (experiments/benchmarks), in this interpreter."""
+    """`python -m experiments.benchmarks` in the source checkout this odenets runs from."""
     import subprocess
 
-    if not BENCH.exists():
-        _fail(f"odenets bench runs the benchmarks of a source checkout; {BENCH} does not exist "
-              "(clone the repository and install it with pip install -e .)")
-    sys.exit(subprocess.call([sys.executable, str(BENCH), *argv]))
+    if not (CHECKOUT / "experiments" / "benchmarks").is_dir():
+        _fail(f"odenets bench needs the source checkout (no experiments/benchmarks/ in {CHECKOUT}): clone the "
+              f"repository, pip install -e it, and run odenets bench there")
+    sys.exit(subprocess.call([sys.executable, "-m", "experiments.benchmarks", *argv], cwd=CHECKOUT))
 
 
 def main(argv: list[str] | None = None) -> None:

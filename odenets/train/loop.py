@@ -7,8 +7,9 @@
     figures/*.png     training curves              summary.json    final numbers
     report.md         the run at a glance
 
-The config is a plain dict with the groups seed, data, model, integrator, gradient, optim,
-train (see configs/). Everything is validated before any training. Data parallelism: the
+The config is a dict with the groups data, model, integrator, gradient, optim, train and the
+keys seed, name (odenets.train.config: its defaults and checks), or a parsed RunConfig.
+Everything is validated before any training. Data parallelism: the
 batch is sharded over all local devices (jax.sharding, axis "data"), parameters replicated;
 with `train.distributed: true` jax.distributed.initialize() first joins the other hosts.
 """
@@ -32,13 +33,9 @@ import odenets as on
 from odenets import data as datasets
 from odenets import models
 from odenets.train.checkpoints import Checkpoints
+from odenets.train.config import RunConfig, build_model
 from odenets.train.metrics import MetricsLog, read_metrics
-from odenets.train.optim import check_optim, make_optimizer
 
-TRAIN_DEFAULTS = {"log_every": 50, "eval_every": 1, "stop_after_epochs": None, "distributed": False,
-                  "progress": True, "eval_batch_size": 500}
-TRAIN_KEYS = tuple(TRAIN_DEFAULTS)
-TOP_KEYS = ("seed", "data", "model", "integrator", "gradient", "optim", "train", "name")
 LOSSES = {
     "classification": lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y),
     "regression": lambda pred, y: jnp.sum((pred - y.reshape(pred.shape)) ** 2, axis=-1),
@@ -46,18 +43,29 @@ LOSSES = {
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or Inf at training step `step`; the last good checkpoint is kept."""
+    """The loss, the parameters or an ODE state became NaN or Inf at training step `step`; the
+    metrics so far and the last good checkpoint are kept."""
 
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, after `step` of `total` steps; `checkpoint` is the step of the last
+    checkpoint (None: none yet), where a resume starts."""
+
+    def __init__(self, step: int, epoch: int, total: int, checkpoint: int | None):
+        super().__init__(f"interrupted at step {step} of {total} (epoch {epoch})")
+        self.step, self.epoch, self.total, self.checkpoint = step, epoch, total, checkpoint
+
+
 @dataclasses.dataclass
 class Setup:
     """Everything built from a config before the first step."""
 
-    cfg: dict
+    cfg: dict  # run.to_dict(): what config.yaml records
+    run: RunConfig
     data: datasets.Dataset
     graphdef: nnx.GraphDef
     state: tuple  # (params, rest, opt_state)
@@ -68,62 +76,31 @@ class Setup:
     n_params: int
 
 
-def _options(group: dict, key: str = "name") -> tuple[str, dict]:
-    group = dict(group)
-    return group.pop(key), group
-
-
-def _check_keys(cfg: dict, valid, where: str):
-    unknown = sorted(set(cfg) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown {where} key(s) {unknown}; valid keys: {', '.join(valid)}")
-
-
-def setup(cfg: dict) -> Setup:
+def setup(cfg: dict | RunConfig) -> Setup:
     """Validate the config and build data, model, optimiser and device mesh (no training)."""
-    _check_keys(cfg, TOP_KEYS, "top-level config")
-    train = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
-    _check_keys(train, TRAIN_KEYS, "train")
-    for key in ("log_every", "eval_every", "eval_batch_size"):
-        models.config.integer(f"train.{key}", train[key], 1)
-    if train["stop_after_epochs"] is not None:
-        models.config.integer("train.stop_after_epochs", train["stop_after_epochs"], 1)
-    cfg = {**cfg, "train": train}
-    check_optim(cfg["optim"])
-    integ_name, integ_opts = _options(cfg["integrator"])
-    grad_name, grad_opts = _options(cfg["gradient"])
-    integrator = on.integrator(integ_name, **integ_opts)
-    gradient = on.gradient(grad_name, **grad_opts)
-    data_name, data_opts = _options(cfg["data"])
-    builder = datasets.dataset(data_name, **data_opts)
-    if builder.task not in LOSSES:  # before any data is generated or read
-        raise ValueError(f"`odenets run` trains on tasks {', '.join(LOSSES)}; dataset {data_name!r} is a "
-                         f"{builder.task!r} task")
-    data = datasets.load(builder, seed=cfg.get("seed", 0))
-    if train["distributed"]:
+    run = cfg if isinstance(cfg, RunConfig) else RunConfig.parse(cfg)
+    if run.data.task not in LOSSES:  # before any data is generated or read
+        raise ValueError(f"`odenets run` trains on tasks {', '.join(LOSSES)}; dataset {run.data.name!r} is a "
+                         f"{run.data.task!r} task")
+    data = datasets.load(run.data, seed=run.seed)
+    if run.train.distributed:
         jax.distributed.initialize()
     devices = jax.devices()
-    batch = cfg["optim"]["batch_size"]
+    batch = run.optim.batch_size
     if batch % len(devices):
         raise ValueError(f"optim.batch_size={batch} must be divisible by the {len(devices)} devices")
     if batch > len(data.x_train):
         raise ValueError(f"optim.batch_size={batch} exceeds the {len(data.x_train)} training examples")
-    family, model_opts = _options(cfg["model"], "family")
-    takes = models.family(family).options  # families that are not ODEs take no integrator
-    solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if k in takes}
-    try:
-        model = models.build(family, input_shape=tuple(data.input_shape), num_classes=data.output_dim,
-                             rngs=nnx.Rngs(cfg.get("seed", 0)), **solver, **model_opts)
-    except (ValueError, TypeError) as err:  # say which config group the bad key lives in
-        raise type(err)(f"model config (model.*): {err}") from None
+    model = build_model(run, data.input_shape, data.output_dim)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     steps_per_epoch = len(data.x_train) // batch
-    total = steps_per_epoch * cfg["optim"]["epochs"]
-    tx = make_optimizer(cfg["optim"], total)
+    total = steps_per_epoch * run.optim.epochs
+    tx = run.optim.transform(total)
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, P())
     state = jax.device_put((params, rest, tx.init(params)), replicated)
-    return Setup(cfg, data, graphdef, state, tx, mesh, steps_per_epoch, total, models.param_count(model))
+    return Setup(run.to_dict(), run, data, graphdef, state, tx, mesh, steps_per_epoch, total,
+                 models.param_count(model))
 
 
 def make_steps(s: Setup):
@@ -146,7 +123,8 @@ def make_steps(s: Setup):
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+        finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
         return (params, new_rest, opt_state), metrics
@@ -170,7 +148,7 @@ def _shard(s: Setup, *arrays):
 
 def evaluate(s: Setup, eval_step, state) -> dict:
     x, y = s.data.x_test, s.data.y_test
-    n, size, devices = len(x), s.cfg["train"]["eval_batch_size"], len(s.mesh.devices.flat)
+    n, size, devices = len(x), s.run.train.eval_batch_size, len(s.mesh.devices.flat)
     size = max(devices, size - size % devices)
     totals: dict[str, float] = {}
     for start in range(0, n, size):
@@ -202,8 +180,12 @@ def _temp_bytes(train_step, state, x, y) -> int | None:
         return None
 
 
-def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
-    """Train as `cfg` says, writing the run directory; returns the summary (also summary.json)."""
+def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> dict:
+    """Train as `cfg` says, writing the run directory; returns the summary (also summary.json).
+
+    Raises Diverged when the loss, the parameters or an ODE state become non-finite, and
+    Interrupted on Ctrl-C; both leave the run directory complete and resumable.
+    """
     run_dir = Path(run_dir)
     s = setup(cfg)  # every error about the config comes from here, before anything is written
     from odenets.train.rundir import prepare, write_outputs
@@ -217,53 +199,65 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
         state = jax.device_put(state, NamedSharding(s.mesh, P()))
         epoch0, step, wall = meta["epoch"], meta["step"], meta["wall_time_s"]
     log = MetricsLog(run_dir, resume_step=step if resume else None)
-    tcfg, ocfg, seed = s.cfg["train"], s.cfg["optim"], s.cfg.get("seed", 0)
+    tcfg, ocfg = s.run.train, s.run.optim
     x, y = s.data.x_train, s.data.y_train
-    batch = ocfg["batch_size"]
+    batch = ocfg.batch_size
     temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
-    bar = _progress(tcfg["progress"], s.total_steps, step)
-    status, last_finite = "completed", None
-    stop = tcfg["stop_after_epochs"]
+    bar = _progress(tcfg.progress, s.total_steps, step)
+    status, last_finite, window, epoch = "completed", None, [], epoch0
+    stop = tcfg.stop_after_epochs
 
-    def diverged(loss: float, step: int, epoch: int) -> Diverged:
+    def flush(window: list, step: int, epoch: int) -> None:
+        """The window's mean as one train record: one device-to-host copy per log window."""
+        if window:
+            log.write(_train_record(jax.device_get(window), step, epoch))
+
+    def diverged(what: str, loss: float, step: int, epoch: int) -> Diverged:
+        flush(window, step - 1, epoch)
         log.write({"split": "train", "step": step, "epoch": epoch, "loss": loss})
         kept = (f"The last good checkpoint is kept in {run_dir / 'checkpoints'}." if ckpt.latest_step() is not None
                 else "No checkpoint had been written yet.")
         return Diverged(
-            f"loss became {loss} at step {step} (epoch {epoch}); last finite loss {last_finite}. {kept} Try a "
-            f"smaller step size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or "
-            f"adaptive (dopri5, kvaerno5) integrator.", step)
-
-    def flush(window: list, step: int, epoch: int) -> None:
-        """The window's mean as one train record: one device-to-host copy per log window."""
-        log.write(_train_record(jax.device_get(window), step, epoch))
+            f"{what} at step {step} (epoch {epoch}); last finite loss {last_finite}. {kept} Try a smaller step "
+            f"size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or adaptive "
+            f"(dopri5, kvaerno5) integrator.", step)
 
     try:
-        for epoch in range(epoch0, ocfg["epochs"]):
+        for epoch in range(epoch0, ocfg.epochs):
             if stop is not None and epoch - epoch0 >= stop:
                 status = "stopped"
                 break
             start, window = time.perf_counter(), []
-            for idx in datasets.batches(len(x), batch, seed=seed, epoch=epoch):
-                state, metrics = train_step(state, *_shard(s, x[idx], y[idx]))
-                # the loss is read every step: a step after a divergence would run the solver on
-                # non-finite states (odeint's x0 check fails there), so it must not be dispatched
-                loss = float(metrics["loss"])
+            for idx in datasets.batches(len(x), batch, seed=s.run.seed, epoch=epoch):
+                # read every step: a step after a divergence would run the solver on non-finite
+                # states, so it must not be dispatched
+                try:
+                    state, metrics = train_step(state, *_shard(s, x[idx], y[idx]))
+                    metrics = dict(metrics)
+                    finite = bool(metrics.pop("finite"))
+                    loss = float(metrics["loss"])
+                except jax.errors.JaxRuntimeError as err:  # odeint's check of a solve's initial state
+                    if "non-finite" not in str(err):
+                        raise
+                    raise diverged("an ODE state became non-finite (odeint: x0 has non-finite entries)", math.nan,
+                                   step + 1, epoch) from None
                 step += 1
                 if not math.isfinite(loss):
-                    raise diverged(loss, step, epoch)
+                    raise diverged(f"loss became {loss}", loss, step, epoch)
                 last_finite = loss
+                if not finite:
+                    raise diverged(f"the parameters became non-finite (loss {loss})", loss, step, epoch)
                 window.append(metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
-                if step % tcfg["log_every"] == 0:
+                if step % tcfg.log_every == 0:
                     flush(window, step, epoch)
                     window = []
-            if window:
-                flush(window, step, epoch)
+            flush(window, step, epoch)
+            window = []
             seconds = time.perf_counter() - start
             wall += seconds
-            if (epoch + 1) % tcfg["eval_every"] == 0 or epoch + 1 == ocfg["epochs"]:
+            if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == ocfg.epochs:
                 record = {"split": "test", "step": step, "epoch": epoch + 1, **evaluate(s, eval_step, state),
                           **_solver_stats(s, state), "epoch_time_s": seconds,
                           "step_time_ms": 1e3 * seconds / s.steps_per_epoch,
@@ -273,6 +267,9 @@ def fit(cfg: dict, run_dir: str | Path, *, resume: bool = False) -> dict:
     except Diverged as err:
         status, step = "diverged", err.step
         raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise Interrupted(step, epoch, s.total_steps, ckpt.latest_step()) from None
     except BaseException:
         status = "interrupted"
         raise
@@ -295,7 +292,7 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
     test = [r for r in records if r["split"] == "test"]
     last = test[-1] if test else {}
     return {
-        "name": s.cfg.get("name"),
+        "name": s.run.name,
         "status": status,
         "test_accuracy": last.get("accuracy"),
         "test_loss": last.get("loss"),
@@ -308,10 +305,10 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
         "examples_per_s": last.get("examples_per_s"),
         "train_step_temp_bytes": temp,
         "devices": len(s.mesh.devices.flat),
-        "model": s.cfg["model"].get("family"),
-        "integrator": s.cfg["integrator"]["name"],
-        "gradient": s.cfg["gradient"]["name"],
-        "data": s.cfg["data"]["name"],
+        "model": s.cfg["model"]["family"],
+        "integrator": None if s.run.integrator is None else s.run.integrator.name,
+        "gradient": None if s.run.gradient is None else s.run.gradient.name,
+        "data": s.run.data.name,
     }
 
 
