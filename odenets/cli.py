@@ -8,8 +8,9 @@
 registries: every registered dataset, family, integrator, ... is an option) with an experiment
 (configs/experiment/<name>.yaml, shipped with the package): `integrator=rk4 gradient=adjoint`
 swaps one axis, `-m model.depth=8,16` sweeps, `hydra.run.dir=DIR` places the run, `--resume`
-(or `resume=true`) continues the run in that directory from its last checkpoint. Every job's
-config is checked before the first run directory is written.
+(or `resume=true`) continues the run in that directory from its last checkpoint; `~integrator`
+leaves the integrator to the model family (what an unset group means). Every job's config is
+checked before the first run directory is written.
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ def compose(overrides=()) -> dict:
     """
     from hydra import compose as hydra_compose
     from hydra import initialize, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
     from odenets.train.groups import PRIMARY, store
 
     store()
+    GlobalHydra.instance().clear()
     directory = config_dir()
     init = (initialize_config_dir(config_dir=str(directory), version_base="1.3") if directory
             else initialize(config_path=None, version_base="1.3"))
@@ -101,7 +104,7 @@ def run(argv: list[str]) -> None:
 
     resume = "--resume" in argv
     argv = [a for a in argv if a != "--resume"]
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]
     check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)))
     directory = config_dir()
 
@@ -122,16 +125,15 @@ def run(argv: list[str]) -> None:
             _fail(str(err), 1)
         except (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError) as err:
             _fail(str(err))
-        except KeyboardInterrupt as err:
-            command = shlex.join(["odenets", "run", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}",
-                                  "--resume"])
+        except KeyboardInterrupt as err:  # one line: where it stopped, and how to go on
+            command = ["odenets", "run", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
             if isinstance(err, Interrupted):
-                kept = ("no checkpoint yet" if err.checkpoint is None
+                kept = ("no checkpoint yet, it starts over" if err.checkpoint is None
                         else f"continues from the checkpoint of step {err.checkpoint}")
-                print(f"odenets: interrupted at step {err.step} of {err.total} (epoch {err.epoch}); {kept}: "
-                      f"{command}", file=sys.stderr)
+                print(f"odenets: interrupted at step {err.step} of {err.total} (epoch {err.epoch}); resuming "
+                      f"{kept}: {shlex.join([*command, '--resume'])}", file=sys.stderr)
             else:
-                print(f"odenets: interrupted before training started; start it again with: {command[:-9]}",
+                print(f"odenets: interrupted before training started; start it again with: {shlex.join(command)}",
                       file=sys.stderr)
             sys.exit(130)
         print("\n".join(["", *table([summary]), "", f"run directory: {run_dir}",

@@ -53,8 +53,9 @@ def primary() -> dict:
     choices = [{group: getattr(defaults, group)} for group in GROUPS]
     name = ",".join(f"${{hydra:runtime.choices.{group}}}" for group in ("model", "integrator", "data"))
     return {
-        "defaults": [*choices, "_self_", {"experiment": None}],
+        "defaults": ["_self_", *choices, {"experiment": None}],  # the groups fill integrator: None
         "name": f"${{{NAME_RESOLVER}:{name}}}",
+        **{group: None for group in GROUPS},
         "seed": defaults.seed,
         "resume": False,
         "train": dataclasses.asdict(TrainConfig()),

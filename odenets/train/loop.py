@@ -17,6 +17,7 @@ with `train.distributed: true` jax.distributed.initialize() first joins the othe
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -40,6 +41,17 @@ LOSSES = {
     "classification": lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y),
     "regression": lambda pred, y: jnp.sum((pred - y.reshape(pred.shape)) ** 2, axis=-1),
 }
+
+
+X0_CHECK = "x0 has non-finite entries"  # odeint's runtime check, raised through a JAX callback
+
+
+class _QuietX0Check(logging.Filter):
+    """Drops JAX's log of a failed callback when the failure is odeint's x0 check: `fit` reports
+    it as a divergence instead (any other callback failure is logged as before)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and X0_CHECK in str(record.exc_info[1]))
 
 
 class Diverged(RuntimeError):
@@ -206,6 +218,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     bar = _progress(tcfg.progress, s.total_steps, step)
     status, last_finite, window, epoch = "completed", None, [], epoch0
     stop = tcfg.stop_after_epochs
+    quiet, callback_log = _QuietX0Check(), logging.getLogger("jax._src.callback")
+    callback_log.addFilter(quiet)
 
     def flush(window: list, step: int, epoch: int) -> None:
         """The window's mean as one train record: one device-to-host copy per log window."""
@@ -237,16 +251,16 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                     finite = bool(metrics.pop("finite"))
                     loss = float(metrics["loss"])
                 except jax.errors.JaxRuntimeError as err:  # odeint's check of a solve's initial state
-                    if "non-finite" not in str(err):
+                    if X0_CHECK not in str(err):
                         raise
-                    raise diverged("an ODE state became non-finite (odeint: x0 has non-finite entries)", math.nan,
-                                   step + 1, epoch) from None
+                    raise diverged("a solve's initial state became non-finite (odeint: x0 has non-finite entries)",
+                                   math.nan, step + 1, epoch) from None
                 step += 1
                 if not math.isfinite(loss):
                     raise diverged(f"loss became {loss}", loss, step, epoch)
                 last_finite = loss
                 if not finite:
-                    raise diverged(f"the parameters became non-finite (loss {loss})", loss, step, epoch)
+                    raise diverged("the parameters became non-finite in the update", loss, step, epoch)
                 window.append(metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
@@ -274,6 +288,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         status = "interrupted"
         raise
     finally:
+        callback_log.removeFilter(quiet)
         bar.close()
         log.close()
         ckpt.close()
