@@ -122,7 +122,8 @@ def test_every_registered_class_is_an_option_of_its_group(group):
 def test_mnist1d_experiments_train_what_the_published_results_used():
     """Euler, backprop, unrolled Chen presets, AdamW 3e-3 cosine with 62 warm-up steps, 40 epochs."""
     for name, family in (("mnist1d_resnet", "resnet"), ("mnist1d_odenet", "node")):
-        run = RunConfig.parse({k: v for k, v in odenets_cli.compose([f"experiment={name}"]).items() if k != "resume"})
+        cfg = odenets_cli.compose([f"experiment={name}"])
+        run = RunConfig.parse({k: v for k, v in cfg.items() if k != "resume"})
         assert (run.integrator, run.gradient) == (on.Euler(), on.Backprop())
         assert run.model["family"] == family and run.model["unroll"] is True and run.model["width"] == 64
         assert run.optim == optimizer("adamw", lr=3e-3, weight_decay=1e-4, schedule="cosine", warmup_steps=62,
@@ -136,7 +137,8 @@ def test_an_integrator_registered_in_one_class_runs_from_the_command_line(tmp_pa
     path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-c", entry, "run", "experiment=toy", "integrator=ralston",
                            "optim.epochs=1", "train.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path}, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
+                          timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["integrator"], summary["nfe_forward"]) == ("ralston", 2 * 4)
@@ -209,8 +211,8 @@ def test_cli_runs_end_to_end_and_reports(tmp_path):
 
 
 def test_a_family_without_an_integrator_records_none(tmp_path):
-    cli("run", "experiment=toy", "model=plain", "~integrator", "~gradient", "optim.epochs=1", "train.progress=false",
-        f"hydra.run.dir={tmp_path / 'run'}")
+    cli("run", "experiment=toy", "model=plain", "~integrator", "~gradient", "optim.epochs=1",
+        "train.progress=false", f"hydra.run.dir={tmp_path / 'run'}")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert (summary["model"], summary["integrator"], summary["gradient"]) == ("plain", None, None)
 

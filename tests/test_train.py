@@ -105,11 +105,13 @@ def test_a_non_finite_ode_state_is_a_divergence_not_a_traceback(tmp_path, monkey
     import odenets as on
 
     def x0_check_fails(train_step, state, x, y):  # the real error: a solve from a non-finite state
-        jax.jit(lambda x0: on.odeint(lambda t, x, a: -x, x0, 0.0, 1.0, 2).x)(jnp.full(2, jnp.nan)).block_until_ready()
+        solve = jax.jit(lambda x0: on.odeint(lambda t, x, a: -x, x0, 0.0, 1.0, 2).x)
+        solve(jnp.full(2, jnp.nan)).block_until_ready()
 
     _break_at(monkeypatch, 3, x0_check_fails)
-    with pytest.raises(Diverged, match=r"a solve's initial state became non-finite \(odeint: x0 has non-finite "
-                                       r"entries\) at step 3 \(epoch 0\); last finite loss [0-9.]+\. No checkpoint"):
+    match = (r"a solve's initial state became non-finite \(odeint: x0 has non-finite entries\) at step 3 "
+             r"\(epoch 0\); last finite loss [0-9.]+\. No checkpoint")
+    with pytest.raises(Diverged, match=match):
         fit(tiny(), tmp_path / "run")
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == [2, 3] and np.isfinite(records[0]["loss"])  # the window is kept

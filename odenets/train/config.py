@@ -125,27 +125,37 @@ def takes(family: str, key: str) -> bool:
 def _own_solver(family: str, key: str):
     """The family's default integrator or gradient, as an object."""
     cls = models.family.get(family)
-    spec = getattr(cls, "options", {}).get(key, getattr(cls, key, None))
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    spec = fields[key] if key in fields else cls.options.get(key)
     registry = on.integrator if key == "integrator" else on.gradient
     return None if spec is None else registry(spec)
+
+
+def check_model(family: str, options: dict[str, Any], solver: dict[str, Any]) -> None:
+    """The family's own checks of its options and solver pairing, where they need no data."""
+    if dataclasses.fields(models.family.get(family)):  # a family that is its own options dataclass
+        models.family(family, **options, **solver)
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> nnx.Module:
     """The model cfg.model describes, for data of this shape; errors name the model group."""
     solver = {k: getattr(cfg, k) for k in SOLVER_KEYS if getattr(cfg, k) is not None}
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.model.items() if k != "family"}
-    try:
-        return models.build(cfg.model["family"], input_shape=tuple(input_shape), num_classes=num_classes,
-                            rngs=nnx.Rngs(cfg.seed), **solver, **options)
-    except (ValueError, TypeError) as err:
-        raise type(err)(f"model config (model.*): {err}") from None
+    return _in_group("model", lambda: models.build(
+        cfg.model["family"], input_shape=tuple(input_shape), num_classes=num_classes, rngs=nnx.Rngs(cfg.seed),
+        **solver, **_options(cfg.model)))
 
 
 # ---- parsing ------------------------------------------------------------------------------------------
 
 
-def _group(cfg: dict, group: str, key: str = "name") -> tuple[str, dict]:
-    spec = cfg.get(group)
+def _options(model: dict[str, Any]) -> dict[str, Any]:
+    """A model group's options as the family takes them (tuples where a config holds lists)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if k != "family"}
+
+
+def _group(cfg: dict, group: str, default: str, key: str = "name") -> tuple[str, dict]:
+    """(option, its values) of a group; an absent group is its default option."""
+    spec = cfg.get(group, {key: default})
     if not isinstance(spec, dict) or key not in spec:
         raise ValueError(f"config group {group!r} must be a mapping with a {key!r} key, got {group}={spec!r}")
     options = dict(spec)
@@ -167,12 +177,13 @@ def _solver(cfg: dict, family: str, key: str):
     registry = on.integrator if key == "integrator" else on.gradient
     if cfg.get(key) is None:
         return _own_solver(family, key) if takes(family, key) else None
-    name, options = _group(cfg, key)
+    name, options = _group(cfg, key, None)
     if not takes(family, key):
         those = [f for f in models.family.names() if takes(f, key)]
         raise ValueError(
             f"model family {family!r} takes no {key} (got {key}={name}); families that take one: "
-            f"{', '.join(those)}. Leave {key} unset for {family!r}, or choose one of those families"
+            f"{', '.join(those)}. Leave {key} unset for {family!r} (~{key} on the command line), or choose one of "
+            f"those families"
         )
     return _in_group(key, lambda: registry(name, **options))
 
@@ -209,16 +220,18 @@ class RunConfig:
         train = cfg.get("train") or {}
         validate.known_keys("train", train, [f.name for f in dataclasses.fields(TrainConfig)])
         train = TrainConfig(**train)
-        optim_name, optim_options = _group({"optim": {"name": defaults.optim}, **cfg}, "optim")
+        optim_name, optim_options = _group(cfg, "optim", defaults.optim)
         optim = optimizer(optim_name, **optim_options)
-        data_name, data_options = _group(cfg, "data")
+        data_name, data_options = _group(cfg, "data", defaults.data)
         data = _in_group("data", lambda: datasets.dataset(data_name, **data_options))
-        family, model_options = _group(cfg, "model", "family")
-        valid = _in_group("model", lambda: family_options(family))
-        _in_group("model", lambda: validate.known_keys(f"model family {family!r}", model_options, valid))
-        model = {"family": family, **valid, **model_options}
+        family, given = _group(cfg, "model", defaults.model, "family")
+        options = _in_group("model", lambda: family_options(family))
+        _in_group("model", lambda: validate.known_keys(f"model family {family!r}", given, options))
+        model = {"family": family, **options, **given}
         integrator = _solver(cfg, family, "integrator")
         gradient = _solver(cfg, family, "gradient")
+        solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if v is not None}
+        _in_group("model", lambda: check_model(family, _options(model), solver))
         return cls(data, model, integrator, gradient, optim, train, seed, name)
 
     def to_dict(self) -> dict[str, Any]:

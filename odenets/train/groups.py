@@ -21,7 +21,7 @@ import dataclasses
 import odenets as on
 from odenets import data as datasets
 from odenets import models
-from odenets.train.config import Defaults, TrainConfig, field_defaults, family_options, preset_options
+from odenets.train.config import Defaults, TrainConfig, family_options, field_defaults, preset_options
 from odenets.train.optim import optimizer
 
 PRIMARY = "odenets"

@@ -30,7 +30,6 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-import odenets as on
 from odenets import data as datasets
 from odenets import models
 from odenets.train.checkpoints import Checkpoints
