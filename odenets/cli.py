@@ -41,10 +41,11 @@ def config_dir() -> Path | None:
 
 
 def compose(overrides=()) -> dict:
-    """The config `odenets run <overrides>` trains with, as a dict (no run directory is made).
+    """The config `odenets run <overrides>` trains with, as the dict `fit` takes (no run
+    directory is made): `fit(compose(["experiment=toy", "optim.lr=0.1"]), run_dir)`.
 
-    `compose(["experiment=toy", "optim.lr=0.1"])`; the registries' groups are regenerated
-    first, so anything registered in this process is an option.
+    The registries' groups are regenerated first, so anything registered in this process is an
+    option. `resume` is a switch of the command, not part of the config: it is left out.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize, initialize_config_dir
@@ -63,7 +64,7 @@ def compose(overrides=()) -> dict:
         cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
     with open_dict(cfg):
-        del cfg["hydra"]
+        del cfg["hydra"], cfg["resume"]
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
 
 
@@ -88,9 +89,7 @@ def check(overrides: list[str], multirun: bool = False) -> None:
 
     for job in _jobs(overrides, multirun):
         try:
-            cfg = compose(job)
-            cfg.pop("resume", None)
-            RunConfig.parse(cfg)
+            RunConfig.parse(compose(job))
         except (ValueError, TypeError, KeyError, HydraException, OmegaConfBaseException) as err:
             where = f" (job {' '.join(job)})" if multirun else ""
             _fail(f"{err}{where}".strip())

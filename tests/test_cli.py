@@ -85,7 +85,7 @@ def python_config(choices: dict, values: dict) -> dict:
     groups = {**{g: getattr(defaults, g) for g in GROUPS}, **choices}
     name = "-".join(groups[g] for g in ("model", "integrator", "data") if groups[g] is not None)
     cfg = {g: python_node(g, o) for g, o in groups.items()}
-    cfg |= {"name": name, "seed": defaults.seed, "resume": False, "train": dataclasses.asdict(TrainConfig())}
+    cfg |= {"name": name, "seed": defaults.seed, "train": dataclasses.asdict(TrainConfig())}
     return merged(cfg, values)
 
 
@@ -108,7 +108,7 @@ def test_every_experiment_composes_to_the_python_defaults_plus_its_overrides(nam
         choices[key.removeprefix("override /")] = option
     cfg = odenets_cli.compose([f"experiment={name}"])
     assert cfg == python_config(choices, text)
-    RunConfig.parse({k: v for k, v in cfg.items() if k != "resume"})  # every key it sets is a real option
+    RunConfig.parse(cfg)  # every key it sets is a real option
 
 
 @pytest.mark.parametrize("group", GROUPS)
@@ -122,8 +122,7 @@ def test_every_registered_class_is_an_option_of_its_group(group):
 def test_mnist1d_experiments_train_what_the_published_results_used():
     """Euler, backprop, unrolled Chen presets, AdamW 3e-3 cosine with 62 warm-up steps, 40 epochs."""
     for name, family in (("mnist1d_resnet", "resnet"), ("mnist1d_odenet", "node")):
-        cfg = odenets_cli.compose([f"experiment={name}"])
-        run = RunConfig.parse({k: v for k, v in cfg.items() if k != "resume"})
+        run = RunConfig.parse(odenets_cli.compose([f"experiment={name}"]))
         assert (run.integrator, run.gradient) == (on.Euler(), on.Backprop())
         assert run.model["family"] == family and run.model["unroll"] is True and run.model["width"] == 64
         assert run.optim == optimizer("adamw", lr=3e-3, weight_decay=1e-4, schedule="cosine", warmup_steps=62,

@@ -8,10 +8,10 @@
     report.md         the run at a glance
 
 The config is a dict with the groups data, model, integrator, gradient, optim, train and the
-keys seed, name (odenets.train.config: its defaults and checks), or a parsed RunConfig.
-Everything is validated before any training. Data parallelism: the
-batch is sharded over all local devices (jax.sharding, axis "data"), parameters replicated;
-with `train.distributed: true` jax.distributed.initialize() first joins the other hosts.
+keys seed, name (odenets.train.config holds its defaults and checks), or a parsed RunConfig.
+Everything is validated before any training. Data parallelism: the batch is sharded over all
+local devices (jax.sharding, axis "data"), parameters replicated; with
+`train.distributed: true` jax.distributed.initialize() first joins the other hosts.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from jax.sharding import PartitionSpec as P
 
 from odenets import data as datasets
 from odenets import models
+from odenets._abstract import final
 from odenets.train.checkpoints import Checkpoints
 from odenets.train.config import RunConfig, build_model
 from odenets.train.metrics import MetricsLog, read_metrics
@@ -45,6 +46,7 @@ LOSSES = {
 X0_CHECK = "x0 has non-finite entries"  # odeint's runtime check, raised through a JAX callback
 
 
+@final
 class _QuietX0Check(logging.Filter):
     """Drops JAX's log of a failed callback when the failure is odeint's x0 check: `fit` reports
     it as a divergence instead (any other callback failure is logged as before)."""
@@ -53,6 +55,7 @@ class _QuietX0Check(logging.Filter):
         return not (record.exc_info and X0_CHECK in str(record.exc_info[1]))
 
 
+@final
 class Diverged(RuntimeError):
     """The loss, the parameters or an ODE state became NaN or Inf at training step `step`; the
     metrics so far and the last good checkpoint are kept."""
@@ -62,6 +65,7 @@ class Diverged(RuntimeError):
         self.step = step
 
 
+@final
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during training, after `step` of `total` steps; `checkpoint` is the step of the last
     checkpoint (None: none yet), where a resume starts."""
@@ -71,6 +75,7 @@ class Interrupted(KeyboardInterrupt):
         self.step, self.epoch, self.total, self.checkpoint = step, epoch, total, checkpoint
 
 
+@final
 @dataclasses.dataclass
 class Setup:
     """Everything built from a config before the first step."""
