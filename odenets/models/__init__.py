@@ -12,6 +12,7 @@ counts that every stage records on its last call.
 """
 
 # ruff: noqa: I001 (base before families: importing families registers them, in this order)
+from odenets.models.base import REGISTRY
 from odenets.models.base import REGISTRY as family
 from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.families import Residual, SharedODE
@@ -22,7 +23,7 @@ from odenets.models.stems import REGISTRY as stem
 from odenets.models.stems import Stem
 
 
-def build(family_name: str | Family, *, input_shape, num_classes: int, rngs=0, **options) -> Classifier:
+def build(family: str | Family, *, input_shape, num_classes: int, rngs=0, **options) -> Classifier:
     """A classifier of the named family (or a `Family` instance) for inputs (B, *input_shape).
 
     Every option is checked first (unknown family / option / choice, options the family does not
@@ -31,7 +32,7 @@ def build(family_name: str | Family, *, input_shape, num_classes: int, rngs=0, *
     as None counts as not given. `rngs`: an nnx.Rngs or an int seed.
     """
     options = {key: value for key, value in options.items() if value is not None}
-    return family(family_name, **options).build(input_shape, num_classes, rngs=rngs)
+    return REGISTRY(family, **options).build(input_shape, num_classes, rngs=rngs)
 
 
 __all__ = [
