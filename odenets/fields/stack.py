@@ -34,10 +34,13 @@ def field_at(stacked: nnx.Module, k: int) -> nnx.Module:
     raises ValueError rather than clamping to the first or last step as array indexing would.
     """
     graphdef, state = nnx.split(stacked)
-    leaves = jax.tree.leaves(state)
-    if not leaves or any(leaf.ndim == 0 for leaf in leaves):
-        raise ValueError("field_at needs a per-step stack (odenets.fields.stack): every leaf has a step axis")
-    n = leaves[0].shape[0]
+    lengths = {leaf.shape[0] if leaf.ndim else None for leaf in jax.tree.leaves(state)}
+    if len(lengths) != 1 or None in lengths:
+        raise ValueError(
+            "field_at needs a per-step stack (odenets.fields.stack): every leaf with one leading step axis, "
+            f"got leading lengths {sorted(lengths, key=str)}"
+        )
+    (n,) = lengths
     if not (is_int(k) and -n <= k < n):
         raise ValueError(f"k must be an int in [{-n}, {n}) for a stack of {n} steps, got k={k!r}")
     return nnx.merge(graphdef, jax.tree.map(lambda v: v[int(k)], state))
