@@ -148,7 +148,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = f.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise ValueError(f"{path}: cannot read it as a gzipped IDX file ({type(error).__name__}: {error})") from None
+        name = type(error).__name__
+        raise ValueError(f"{path}: cannot read it as a gzipped IDX file ({name}: {error})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(
             f"{path} is not an IDX file: magic number {raw[:4].hex()!r}, expected 0000 then a type byte "

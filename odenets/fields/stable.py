@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 from flax import nnx
+from jax import lax
 
 from odenets._abstract import final
-from jax import lax
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 

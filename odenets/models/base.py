@@ -37,7 +37,9 @@ from odenets.solve import check_unroll, resolve_solver
 from odenets.validate import boolean, choice, integer, is_int, number, optional
 
 RANK_KIND = {1: "mlp", 2: "conv1d", 3: "conv2d"}  # the kind inferred from the input's rank
-RANK = {"mlp": "at least 1 (flattened)", "conv1d": "2: (length, channels)", "conv2d": "3: (height, width, channels)"}
+RANK = {
+    "mlp": "at least 1 (flattened)", "conv1d": "2: (length, channels)", "conv2d": "3: (height, width, channels)",
+}
 
 
 class _OptionNames:
@@ -124,7 +126,9 @@ class Family(abc.ABC):
             valid = [s for s in STEMS.names() if kind in STEMS.get(s).kinds]
             raise ValueError(f"stem {stem!r} does not apply to kind {kind!r}; valid choices: {', '.join(valid)}")
         if ndim and min(sizes := STEMS.get(stem).spatial(input_shape[:-1])) < 1:
-            raise ValueError(f"input_shape={input_shape} is too small for stem {stem!r} (spatial sizes {sizes} after it)")
+            raise ValueError(
+                f"input_shape={input_shape} is too small for stem {stem!r} (spatial sizes {sizes} after it)"
+            )
         return dataclasses.replace(self, kind=kind, groups=groups, stem=stem)
 
     @abc.abstractmethod
@@ -239,8 +243,9 @@ class Solved(Scanned):
         if not (self.per_step and adaptive):
             return ""
         shared = [n for n in REGISTRY.names() if REGISTRY.get(n).takes_integrator and not REGISTRY.get(n).per_step]
+        name = getattr(self, "name", type(self).__name__)
         return (
-            f"; model family {getattr(self, 'name', type(self).__name__)!r} has one parameter set per step, so its "
+            f"; model family {name!r} has one parameter set per step, so its "
             f"steps are fixed: for an adaptive integrator use a family with one shared field "
             f"({', '.join(f'model={n}' for n in shared)})"
         )

@@ -212,7 +212,8 @@ class Antisymmetric(Stepped, Integrated):
 
     def stage(self, channels, rngs):
         ndim, damping = self.ndim, self.damping
-        return self.ode_block(lambda r: AntisymmetricField(channels, ndim=ndim, damping=damping, rngs=r), rngs), channels
+        make = lambda r: AntisymmetricField(channels, ndim=ndim, damping=damping, rngs=r)
+        return self.ode_block(make, rngs), channels
 
 
 @register("hamiltonian")
@@ -228,7 +229,9 @@ class Hamiltonian(Stepped, Scanned):
     def __post_init__(self):
         super().__post_init__()
         if self.width % 2:
-            raise ValueError(f"width={self.width} must be even for family 'hamiltonian' (the state splits into y, z)")
+            raise ValueError(
+                f"width={self.width} must be even for family 'hamiltonian' (the state splits into y, z)"
+            )
 
     def stage(self, channels, rngs):
         half, ndim = channels // 2, self.ndim

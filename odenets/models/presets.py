@@ -25,7 +25,10 @@ from odenets.integrators import Dopri5
 
 _CHEN = {"width": 64, "depth": 6, "stem": "chen", "field": "basic", "preact": True, "unroll": True}
 _SHAPES = {"1d": ("conv1d", (40, 1)), "2d": ("conv2d", (28, 28, 1))}
-_NETS = {"resnet": {"family": "resnet", "time": False, "step_size": "one"}, "odenet": {"family": "node", "time": True}}
+_NETS = {
+    "resnet": {"family": "resnet", "time": False, "step_size": "one"},
+    "odenet": {"family": "node", "time": True},
+}
 PRESETS: dict[str, dict[str, Any]] = {
     f"chen_{net}_{dim}": {**_NETS[net], "kind": kind, **_CHEN, "input_shape": shape, "num_classes": 10}
     for net in _NETS
