@@ -42,9 +42,9 @@ class Xor(Toy):
 assert {"ralston"} <= set(on.integrator.names()) and {"xor"} <= set(on.data.dataset.names())
 
 
+from odenets._abstract import final  # noqa: E402
 from odenets.fields import ScaledField  # noqa: E402
 from odenets.models import Residual, family  # noqa: E402
-from odenets._abstract import final  # noqa: E402
 
 
 @family.register("scaled_resnet")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import Any
 
 from odenets._abstract import final
 from odenets.fields import AntisymmetricField, FieldMaker, HamiltonianField, HighwayField
@@ -66,7 +67,7 @@ class SharedODE(Fields, Integrated):
     t1  the end time (1.0)"""
 
     time: bool = True
-    integrator: object = "rk4"
+    integrator: Any = "rk4"
     t1: float = 1.0
 
     per_step = False
