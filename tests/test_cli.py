@@ -129,6 +129,15 @@ def test_mnist1d_experiments_train_what_the_published_results_used():
                                       clip_norm=1.0, batch_size=128, epochs=40)
 
 
+def test_defaults_that_depend_on_the_data_follow_it():
+    """No default fixes the input's rank: a family's kind follows the data it is given."""
+    from odenets.train.loop import setup
+
+    for data in ("spheres", "digits"):
+        s = setup(odenets_cli.compose(["model=anode", f"data={data}", "optim.batch_size=50"]))
+        assert s.cfg["model"]["kind"] is None and s.n_params > 0
+
+
 def test_an_integrator_registered_in_one_class_runs_from_the_command_line(tmp_path):
     """A user's module registers Ralston's method (tests/extensions.py); `odenets run` takes it."""
     assert "ralston" in on.integrator.names()

@@ -87,21 +87,13 @@ def field_defaults(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return out
 
 
-# ---- the model families' contract: what the model group needs from odenets.models -----------------
-# Today's families keep their options in a ClassVar `options` (the common keys are required);
-# the defaults below stand in for the common ones until each family is its own dataclass.
-_COMMON = {"kind": "conv1d", "width": 32, "depth": 6, "stages": 1, "groups": None, "downsample": True,
-           "stem": None}
+# ---- what the model group needs from odenets.models: each family is its own options dataclass ------
 
 
 def family_options(family: str) -> dict[str, Any]:
     """The options of a model family with their defaults, its solver aside (the integrator
     and gradient groups choose that)."""
-    cls = models.family.get(family)
-    own = field_defaults(cls, NOT_OPTIONS)
-    if own:
-        return own
-    return {**_COMMON, **{k: v for k, v in cls.options.items() if k not in NOT_OPTIONS}}
+    return field_defaults(models.family.get(family), NOT_OPTIONS)
 
 
 def preset_options(preset: str) -> dict[str, Any]:
@@ -115,26 +107,18 @@ def preset_options(preset: str) -> dict[str, Any]:
 
 def takes(family: str, key: str) -> bool:
     """Whether a model family takes an integrator (key="integrator") or a gradient strategy."""
-    cls = models.family.get(family)
-    flag = getattr(cls, f"takes_{key}", None)
-    if flag is not None:
-        return bool(flag)
-    return key in {f.name for f in dataclasses.fields(cls)} or key in getattr(cls, "options", {})
+    return bool(getattr(models.family.get(family), f"takes_{key}"))
 
 
 def _own_solver(family: str, key: str):
     """The family's default integrator or gradient, as an object."""
-    cls = models.family.get(family)
-    fields = {f.name: f.default for f in dataclasses.fields(cls)}
-    spec = fields[key] if key in fields else cls.options.get(key)
-    registry = on.integrator if key == "integrator" else on.gradient
-    return None if spec is None else registry(spec)
+    default = {f.name: f.default for f in dataclasses.fields(models.family.get(family))}[key]
+    return (on.integrator if key == "integrator" else on.gradient)(default)
 
 
 def check_model(family: str, options: dict[str, Any], solver: dict[str, Any]) -> None:
-    """The family's own checks of its options and solver pairing, where they need no data."""
-    if dataclasses.fields(models.family.get(family)):  # a family that is its own options dataclass
-        models.family(family, **options, **solver)
+    """The family's own checks of its options and its solver pairing (everything that needs no data)."""
+    models.family(family, **options, **solver)
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> nnx.Module:
