@@ -42,6 +42,16 @@ def test_bootstrap_rejects_unknown_jobs(capsys):
     assert "{quickstart|demo|test}" in capsys.readouterr().err
 
 
+def test_quickstart_runs_shipped_experiments_that_compose():
+    from odenets.cli import compose
+    from odenets.train.config import RunConfig
+
+    quickstart = load("quickstart.py")
+    for experiment in quickstart.EXPERIMENTS.values():
+        assert (EXPERIMENTS.parent / "configs" / "experiment" / f"{experiment}.yaml").exists()
+        RunConfig.parse(compose([f"experiment={experiment}", "optim.epochs=12"]))
+
+
 def test_readme_example_runs(capsys):
     """The README's usage example is real code: run it as written."""
     readme = (EXPERIMENTS.parent / "README.md").read_text()
