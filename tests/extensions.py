@@ -40,3 +40,21 @@ class Xor(Toy):
 
 
 assert {"ralston"} <= set(on.integrator.names()) and {"xor"} <= set(on.data.dataset.names())
+
+
+from odenets._abstract import final  # noqa: E402
+from odenets.fields import ScaledField  # noqa: E402
+from odenets.models import Residual, family  # noqa: E402
+
+
+@family.register("scaled_resnet")
+@final
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScaledResNet(Residual):
+    """ReZero (Bachlechner et al. 2021): x_{k+1} = x_k + alpha_k F_k(t_k, x_k), alpha_k learned from 0."""
+
+    def residual(self, make_field, channels):
+        return lambda rngs: ScaledField(make_field(rngs))
+
+
+assert "scaled_resnet" in family.names()

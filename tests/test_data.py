@@ -1,22 +1,45 @@
 """Datasets: shapes and dtypes, the maths each set claims, determinism, caching, files, errors."""
 
+import dataclasses
 import gzip
 import random
 import struct
+import zipfile
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
 from odenets import data
+from odenets._abstract import is_final
 from odenets.data import DATA_DIR_ENV, Dataset, batches, dataset, load
 from odenets.data import mnist1d as mnist1d_module
-from odenets.data.toy import peaks_thresholds
-from odenets.data.trajectories import Robertson, VanDerPol, banded
+from odenets.data.base import Builder
+from odenets.data.toy import Toy, peaks_thresholds
+from odenets.data.trajectories import ODETrajectories, Robertson, VanDerPol, banded
 
-FILE_SETS = ("npz", "idx")
-# odenets' own generated sets (the test suite registers more in tests/extensions.py)
-BUILTIN = [n for n in dataset.names() if n not in FILE_SETS and dataset.get(n).__module__.startswith("odenets.")]
-# name: (task, input_shape, n_train, n_test, num_classes); the defaults documented in the builders
+
+def options_of(name):
+    return [f.name for f in dataclasses.fields(dataset.get(name))]
+
+
+def own(name):
+    return dataset.get(name).__module__.startswith("odenets.")
+
+
+# every registered set that needs no file (odenets' own and the test suite's, tests/extensions.py)
+GENERATED = [n for n in dataset.names() if "path" not in options_of(n)]
+TOY = [n for n in dataset.names() if issubclass(dataset.get(n), Toy)]
+ODES = [n for n in dataset.names() if issubclass(dataset.get(n), ODETrajectories)]
+SMALL = {"n_train": 6, "n_test": 3}  # options that make any toy or ODE set quick
+SMALL_ODE = {**SMALL, "num_times": 5}
+
+
+def small(name):
+    return {k: v for k, v in SMALL_ODE.items() if k in options_of(name)}
+
+
+# name: (task, input_shape, n_train, n_test, num_classes); the defaults documented in these builders
 EXPECTED = {
     "mnist1d": ("classification", (40, 1), 4000, 1000, 10),
     "digits": ("classification", (8, 8, 1), 1437, 360, 10),
@@ -30,10 +53,6 @@ EXPECTED = {
     "van_der_pol": ("trajectory", (2,), 256, 64, None),
     "robertson": ("trajectory", (3,), 256, 64, None),
 }
-TOY = ["spheres", "spirals", "swiss_roll", "peaks", "moons"]
-ODES = ["spiral_ode", "lotka_volterra", "van_der_pol", "robertson"]
-SMALL = {"n_train": 6, "n_test": 3}  # options that make any toy or ODE set quick
-SMALL_ODE = {**SMALL, "num_times": 5}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -69,13 +88,31 @@ def same(a: Dataset, b: Dataset) -> bool:
 # ---------------------------------------------------------------- shapes, dtypes, labels
 
 
-def test_every_builtin_dataset_is_described_here():
-    assert sorted(BUILTIN) == sorted(EXPECTED)
-    assert "xor" in dataset.names() and "xor" not in BUILTIN, "extensions register beside the built-ins"
-    assert set(FILE_SETS) <= set(dataset.names())
+@pytest.mark.parametrize("name", dataset.names())
+def test_every_dataset_is_a_dataclass_of_its_options_and_odenets_own_are_final(name):
+    cls = dataset.get(name)
+    assert issubclass(cls, Builder) and cls.name == name and dataclasses.is_dataclass(cls)
+    if own(name):
+        assert is_final(cls)
+        with pytest.raises(TypeError, match="final"):
+            type("Sub", (cls,), {})
 
 
-@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("name", GENERATED)
+def test_every_generated_set_is_a_valid_dataset_of_its_task(name):
+    """Small options where the set has them: task as declared, float32 finite read-only inputs,
+    labels in [0, num_classes) or trajectories starting at x, and the same arrays twice."""
+    ds, again = load(name, **small(name)), load(name, **small(name))
+    assert ds.name == name and ds.task == dataset.get(name).task and same(ds, again)
+    assert ds.x_train.dtype == np.float32 and np.isfinite(ds.x_train).all() and not ds.x_train.flags.writeable
+    if ds.task == "classification":
+        for y in (ds.y_train, ds.y_test):
+            assert y.dtype == np.int32 and y.min() >= 0 and y.max() < ds.num_classes
+    if ds.task == "trajectory":
+        assert np.array_equal(ds.y_train[:, 0], ds.x_train) and np.all(np.diff(ds.ts) > 0)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
 def test_default_shapes_dtypes_and_labels(name, default):
     ds = default(name)
     task, shape, n_train, n_test, k = EXPECTED[name]
@@ -105,7 +142,7 @@ def test_images_are_scaled_to_unit_interval(default):
     assert ds.x_train.min() == 0 and ds.x_train.max() == 1
 
 
-@pytest.mark.parametrize("name", TOY)
+@pytest.mark.parametrize("name", [n for n in TOY if own(n)])
 def test_toy_classes_are_exactly_balanced(name):
     ds = load(name, n_train=101, n_test=53)
     for y, n in ((ds.y_train, 101), (ds.y_test, 53)):
@@ -236,13 +273,31 @@ def test_banded_packs_a_block_diagonal_jacobian():
 def test_stiff_path_agrees_with_explicit_solver():
     """Van der Pol with mu > 10 goes through LSODA + banded Jacobian; DOP853 must agree."""
 
-    class Explicit(VanDerPol):
-        stiff = False
+    @dataclasses.dataclass(frozen=True)
+    class Explicit(ODETrajectories):  # Van der Pol through DOP853, by composition (VanDerPol is final)
+        mu: float = 12.0
+        dim: ClassVar[int] = 2
+        name: ClassVar[str] = "explicit"
+
+        def field(self, y):
+            return VanDerPol(mu=self.mu).field(y)
+
+        def initial_states(self, rng, n):
+            return VanDerPol(mu=self.mu).initial_states(rng, n)
+
+    @dataclasses.dataclass(frozen=True)
+    class Estimated(ODETrajectories):  # stiff without an exact Jacobian: LSODA estimates it
+        mu: float = 12.0
+        dim: ClassVar[int] = 2
+        name: ClassVar[str] = "estimated"
+        stiff: ClassVar[bool] = True
+        field, initial_states = Explicit.field, Explicit.initial_states
 
     options = {"mu": 12.0, "n_train": 3, "n_test": 1, "t_end": 3.0, "num_times": 7}
-    stiff, explicit = VanDerPol(**options), Explicit(**options)
-    assert stiff.stiff and not explicit.stiff
+    stiff, explicit, estimated = VanDerPol(**options), Explicit(**options), Estimated(**options)
+    assert stiff.stiff and not explicit.stiff and estimated.jacobian(np.ones((1, 2))) is None
     np.testing.assert_allclose(stiff.build(0).y_train, explicit.build(0).y_train, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(estimated.build(0).y_train, explicit.build(0).y_train, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- determinism
@@ -250,7 +305,7 @@ def test_stiff_path_agrees_with_explicit_solver():
 
 @pytest.mark.parametrize("name", TOY + ODES)
 def test_generated_sets_are_a_function_of_the_seed(name):
-    options = SMALL_ODE if name in ODES else SMALL
+    options = small(name)
     a, b, c = load(name, seed=3, **options), load(name, seed=3, **options), load(name, seed=4, **options)
     assert same(a, b)
     assert not np.array_equal(a.x_train, c.x_train) and not np.array_equal(a.x_test, c.x_test)
@@ -397,26 +452,26 @@ def test_unknown_option_lists_valid_options():
 @pytest.mark.parametrize(
     ("name", "options", "match"),
     [
-        ("moons", {"n_train": 0}, "dataset 'moons': n_train must be an int >= 1, got 0"),
-        ("moons", {"n_test": 2.5}, "n_test must be an int >= 1, got 2.5"),
-        ("peaks", {"n_train": True}, "n_train must be an int >= 1, got True"),
-        ("spheres", {"dim": 0}, "dim must be an int >= 1, got 0"),
-        ("spirals", {"noise": -0.1}, r"noise must be a number >= 0.0, got -0.1"),
-        ("swiss_roll", {"noise": "low"}, "noise must be a number >= 0.0, got 'low'"),
-        ("mnist1d", {"standardize": "yes"}, "standardize must be True or False, got 'yes'"),
-        ("digits", {"test_fraction": 1.5}, r"test_fraction must be a number in \(0.0, 0.9\], got 1.5"),
-        ("lotka_volterra", {"num_times": 1}, "num_times must be an int >= 2, got 1"),
-        ("lotka_volterra", {"gamma": 0}, "gamma must be a number > 0.0, got 0"),
-        ("van_der_pol", {"mu": float("nan")}, "mu must be a number >= 0.0, got nan"),
-        ("spiral_ode", {"t_end": -1.0}, "t_end must be a number > 0.0, got -1.0"),
-        ("robertson", {"spread": 2.0}, r"spread must be a number in \[0.0, 1.0\], got 2.0"),
-        ("robertson", {"num_times": 2}, "num_times must be an int >= 3, got 2"),
+        ("moons", {"n_train": 0}, "dataset 'moons': n_train must be an int >= 1, got n_train=0"),
+        ("moons", {"n_test": 2.5}, "n_test must be an int >= 1, got n_test=2.5"),
+        ("peaks", {"n_train": True}, "n_train must be an int >= 1, got n_train=True"),
+        ("spheres", {"dim": 0}, "dim must be an int >= 1, got dim=0"),
+        ("spirals", {"noise": -0.1}, r"noise must be a finite number in \[0.0, inf\), got noise=-0.1"),
+        ("swiss_roll", {"noise": "low"}, r"noise must be a finite number in \[0.0, inf\), got noise='low'"),
+        ("mnist1d", {"standardize": "yes"}, "standardize must be True or False, got standardize='yes'"),
+        ("digits", {"test_fraction": 1.5}, r"test_fraction must be a finite number in \(0.0, 0.9\], got t"),
+        ("lotka_volterra", {"num_times": 1}, "num_times must be an int >= 2, got num_times=1"),
+        ("lotka_volterra", {"gamma": 0}, r"gamma must be a finite number in \(0.0, inf\), got gamma=0"),
+        ("van_der_pol", {"mu": float("nan")}, r"mu must be a finite number in \[0.0, inf\), got mu=nan"),
+        ("spiral_ode", {"t_end": -1.0}, r"t_end must be a finite number in \(0.0, inf\), got t_end=-1.0"),
+        ("robertson", {"spread": 2.0}, r"spread must be a finite number in \[0.0, 1.0\], got spread=2.0"),
+        ("robertson", {"num_times": 2}, "num_times must be an int >= 3, got num_times=2"),
         ("npz", {}, "dataset 'npz' needs the option path: an .npz with arrays x_train, y_train, x_test, y_test"),
-        ("npz", {"path": 3}, "path must be a path to an .npz .*, got 3"),
+        ("npz", {"path": 3}, "path must be a path to an .npz .*, got path=3"),
         (
             "npz",
             {"path": "d.npz", "task": "segmentation"},
-            "task must be one of 'classification', 'regression', 'trajectory', got 'segmentation'",
+            "dataset 'npz': unknown task 'segmentation'; valid choices: classification, regression, trajectory",
         ),
         (
             "npz",
@@ -424,7 +479,7 @@ def test_unknown_option_lists_valid_options():
             "num_classes is for task='classification'",
         ),
         ("idx", {}, "dataset 'idx' needs the option path: a directory of MNIST-format IDX files"),
-        ("idx", {"path": "d", "num_classes": 0}, "num_classes must be an int >= 1, got 0"),
+        ("idx", {"path": "d", "num_classes": 0}, "num_classes must be an int >= 1, got num_classes=0"),
     ],
 )
 def test_bad_option_values_fail_before_any_work(name, options, match):
@@ -434,7 +489,7 @@ def test_bad_option_values_fail_before_any_work(name, options, match):
 
 @pytest.mark.parametrize("seed", [-1, 1.5, "0", None])
 def test_bad_seed(seed):
-    with pytest.raises(ValueError, match=f"seed must be an int >= 0, got {seed!r}".replace(".", r"\.")):
+    with pytest.raises(ValueError, match=f"seed must be an int >= 0, got seed={seed!r}".replace(".", r"\.")):
         load("moons", seed=seed)
 
 
@@ -636,3 +691,67 @@ def test_idx_missing_file_names_the_path_and_all_four_files(idx_dir):
         with pytest.raises(FileNotFoundError) as info:
             load("idx", path=str(where))
         assert str(where) in str(info.value) and all(name in str(info.value) for name in IDX_NAMES)
+
+
+# ---------------------------------------------------------------- non-finite values and damaged files
+
+
+@pytest.mark.parametrize(
+    ("field", "index", "value"),
+    [("x_train", (7, 1), np.nan), ("x_test", (2, 0), np.inf), ("y_train", (4,), np.nan)],
+)
+def test_non_finite_values_are_refused_at_load_naming_array_and_index(tmp_path, field, index, value):
+    raw = write_npz(tmp_path / "d.npz")
+    bad = raw[field].astype(np.float64)
+    bad[index] = value
+    bad[-1] = value  # only the first bad index is named
+    np.savez(tmp_path / "d.npz", **{**raw, field: bad})
+    with pytest.raises(ValueError, match=rf"dataset 'npz': {field} has a non-finite value \({value}\) at index "
+                                         rf"\({index[0]}, ?{index[1] if len(index) > 1 else ''}\)"):
+        load("npz", path=str(tmp_path / "d.npz"))
+
+
+def test_float64_values_that_overflow_float32_are_refused():
+    x = np.zeros((4, 2))
+    x[1, 1] = 1e300  # finite in float64, inf in the float32 the dataset stores
+    with pytest.raises(ValueError, match=r"x_train has a non-finite value \(inf\) at index \(1, 1\)"):
+        Dataset("t", x, np.array([0, 1, 0, 1]), np.zeros((2, 2)), np.array([1, 0]), "classification", 2)
+
+
+def test_non_finite_trajectories_are_refused():
+    x, ts = np.ones((2, 3)), np.arange(4.0)
+    y = np.repeat(x[:, None], 4, axis=1)
+    y[1, 2, 0] = np.nan
+    with pytest.raises(ValueError, match=r"y_train has a non-finite value \(nan\) at index \(1, 2, 0\)"):
+        Dataset("t", x, y, x, np.repeat(x[:, None], 4, axis=1), "trajectory", ts=ts)
+
+
+def test_a_text_file_given_as_npz_is_named(tmp_path):
+    path = tmp_path / "data.npz"
+    path.write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match=rf"dataset 'npz': {path} is not an .npz file \(it starts with b'x,y"):
+        load("npz", path=str(path))
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is not an .npz file \(it starts with b''"):
+        load("npz", path=str(path))
+
+
+def test_a_corrupt_npz_is_named(tmp_path):
+    path = tmp_path / "d.npz"
+    write_npz(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])  # truncated: no central directory
+    with pytest.raises(ValueError, match=rf"cannot read {path}: the archive is corrupt or truncated \(BadZipFile"):
+        load("npz", path=str(path))
+    with zipfile.ZipFile(path, "w") as archive:  # a valid zip whose members are not .npy arrays
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            archive.writestr(f"{key}.npy", b"garbage")
+    with pytest.raises(ValueError, match=rf"dataset 'npz': cannot read {path}"):
+        load("npz", path=str(path))
+
+
+def test_a_corrupt_gzipped_idx_file_is_named(idx_dir):
+    path = idx_dir[0] / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-12])  # truncated gzip stream
+    with pytest.raises(ValueError, match=rf"{path}: cannot read it as a gzipped IDX file"):
+        load("idx", path=str(idx_dir[0]))

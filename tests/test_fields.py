@@ -38,7 +38,7 @@ def test_conv_field_keeps_shape_and_sees_time(ndim, shape):
         (lambda: on.fields.ConvField(8, ndim=4, rngs=nnx.Rngs(0)), r"ndim must be 1, 2 or 3 spatial axes, got 4"),
         (lambda: on.fields.ConvField(6, groups=4, rngs=nnx.Rngs(0)), r"channels=6 is not divisible by groups=4"),
         (lambda: on.fields.MLPField(3, layers=0, rngs=nnx.Rngs(0)), r"layers >= 1 hidden layers, got 0"),
-        (lambda: on.fields.stack(lambda r: mlp(r), 0, nnx.Rngs(0)), r"steps must be an int >= 1, got 0"),
+        (lambda: on.fields.stack(lambda r: mlp(r), 0, nnx.Rngs(0)), r"steps must be an int >= 1, got steps=0"),
     ],
 )
 def test_bad_field_options(build, match):
@@ -105,3 +105,48 @@ def test_perstep_conv_resnet_gradients_agree_with_backprop(gradient, integrator)
     for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
         scale = float(jnp.max(jnp.abs(a))) + 1e-12
         assert float(jnp.max(jnp.abs(a - b))) <= tol * scale
+
+
+@pytest.mark.parametrize("k", [3, -4, 1.0, "1", True, None, np.float32(0)])
+def test_field_at_refuses_a_step_outside_the_stack(k):
+    """k out of range (or not an int) raises instead of clamping to the first or last step."""
+    stacked = on.fields.stack(lambda r: mlp(r), 3, nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"k must be an int in \[-3, 3\) for a stack of 3 steps"):
+        on.fields.field_at(stacked, k)
+
+
+def test_field_at_counts_negative_steps_from_the_end():
+    stacked = on.fields.stack(lambda r: mlp(r), 3, nnx.Rngs(0))
+    kernel = stacked.hidden[0].kernel[...]
+    np.testing.assert_array_equal(on.fields.field_at(stacked, -1).hidden[0].kernel[...], kernel[2])
+    np.testing.assert_array_equal(on.fields.field_at(stacked, np.int64(1)).hidden[0].kernel[...], kernel[1])
+    with pytest.raises(ValueError, match="per-step stack"):
+        on.fields.field_at(mlp(nnx.Rngs(0)), 0)
+
+
+@pytest.mark.parametrize("name", on.fields.field_type.names())
+@pytest.mark.parametrize("ndim,shape", [(0, (2, 8)), (1, (2, 6, 8))])
+def test_every_field_type_keeps_the_state_shape(name, ndim, shape):
+    make = on.fields.field_type(name).make(8, ndim=ndim, preact=ndim > 0, time=True, groups=4)
+    field = make(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), shape)
+    out = field(0.5, x)
+    assert out.shape == shape and np.all(np.isfinite(out))
+
+
+def test_scaled_field_starts_at_zero_and_scales():
+    """ReZero: alpha = 0 at initialisation, so the field (and a residual step) starts as zero (identity)."""
+    inner = mlp(nnx.Rngs(0))
+    field = on.fields.ScaledField(inner)
+    x = jnp.ones((2, 3))
+    np.testing.assert_array_equal(field(0.0, x), 0.0)
+    field.alpha[...] = 0.5
+    np.testing.assert_allclose(field(0.0, x), 0.5 * inner(0.0, x), rtol=1e-6)
+
+
+def test_highway_field_is_a_gated_difference():
+    inner = mlp(nnx.Rngs(0))
+    field = on.fields.HighwayField(inner, 3, 0, rngs=nnx.Rngs(1))
+    x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    g = jax.nn.sigmoid(field.gate(x))
+    np.testing.assert_allclose(field(0.0, x), g * (inner(0.0, x) - x), rtol=1e-6)

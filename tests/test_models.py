@@ -1,5 +1,6 @@
 """Models: every family x kind builds and trains, the step rules are what they claim, configs fail early."""
 
+import dataclasses
 import functools
 import math
 
@@ -12,10 +13,11 @@ from flax import nnx
 
 import odenets as on
 import odenets.models as om
+from odenets._abstract import is_final
 from odenets.fields.bottleneck import BottleneckField
 
 KINDS = {"mlp": (2,), "conv1d": (8, 1), "conv2d": (6, 6, 1)}
-FAMILIES = om.family.names()
+FAMILIES = om.family.names()  # odenets' own and the test suite's (tests/extensions.py)
 
 
 def rngs(seed=0):
@@ -59,10 +61,25 @@ def jitted(fn):
 # -- every family x kind ----------------------------------------------------------------------------
 
 
-def test_registry_lists_every_family():
-    assert FAMILIES == [
-        "resnet", "plain", "node", "anode", "highway", "densenet", "momentum", "antisymmetric", "hamiltonian",
-    ]
+def evaluations_per_step(model):
+    """What one step of the model's stages costs in field evaluations: the integrator's count for
+    families that take one (one Euler step costs 1, RK4 4), else 1 (one layer per step)."""
+    if not model.config.takes_integrator:
+        return 1
+    sol = on.odeint(lambda t, x, a: -x, jnp.ones(1), 0.0, 1.0, 1, integrator=model.config.integrator)
+    return int(sol.stats["nfe"])
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_is_a_final_dataclass_of_its_options(name):
+    cls = om.family.get(name)
+    assert issubclass(cls, om.Family) and is_final(cls) and cls.name == name
+    fields = [f.name for f in dataclasses.fields(cls)]
+    assert list(cls.options) == fields and set(om.Family.options) <= set(fields)
+    assert cls.takes_integrator == ("integrator" in fields) and cls.takes_gradient == ("gradient" in fields)
+    assert om.family(name) == cls(**{key: None for key in fields}), "None means not given"
+    with pytest.raises(TypeError, match="final"):
+        type("Sub", (cls,), {})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -74,7 +91,7 @@ def test_every_family_and_kind_gives_finite_logits(kind):
     for family, model, out in zip(FAMILIES, models, logits):
         assert out.shape == (2, 2) and out.dtype == jnp.float32, family
         assert np.all(np.isfinite(out)), family
-        nfe = stages * 2 * (4 if family in ("node", "anode") else 1)  # 2 steps a stage; rk4: 4 evaluations a step
+        nfe = stages * 2 * evaluations_per_step(model)  # 2 steps a stage
         assert om.solver_stats(model) == {"nfe": nfe, "nfe_backward": 0}, family
 
 
@@ -230,10 +247,10 @@ def test_momentum_block_is_the_momentum_recursion():
 
 
 @pytest.mark.parametrize("kind,shape", [("mlp", (1, 4)), ("conv1d", (1, 8, 4))])
-def test_antisymmetric_linear_part_has_real_part_minus_gamma(kind, shape):
-    """Eigenvalues of (K - K^T - gamma I) (a matrix; a convolution and its adjoint) are -gamma + i w."""
+def test_antisymmetric_linear_part_has_real_part_minus_damping(kind, shape):
+    """Eigenvalues of (K - K^T - damping I) (a matrix; a convolution and its adjoint) are -damping + i w."""
     gamma = 0.05
-    field = on.fields.field_at(first_stage("antisymmetric", kind, gamma=gamma).field, 1)
+    field = on.fields.field_at(first_stage("antisymmetric", kind, damping=gamma).field, 1)
     size = math.prod(shape)
     linear = lambda v: field.linear(v.reshape(shape)).reshape(size)
     jac = np.asarray(jax.jit(jax.jacfwd(linear))(jnp.zeros(size, jnp.float32)), np.float64)
@@ -247,7 +264,7 @@ def test_antisymmetric_linear_part_has_real_part_minus_gamma(kind, shape):
 
 def test_solver_stats_rk4_node_block():
     steps = 5
-    block = om.ODEBlock(lambda r: on.fields.MLPField(3, 8, rngs=r), depth="shared", steps=steps, rngs=rngs())
+    block = om.ODEBlock(lambda r: on.fields.MLPField(3, 8, rngs=r), params="shared", steps=steps, rngs=rngs())
     assert om.solver_stats(block) == {"nfe": -1, "nfe_backward": -1}  # not called yet
     block(normal((2, 3)))
     assert om.solver_stats(block) == {"nfe": 4 * steps, "nfe_backward": 0}
@@ -259,7 +276,7 @@ def test_solver_stats_rk4_node_block():
 
 
 def test_solver_stats_dopri5_chen_odenet():
-    model = om.build(**om.preset("chen_odenet_1d", width=8), rngs=rngs())
+    model = om.build(**om.preset("chen_odenet_1d", width=8, **om.CHEN_DOPRI5), rngs=rngs())
     logits, model = jitted(lambda m, x: m(x))(model, normal((2, 40, 1)))
     assert logits.shape == (2, 10)
     nfe = om.solver_stats(model)["nfe"]
@@ -271,14 +288,18 @@ def test_solver_stats_dopri5_chen_odenet():
 
 def test_ode_block_checks_at_construction():
     make = lambda r: on.fields.MLPField(3, 8, rngs=r)
-    with pytest.raises(ValueError, match=r"unknown depth 'deep'; valid choices: shared, per_step"):
-        om.ODEBlock(make, depth="deep", steps=2, rngs=rngs())
+    with pytest.raises(ValueError, match=r"unknown params 'deep'; valid choices: shared, per_step"):
+        om.ODEBlock(make, params="deep", steps=2, rngs=rngs())
     with pytest.raises(ValueError, match=r"fixed-step integrator, got integrator 'dopri5'; valid choices: euler"):
-        om.ODEBlock(make, depth="per_step", steps=2, integrator="dopri5", rngs=rngs())
+        om.ODEBlock(make, params="per_step", steps=2, integrator="dopri5", rngs=rngs())
     with pytest.raises(ValueError, match=r"unknown integrator 'rk5'; valid choices: euler"):
-        om.ODEBlock(make, depth="shared", steps=2, integrator="rk5", rngs=rngs())
+        om.ODEBlock(make, params="shared", steps=2, integrator="rk5", rngs=rngs())
     with pytest.raises(ValueError, match=r"'reversible' needs an algebraically reversible integrator"):
-        om.ODEBlock(make, depth="shared", steps=2, gradient="reversible", rngs=rngs())
+        om.ODEBlock(make, params="shared", steps=2, gradient="reversible", rngs=rngs())
+    with pytest.raises(ValueError, match=r"steps must be an int >= 1, got steps=0"):
+        om.ODEBlock(make, params="shared", steps=0, rngs=rngs())
+    with pytest.raises(ValueError, match=r"t1 must differ from t0, got t0 = t1 = 1.0"):
+        om.ODEBlock(make, params="shared", steps=2, t0=1.0, t1=1.0, rngs=rngs())
 
 
 GOOD = dict(kind="conv1d", input_shape=(8, 1), num_classes=3, width=4, depth=2)
@@ -290,16 +311,20 @@ GOOD = dict(kind="conv1d", input_shape=(8, 1), num_classes=3, width=4, depth=2)
         ("resnett", {}, r"unknown model family 'resnett'; valid choices: resnet, plain, node"),
         ("resnet", dict(kind="conv3d"), r"unknown kind 'conv3d'; valid choices: mlp, conv1d, conv2d"),
         ("resnet", dict(field="wide"), r"unknown field 'wide'; valid choices: basic, bottleneck"),
-        ("node", dict(input_shape=(8,)), r"input_shape=\(8,\) has rank 1; kind 'conv1d' needs rank 2"),
+        ("node", dict(input_shape=(8,)), r"input_shape=\(8,\) has rank 1; kind 'conv1d' needs rank 2.*kind='mlp'"),
+        ("node", dict(kind=None, input_shape=(2, 2, 2, 2)), r"has rank 4: give kind='mlp' to flatten it"),
+        ("node", dict(input_shape=(8, 0)), r"input_shape must be a tuple of ints >= 1"),
         ("node", dict(width=6, groups=4), r"width=6 is not divisible by groups=4"),
         ("node", dict(width=48), r"width=48 is not divisible by groups=32"),
         ("plain", dict(num_classes=1), r"num_classes must be an int >= 2, got num_classes=1"),
         ("plain", dict(depth=0), r"depth must be an int >= 1, got depth=0"),
-        ("resnet", dict(integrator="dopri5"), r"got integrator 'dopri5'; valid choices: euler, midpoint"),
+        ("resnet", dict(integrator="dopri5"), r"'dopri5'; valid choices: euler, midpoint.*model=node"),
         ("node", dict(integrator="rk5"), r"unknown integrator 'rk5'; valid choices: euler"),
         ("node", dict(gradient="reversible"), r"'reversible' needs an algebraically reversible integrator"),
-        ("node", dict(widht=4), r"unknown config key 'widht'; valid keys: kind, input_shape"),
-        ("plain", dict(integrator="rk4"), r"family 'plain' does not take 'integrator' .*keys it takes: kind"),
+        ("node", dict(widht=4), r"unknown option 'widht' for model family 'node'; valid options: width, depth"),
+        ("plain", dict(integrator="rk4"), r"unknown option 'integrator' for model family 'plain'; valid"),
+        ("antisymmetric", dict(gamma=0.1), r"unknown option 'gamma' for .*'antisymmetric'; valid .*damping"),
+        ("antisymmetric", dict(damping=-0.1), r"damping must be a finite number in \[0.0, inf\), got damping=-0"),
         ("resnet", dict(step_size="half"), r"unknown step_size 'half'; valid choices: one, t_over_n"),
         ("resnet", dict(t1=3.0), r"t1=3.0 conflicts with step_size='one'"),
         ("node", dict(t1=-1.0), r"t1 must be a finite number in \(0.0, inf\), got t1=-1.0"),
@@ -310,10 +335,9 @@ GOOD = dict(kind="conv1d", input_shape=(8, 1), num_classes=3, width=4, depth=2)
         ("resnet", dict(kind="mlp", input_shape=(3,), preact=True), r"preact=True needs a conv kind"),
         ("resnet", dict(stem="chen", kind="mlp", input_shape=(3,)), r"stem 'chen' does not apply to kind 'mlp'"),
         ("resnet", dict(stem="chen", input_shape=(5, 1)), r"input_shape=\(5, 1\) is too small for stem 'chen'"),
-        ("resnet", dict(kind=None), r"missing config key\(s\) 'kind'"),
         ("plain", dict(unroll=0), r"unroll must be True, False or an integer >= 1, got 0"),
         ("node", dict(integrator="dopri5", unroll=True), r"unroll=True applies to fixed-step integrators only"),
-        ("densenet", dict(unroll=True), r"family 'densenet' does not take 'unroll'"),
+        ("densenet", dict(unroll=True), r"unknown option 'unroll' for model family 'densenet'"),
     ],
 )
 def test_bad_config_fails_before_any_parameter(family, config, match):
@@ -324,15 +348,43 @@ def test_bad_config_fails_before_any_parameter(family, config, match):
 
 
 def test_none_means_not_given():
-    """Every family key given as None resolves to the same config as the key left out, in every family."""
-    every = {k: None for k in om.config.FAMILY_KEYS}
+    """Every family option given as None resolves to the same config as the option left out, in every family."""
     for family in FAMILIES:
+        every = {k: None for k in om.family.get(family).options if k not in GOOD}
         given = nnx.eval_shape(lambda family=family: om.build(family, **GOOD, **every))
         left_out = nnx.eval_shape(lambda family=family: om.build(family, **GOOD))
         assert given.config == left_out.config, family
+        assert (given.input_shape, given.num_classes) == (GOOD["input_shape"], GOOD["num_classes"])
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "densenet"])
+@pytest.mark.parametrize("shape,kind", [((2,), "mlp"), ((40, 1), "conv1d"), ((8, 8, 1), "conv2d")])
+def test_defaults_follow_the_data(shape, kind):
+    """With every option at its default, each family builds for flat points (spheres), signals
+    (MNIST-1D) and images (digits): the kind, groups and stem follow the input's rank."""
+    for family in FAMILIES:
+        model = nnx.eval_shape(lambda family=family: om.build(family, input_shape=shape, num_classes=2))
+        assert model.config.kind == kind and model.config == om.family(family).resolve(shape), family
+        assert model.config.groups == (1 if kind == "mlp" else 32)
+        assert model.config.stem == ("linear" if kind == "mlp" else "conv")
+
+
+def test_neural_ode_defaults():
+    node = om.family("node")
+    assert (node.time, node.integrator, node.gradient, node.t1) == (True, "rk4", "backprop", 1.0)
+    assert om.family.get("node").takes_integrator and not om.family.get("plain").takes_integrator
+    assert om.family("resnet").resolve((3,)).t1 == 6.0  # step_size "one": h = 1
+
+
+def test_family_builds_from_an_instance():
+    spec = om.family("momentum", width=4, depth=2, gamma=0.5)
+    model = om.build(spec, input_shape=(3,), num_classes=2, rngs=rngs())
+    assert model.config == spec.resolve((3,)) and model.family == "momentum"
+    assert model(normal((5, 3))).shape == (5, 2)
+    with pytest.raises(TypeError, match="options"):
+        om.build(spec, input_shape=(3,), num_classes=2, width=8)
+
+
+@pytest.mark.parametrize("family", [f for f in FAMILIES if "unroll" in om.family.get(f).options])
 def test_unroll_changes_nothing_but_the_program(family):
     """model.unroll=True gives the logits and gradients of the default scan, in every family that scans."""
     x = normal((3, *KINDS["mlp"]))
@@ -371,5 +423,6 @@ def test_chen_preset_parameter_counts(dim):
 def test_preset_overrides_and_unknown_name():
     config = om.preset("chen_odenet_1d", width=32)
     assert config["width"] == 32 and config["family"] == "node" and config["input_shape"] == (40, 1)
+    assert all(om.preset(name)["unroll"] is True for name in om.PRESETS)
     with pytest.raises(ValueError, match=r"unknown preset 'chen'; valid choices: chen_resnet_1d"):
         om.preset("chen")

@@ -12,6 +12,7 @@ not change with it, so that runs that differ only in their seed see the same tes
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 import os
@@ -21,7 +22,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets._registry import Registry
+from odenets.validate import integer, is_int
 
 TASKS = ("classification", "regression", "trajectory")
 DATA_DIR_ENV = "ODENETS_DATA_DIR"
@@ -36,26 +39,13 @@ def data_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "odenets"
 
 
-def is_int(value) -> bool:
-    """A true integer (numpy integers included); bools are not integers here."""
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def is_number(value) -> bool:
-    """A finite real number (int or float); bools are not numbers here."""
-    return (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool | np.bool_)
-        and math.isfinite(value)
-    )
-
-
 def _readonly(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
     return view
 
 
+@final
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and test arrays for one task, channels-last, immutable (read-only arrays).
@@ -67,7 +57,8 @@ class Dataset:
     y is (N, T, D) float32 with y[:, 0] == x: the first observation *is* the input.
 
     The arrays given are converted to those dtypes (labels must be integral) and checked;
-    a wrong shape or label raises ValueError naming the array and what was expected.
+    a wrong shape or label, or a NaN / Inf anywhere, raises ValueError naming the array and
+    what was expected (for non-finite values: the index of the first one).
     """
 
     name: str
@@ -89,7 +80,8 @@ class Dataset:
             x = np.asarray(getattr(self, field))
             if x.ndim < 2:
                 raise ValueError(f"dataset {self.name!r}: {field} must have shape (N, ...features), got {x.shape}")
-            set_(field, x.astype(np.float32, copy=False))
+            with np.errstate(over="ignore"):  # an overflow to Inf is reported by _finite
+                set_(field, self._finite(field, x.astype(np.float32, copy=False)))
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise ValueError(
                 f"dataset {self.name!r}: x_train samples have shape {self.x_train.shape[1:]} "
@@ -103,12 +95,11 @@ class Dataset:
                 raise ValueError(
                     f"dataset {self.name!r}: x_{split} has {len(x)} samples but y_{split} has shape {y.shape}"
                 )
-            set_(
-                f"y_{split}",
-                self._labels(f"y_{split}", y)
-                if self.task == "classification"
-                else y.astype(np.float32, copy=False),
-            )
+            if self.task == "classification":
+                set_(f"y_{split}", self._labels(f"y_{split}", self._finite(f"y_{split}", y)))
+            else:
+                with np.errstate(over="ignore"):
+                    set_(f"y_{split}", self._finite(f"y_{split}", y.astype(np.float32, copy=False)))
         if self.task == "classification":
             if not is_int(self.num_classes) or self.num_classes < 1:
                 raise ValueError(
@@ -124,6 +115,19 @@ class Dataset:
             self._check_trajectory()
         elif self.ts is not None:
             raise ValueError(f"dataset {self.name!r}: ts is for task='trajectory' only, task is {self.task!r}")
+
+    def _finite(self, field: str, a: np.ndarray) -> np.ndarray:
+        """`a` unchanged if every entry is finite; else a ValueError naming the first bad index."""
+        if not np.issubdtype(a.dtype, np.inexact):
+            return a
+        bad = ~np.isfinite(a)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"dataset {self.name!r}: {field} has a non-finite value ({a[index]}) at index {index} "
+                f"({int(bad.sum())} of its {a.size} entries are NaN or Inf); fix or drop those samples"
+            )
+        return a
 
     def _labels(self, field: str, y: np.ndarray) -> np.ndarray:
         if y.ndim != 1:
@@ -141,7 +145,7 @@ class Dataset:
     def _check_trajectory(self):
         if self.ts is None:
             raise ValueError(f"dataset {self.name!r}: task='trajectory' needs ts, the observation times")
-        ts = np.asarray(self.ts, dtype=np.float32)
+        ts = self._finite("ts", np.asarray(self.ts, dtype=np.float32))
         if ts.ndim != 1 or len(ts) < 2 or not np.all(np.diff(ts) > 0):
             raise ValueError(f"dataset {self.name!r}: ts must be a strictly increasing 1-D array of >= 2 times")
         object.__setattr__(self, "ts", _readonly(ts))
@@ -184,8 +188,8 @@ class Dataset:
 
 
 @dataclasses.dataclass(frozen=True)
-class Builder:
-    """How to make one dataset. Subclasses are frozen dataclasses whose fields are the options.
+class Builder(abc.ABC):
+    """How to make one dataset: a frozen dataclass whose fields are the options.
 
     `__post_init__` checks every option (so a bad value fails at construction, before any
     work); `build(seed)` does the work. `name` is set by `register`.
@@ -194,31 +198,21 @@ class Builder:
     name: ClassVar[str]
     task: ClassVar[str] = "classification"  # known before building (npz makes it an option)
 
-    def build(self, seed: int) -> Dataset:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def build(self, seed: int) -> Dataset: ...
 
-    def _require(self, field: str, ok: Callable[[object], bool], want: str):
+    def _check(self, check: Callable, field: str, *args, **kwargs) -> None:
+        """`check(field, value, ...)` from `odenets.validate` on the option `field`, its message
+        prefixed with the dataset's name."""
+        try:
+            check(field, getattr(self, field), *args, **kwargs)
+        except ValueError as error:
+            raise ValueError(f"dataset {self.name!r}: {error}") from None
+
+    def _require(self, field: str, ok: Callable[[object], bool], want: str) -> None:
         value = getattr(self, field)
         if not ok(value):
-            raise ValueError(f"dataset {self.name!r}: {field} must be {want}, got {value!r}")
-
-    def _int(self, field: str, low: int, high: int | None = None):
-        want = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
-        self._require(field, lambda v: is_int(v) and v >= low and (high is None or v <= high), want)
-
-    def _number(self, field: str, low: float, high: float | None = None, *, above: bool = False):
-        if high is None:
-            want = f"a number {'>' if above else '>='} {low}"
-        else:
-            want = f"a number in {'(' if above else '['}{low}, {high}]"
-        ok = lambda v: is_number(v) and (v > low if above else v >= low) and (high is None or v <= high)
-        self._require(field, ok, want)
-
-    def _bool(self, field: str):
-        self._require(field, lambda v: isinstance(v, bool | np.bool_), "True or False")
-
-    def _choice(self, field: str, choices: tuple[str, ...]):
-        self._require(field, lambda v: v in choices, f"one of {', '.join(map(repr, choices))}")
+            raise ValueError(f"dataset {self.name!r}: {field} must be {want}, got {field}={value!r}")
 
 
 REGISTRY: Registry[Builder] = Registry("dataset", Builder)
@@ -234,8 +228,7 @@ def load(name: str | Builder, *, seed: int = 0, **options) -> Dataset:
     unknown name, an unknown option or a bad option value raises ValueError naming the bad
     value and the valid choices, before any data is generated or read.
     """
-    if not is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    integer("seed", seed, 0)
     builder = REGISTRY(name, **options)
     data = builder.build(int(seed))
     if data.task != builder.task:

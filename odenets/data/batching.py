@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from odenets.data.base import is_int
+from odenets.validate import is_int
 
 
 def batches(

@@ -6,10 +6,13 @@ import dataclasses
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets.data.base import Builder, Dataset, register
+from odenets.validate import integer, number
 
 
 @register("digits")
+@final
 @dataclasses.dataclass(frozen=True)
 class Digits(Builder):
     """The 1797 8x8 digit images of `sklearn.datasets.load_digits`, 10 classes.
@@ -24,8 +27,8 @@ class Digits(Builder):
     split_seed: int = 0
 
     def __post_init__(self):
-        self._number("test_fraction", 0.0, 0.9, above=True)
-        self._int("split_seed", 0)
+        self._check(number, "test_fraction", low=0.0, high=0.9, open_high=False)
+        self._check(integer, "split_seed", 0)
 
     def build(self, seed: int) -> Dataset:
         from sklearn.datasets import load_digits  # deferred: sklearn is slow to import

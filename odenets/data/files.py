@@ -11,11 +11,15 @@ import gzip
 import math
 import os
 import struct
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets.data.base import TASKS, Builder, Dataset, register
+from odenets.validate import choice, integer
 
 NPZ_FORMAT = "an .npz with arrays x_train, y_train, x_test, y_test"
 
@@ -26,7 +30,45 @@ def _path_option(builder: Builder, what: str):
     builder._require("path", lambda v: isinstance(v, str | os.PathLike), f"a path to {what}")
 
 
+ZIP_MAGIC, NPY_MAGIC = b"PK", b"\x93NUMPY"
+
+
+def read_npz(path: Path, keys: dict[str, str]) -> dict[str, np.ndarray]:
+    """{field: array} for each `keys[field]` of the .npz at `path`; a file that is not an .npz (text,
+    a single .npy array), a corrupt or truncated archive, or a missing key raises an error naming
+    the path. Pickled object arrays are refused (allow_pickle=False)."""
+    with path.open("rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head.startswith(NPY_MAGIC):
+        raise ValueError(f"dataset 'npz': {path} holds a single array (.npy), expected {NPZ_FORMAT}")
+    if not head.startswith(ZIP_MAGIC):
+        raise ValueError(
+            f"dataset 'npz': {path} is not an .npz file (it starts with {head!r}, not a zip archive's 'PK'); "
+            f"expected {NPZ_FORMAT}, as numpy.savez writes it"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in keys.values() if key not in archive.files]
+            if missing:
+                raise KeyError(
+                    f"dataset 'npz': {path} has no array {missing[0]!r}; keys found: {', '.join(archive.files)} "
+                    f"(options x_train_key, y_train_key, x_test_key, y_test_key, ts_key rename them)"
+                )
+            arrays = {field: archive[key] for field, key in keys.items()}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        damaged = isinstance(error, OSError | EOFError | zipfile.BadZipFile | zlib.error)
+        what = "the archive is corrupt or truncated" if damaged else "its contents are not plain arrays"
+        raise ValueError(
+            f"dataset 'npz': cannot read {path}: {what} ({type(error).__name__}: {error}); expected {NPZ_FORMAT}"
+        ) from None
+    for field, array in arrays.items():
+        if not isinstance(array, np.ndarray):
+            raise ValueError(f"dataset 'npz': cannot read {path}: member {keys[field]!r} is not a .npy array")
+    return arrays
+
+
 @register("npz")
+@final
 @dataclasses.dataclass(frozen=True)
 class NPZ(Builder):
     """Arrays from a local .npz file (`np.savez(path, x_train=..., y_train=..., ...)`).
@@ -48,9 +90,9 @@ class NPZ(Builder):
 
     def __post_init__(self):
         _path_option(self, NPZ_FORMAT)
-        self._choice("task", TASKS)
+        self._check(choice, "task", TASKS)
         if self.num_classes is not None:
-            self._int("num_classes", 1)
+            self._check(integer, "num_classes", 1)
             if self.task != "classification":
                 raise ValueError(
                     f"dataset 'npz': num_classes is for task='classification', got task={self.task!r}"
@@ -72,26 +114,14 @@ class NPZ(Builder):
             raise FileNotFoundError(
                 f"dataset 'npz': no file at {path}; expected an .npz with arrays {', '.join(keys.values())}"
             )
-        try:
-            archive = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"dataset 'npz': cannot read {path} as {NPZ_FORMAT}: {error}") from error
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"dataset 'npz': {path} holds a single array, expected {NPZ_FORMAT}")
-        with archive:
-            missing = [key for key in keys.values() if key not in archive.files]
-            if missing:
-                raise KeyError(
-                    f"dataset 'npz': {path} has no array {missing[0]!r}; keys found: {', '.join(archive.files)} "
-                    f"(options x_train_key, y_train_key, x_test_key, y_test_key, ts_key rename them)"
-                )
-            arrays = {field: archive[key] for field, key in keys.items()}
+        arrays = read_npz(path, keys)
         for field in ("x_train", "x_test"):
             if arrays[field].ndim == 1:
                 arrays[field] = arrays[field][:, None]
         num_classes = self.num_classes
         if self.task == "classification" and num_classes is None:
-            num_classes = int(max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0))) + 1
+            top = max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0))
+            num_classes = int(top) + 1 if np.isfinite(top) else None  # Dataset names the bad label
         return Dataset(self.name, **arrays, task=self.task, num_classes=num_classes)
 
 
@@ -114,8 +144,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        name = type(error).__name__
+        raise ValueError(f"{path}: cannot read it as a gzipped IDX file ({name}: {error})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_TYPES:
         raise ValueError(
             f"{path} is not an IDX file: magic number {raw[:4].hex()!r}, expected 0000 then a type byte "
@@ -136,6 +170,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 @register("idx")
+@final
 @dataclasses.dataclass(frozen=True)
 class IDX(Builder):
     """MNIST-format data from a local directory: the four IDX files of MNIST, Fashion-MNIST, KMNIST.
@@ -152,7 +187,7 @@ class IDX(Builder):
     def __post_init__(self):
         _path_option(self, "a directory of MNIST-format IDX files")
         if self.num_classes is not None:
-            self._int("num_classes", 1)
+            self._check(integer, "num_classes", 1)
 
     def build(self, seed: int) -> Dataset:
         root = Path(self.path).expanduser()

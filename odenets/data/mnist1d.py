@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets.data.base import Builder, Dataset, data_dir, register
+from odenets.validate import boolean
 
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -96,6 +98,7 @@ def canonical_arrays() -> dict[str, np.ndarray]:
 
 
 @register("mnist1d")
+@final
 @dataclasses.dataclass(frozen=True)
 class MNIST1D(Builder):
     """MNIST-1D: 4000 train / 1000 test signals of length 40, 10 classes; x is (N, 40, 1).
@@ -114,7 +117,7 @@ class MNIST1D(Builder):
     standardize: bool = False
 
     def __post_init__(self):
-        self._bool("standardize")
+        self._check(boolean, "standardize")
 
     def build(self, seed: int) -> Dataset:
         a = canonical_arrays()

@@ -8,6 +8,7 @@ in random order.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 from collections.abc import Callable
@@ -15,7 +16,9 @@ from typing import ClassVar
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets.data.base import Builder, Dataset, register
+from odenets.validate import integer, number
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
@@ -61,11 +64,12 @@ class Toy(Builder):
     num_classes: ClassVar[int] = 2
 
     def __post_init__(self):
-        self._int("n_train", 1)
-        self._int("n_test", 1)
+        self._check(integer, "n_train", 1)
+        self._check(integer, "n_test", 1)
 
+    @abc.abstractmethod
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """n labelled points (x (n, D), y (n,)) drawn from `rng`."""
 
     def build(self, seed: int) -> Dataset:
         x_train, y_train = self.sample(np.random.default_rng([seed, 0]), self.n_train)
@@ -74,6 +78,7 @@ class Toy(Builder):
 
 
 @register("spheres")
+@final
 @dataclasses.dataclass(frozen=True)
 class Spheres(Toy):
     """Concentric spheres in `dim` dimensions (Dupont et al. 2019, "Augmented Neural ODEs").
@@ -92,7 +97,7 @@ class Spheres(Toy):
 
     def __post_init__(self):
         super().__post_init__()
-        self._int("dim", 1)
+        self._check(integer, "dim", 1)
 
     def sample(self, rng, n):
         xs = []
@@ -104,6 +109,7 @@ class Spheres(Toy):
 
 
 @register("spirals")
+@final
 @dataclasses.dataclass(frozen=True)
 class Spirals(Toy):
     """Two interleaved 2-D spirals of 1.5 turns each, radius growing from 0 to 1.
@@ -116,7 +122,7 @@ class Spirals(Toy):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("noise", 0.0)
+        self._check(number, "noise", low=0.0, open_low=False)
 
     def sample(self, rng, n):
         counts = class_counts(n, 2)
@@ -128,6 +134,7 @@ class Spirals(Toy):
 
 
 @register("swiss_roll")
+@final
 @dataclasses.dataclass(frozen=True)
 class SwissRoll(Toy):
     """sklearn's 3-D swiss roll, class = which half of the roll: t below or above its median.
@@ -141,7 +148,7 @@ class SwissRoll(Toy):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("noise", 0.0)
+        self._check(number, "noise", low=0.0, open_low=False)
 
     def sample(self, rng, n):
         from sklearn.datasets import make_swiss_roll  # deferred: sklearn is slow to import
@@ -178,6 +185,7 @@ def peaks_thresholds(k: int, grid: int = 1000) -> np.ndarray:
 
 
 @register("peaks")
+@final
 @dataclasses.dataclass(frozen=True)
 class Peaks(Toy):
     """Haber & Ruthotto's (2017) "peaks": x uniform in [-3, 3]^2, 5 classes by the level of peaks(x).
@@ -200,6 +208,7 @@ class Peaks(Toy):
 
 
 @register("moons")
+@final
 @dataclasses.dataclass(frozen=True)
 class Moons(Toy):
     """sklearn's two interleaving half circles (`make_moons`) with Gaussian noise of std `noise`."""
@@ -208,7 +217,7 @@ class Moons(Toy):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("noise", 0.0)
+        self._check(number, "noise", low=0.0, open_low=False)
 
     def sample(self, rng, n):
         from sklearn.datasets import make_moons  # deferred: sklearn is slow to import

@@ -14,12 +14,15 @@ states are rounded to float32 *before* solving, so y is the exact path from the 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
 import numpy as np
 
+from odenets._abstract import final
 from odenets.data.base import Builder, Dataset, register
+from odenets.validate import integer, number
 
 RTOL = 1e-8
 CHUNK = 64
@@ -56,26 +59,28 @@ class ODETrajectories(Builder):
     min_times: ClassVar[int] = 2
 
     def __post_init__(self):
-        self._int("n_train", 1)
-        self._int("n_test", 1)
-        self._int("num_times", self.min_times)
-        self._number("t_end", 0.0, above=True)
+        self._check(integer, "n_train", 1)
+        self._check(integer, "n_test", 1)
+        self._check(integer, "num_times", self.min_times)
+        self._check(number, "t_end", low=0.0)
 
     @property
     def stiff(self) -> bool:
-        """Solve with LSODA and the exact Jacobian rather than DOP853."""
+        """Solve with LSODA (and the exact Jacobian, where `jacobian` gives one) rather than DOP853."""
         return False
 
+    @abc.abstractmethod
     def field(self, y: np.ndarray) -> np.ndarray:
         """dy/dt for a batch of states y (n, D)."""
-        raise NotImplementedError
 
-    def jacobian(self, y: np.ndarray) -> np.ndarray:
-        """d field / dy for a batch of states, (n, D, D); needed when `stiff`."""
-        raise NotImplementedError
+    def jacobian(self, y: np.ndarray) -> np.ndarray | None:
+        """d field / dy for a batch of states, (n, D, D), used when `stiff`; None: LSODA estimates
+        it by finite differences."""
+        return None
 
+    @abc.abstractmethod
     def initial_states(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        raise NotImplementedError
+        """n initial states (n, D) drawn from `rng`."""
 
     def times(self) -> np.ndarray:
         """The observation times, starting at 0: uniform on [0, t_end] unless overridden."""
@@ -93,8 +98,9 @@ class ODETrajectories(Builder):
             atol = np.tile(np.broadcast_to(self.atol, (d,)), n) / scale
             kwargs = {"method": "DOP853"}
             if self.stiff:
-                jac = lambda t, y: banded(self.jacobian(y.reshape(n, d)))
-                kwargs = {"method": "LSODA", "jac": jac, "lband": d - 1, "uband": d - 1}
+                kwargs = {"method": "LSODA", "lband": d - 1, "uband": d - 1}
+                if self.jacobian(chunk) is not None:
+                    kwargs["jac"] = lambda t, y: banded(self.jacobian(y.reshape(n, d)))
             sol = solve_ivp(
                 lambda t, y: self.field(y.reshape(n, d)).ravel(),
                 (ts[0], ts[-1]),
@@ -121,6 +127,7 @@ class ODETrajectories(Builder):
 
 
 @register("spiral_ode")
+@final
 @dataclasses.dataclass(frozen=True)
 class SpiralODE(ODETrajectories):
     """The latent-ODE toy of Chen et al. (2018): y' = y**3 @ A, A = [[-0.1, 2], [-2, -0.1]].
@@ -135,7 +142,7 @@ class SpiralODE(ODETrajectories):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("spread", 0.0)
+        self._check(number, "spread", low=0.0, open_low=False)
 
     def field(self, y):
         return y**3 @ self.A
@@ -145,6 +152,7 @@ class SpiralODE(ODETrajectories):
 
 
 @register("lotka_volterra")
+@final
 @dataclasses.dataclass(frozen=True)
 class LotkaVolterra(ODETrajectories):
     """Predator-prey: x' = alpha x - beta x y, y' = delta x y - gamma y, on t in [0, 10].
@@ -162,7 +170,7 @@ class LotkaVolterra(ODETrajectories):
     def __post_init__(self):
         super().__post_init__()
         for field in ("alpha", "beta", "gamma", "delta"):
-            self._number(field, 0.0, above=True)
+            self._check(number, field, low=0.0)
 
     def field(self, y):
         prey, predator = y[:, 0], y[:, 1]
@@ -179,6 +187,7 @@ class LotkaVolterra(ODETrajectories):
 
 
 @register("van_der_pol")
+@final
 @dataclasses.dataclass(frozen=True)
 class VanDerPol(ODETrajectories):
     """Van der Pol oscillator: x' = v, v' = mu (1 - x^2) v - x, on t in [0, 20].
@@ -193,7 +202,7 @@ class VanDerPol(ODETrajectories):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("mu", 0.0)
+        self._check(number, "mu", low=0.0, open_low=False)
 
     @property
     def stiff(self) -> bool:
@@ -216,6 +225,7 @@ class VanDerPol(ODETrajectories):
 
 
 @register("robertson")
+@final
 @dataclasses.dataclass(frozen=True)
 class Robertson(ODETrajectories):
     """Robertson's stiff chemical kinetics (Hairer & Wanner's ROBER):
@@ -240,10 +250,10 @@ class Robertson(ODETrajectories):
 
     def __post_init__(self):
         super().__post_init__()
-        self._number("t_end", self.t_first, above=True)
-        self._number("spread", 0.0, 1.0)
+        self._check(number, "t_end", low=self.t_first)
+        self._check(number, "spread", low=0.0, high=1.0, open_low=False, open_high=False)
         for field in ("k1", "k2", "k3"):
-            self._number(field, 0.0, above=True)
+            self._check(number, field, low=0.0)
 
     @property
     def stiff(self) -> bool:

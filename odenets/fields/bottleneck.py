@@ -8,9 +8,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from odenets._abstract import final
 from odenets.fields.time import concat_time
 
 
+@final
 class BottleneckField(nnx.Module):
     """F(t, x) for `channels` channels through `hidden` (default channels // 4) channels.
 

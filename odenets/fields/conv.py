@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from odenets._abstract import final
 from odenets.fields.time import concat_time
 
 
+@final
 class ConvField(nnx.Module):
     """F(t, x) = GN(conv2(t, relu(GN(conv1(t, relu(GN(x))))))): the ODE-Net block of Chen et al.
 
@@ -40,8 +42,8 @@ class ConvField(nnx.Module):
             raise ValueError(f"channels={channels} is not divisible by groups={groups}")
         self.time, self.preact = time, preact
         k, cin = (kernel_size,) * ndim, channels + int(time)
-        norm = lambda: nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)  # noqa: E731
-        conv = lambda: nnx.Conv(cin, channels, k, padding="SAME", param_dtype=param_dtype, rngs=rngs)  # noqa: E731
+        norm = lambda: nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
+        conv = lambda: nnx.Conv(cin, channels, k, padding="SAME", param_dtype=param_dtype, rngs=rngs)
         if preact:  # GN-ReLU-conv-GN-ReLU-conv-GN
             self.norm1, self.conv1, self.norm2, self.conv2, self.norm3 = norm(), conv(), norm(), conv(), norm()
         else:  # conv-GN-ReLU-conv-GN

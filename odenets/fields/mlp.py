@@ -8,9 +8,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from odenets._abstract import final
 from odenets.fields.time import concat_time
 
 
+@final
 class MLPField(nnx.Module):
     """F(t, x) = W_L s(... s(W_1 [x, t] + b_1) ...) + b_L, the residual branch of an MLP ResNet.
 

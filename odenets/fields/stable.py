@@ -16,6 +16,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from odenets._abstract import final
+
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
 
@@ -53,10 +55,11 @@ def _kernel(channels, ndim, kernel_size, param_dtype, rngs):
     return nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape, param_dtype))
 
 
+@final
 class AntisymmetricField(nnx.Module):
-    """F(t, x) = sigma((K - K^T - gamma I) x + b): Haber & Ruthotto's antisymmetric field.
+    """F(t, x) = sigma((K - K^T - damping I) x + b): Haber & Ruthotto's antisymmetric field.
 
-    The linear part A = K - K^T - gamma I has eigenvalues -gamma + i w (K - K^T is
+    The linear part A = K - K^T - damping I has eigenvalues -damping + i w (K - K^T is
     antisymmetric, so its spectrum is imaginary): forward propagation neither explodes nor
     decays much when h |w| is small, for any parameters. F is autonomous (t is ignored).
     """
@@ -67,27 +70,28 @@ class AntisymmetricField(nnx.Module):
         *,
         ndim: int = 0,
         kernel_size: int = 3,
-        gamma: float = 0.01,
+        damping: float = 0.01,
         activation: Callable = jnp.tanh,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         _check(channels, ndim, kernel_size)
-        if gamma < 0:
-            raise ValueError(f"gamma (damping) must be >= 0, got {gamma}")
-        self.ndim, self.gamma, self.activation = ndim, gamma, activation
+        if damping < 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        self.ndim, self.damping, self.activation = ndim, damping, activation
         self.kernel = _kernel(channels, ndim, kernel_size, param_dtype, rngs)
         self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
 
     def linear(self, x):
-        """A x = (K - K^T - gamma I) x, the pre-activation without the bias."""
+        """A x = (K - K^T - damping I) x, the pre-activation without the bias."""
         w = self.kernel[...]
-        return apply_operator(w - transpose_kernel(w, self.ndim), x, self.ndim) - self.gamma * x
+        return apply_operator(w - transpose_kernel(w, self.ndim), x, self.ndim) - self.damping * x
 
     def __call__(self, t, x):
         return self.activation(self.linear(x) + self.bias[...].astype(x.dtype))
 
 
+@final
 class HamiltonianField(nnx.Module):
     """The two halves of Haber & Ruthotto's Hamiltonian network, sharing one operator K:
 

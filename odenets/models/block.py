@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import jax
@@ -9,13 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from odenets._abstract import final
 from odenets.fields import stack
 from odenets.gradients import Gradient
 from odenets.integrators import Integrator
 from odenets.perstep import PerStep
 from odenets.solve import Solution, odeint, resolve_solver
+from odenets.validate import choice, integer, number
 
-DEPTHS = ("shared", "per_step")
+PARAMS = ("shared", "per_step")
 
 
 class SolverStats(nnx.Variable):
@@ -41,6 +44,9 @@ class Counted(nnx.Module):
         self.nfe[...] = _count(nfe)
         self.nfe_backward[...] = _count(nfe_backward)
 
+    @abc.abstractmethod
+    def __call__(self, x: jax.Array) -> jax.Array: ...
+
 
 def solver_stats(model: nnx.Module) -> dict[str, int]:
     """{"nfe": ..., "nfe_backward": ...} of the model's last call, summed over its stages.
@@ -60,13 +66,22 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
     return totals
 
 
+def _check_grid(steps, t0, t1) -> None:
+    """steps an int >= 1; t0 and t1 finite and different."""
+    integer("steps", steps, 1)
+    number("t0", t0)
+    if number("t1", t1) == float(t0):
+        raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
+
+
+@final
 class ODEBlock(Counted):
     """x(t1) of dx/dt = F(t, x), x(t0) = input: a stage of ODE steps as one layer.
 
-    depth="shared":   one field F = make_field(rngs) for all t (a Neural ODE).
-    depth="per_step": `odenets.fields.stack(make_field, steps, rngs)`, step k uses layer k
-                      (a discrete ResNet: with Euler and t1 - t0 = steps, h = 1 and
-                      x_{k+1} = x_k + F_k(t_k, x_k)).
+    params="shared":   one field F = make_field(rngs) for all t (a Neural ODE).
+    params="per_step": `odenets.fields.stack(make_field, steps, rngs)`, step k uses layer k
+                       (a discrete ResNet: with Euler and t1 - t0 = steps, h = 1 and
+                       x_{k+1} = x_k + F_k(t_k, x_k)).
 
     `steps` is the step count of fixed-step integrators (adaptive ones choose their own);
     `unroll` is odeint's (steps per loop iteration; True: a straight-line program).
@@ -78,7 +93,7 @@ class ODEBlock(Counted):
         self,
         make_field: Callable[[nnx.Rngs], nnx.Module],
         *,
-        depth: str,
+        params: str,
         steps: int,
         integrator: Integrator | str = "rk4",
         gradient: Gradient | str = "backprop",
@@ -87,21 +102,17 @@ class ODEBlock(Counted):
         unroll: int | bool = 1,
         rngs: nnx.Rngs,
     ):
-        if depth not in DEPTHS:
-            raise ValueError(f"unknown depth {depth!r}; valid choices: {', '.join(DEPTHS)}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        if float(t0) == float(t1):
-            raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
-        self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=depth == "per_step",
+        choice("params", params, PARAMS)
+        _check_grid(steps, t0, t1)
+        self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=params == "per_step",
                                                         unroll=unroll)
-        self.depth, self.steps, self.t0, self.t1, self.unroll = depth, int(steps), float(t0), float(t1), unroll
-        self.field = make_field(rngs) if depth == "shared" else stack(make_field, self.steps, rngs)
+        self.params, self.steps, self.t0, self.t1, self.unroll = params, int(steps), float(t0), float(t1), unroll
+        self.field = make_field(rngs) if params == "shared" else stack(make_field, self.steps, rngs)
         self._init_stats()
 
     def solve(self, x, *, save: str = "final") -> Solution:
         """The full `odeint` solution (save="all" gives the state at every step boundary)."""
-        f = PerStep(self.field) if self.depth == "per_step" else self.field
+        f = PerStep(self.field) if self.params == "per_step" else self.field
         sol = odeint(
             f, x, self.t0, self.t1, self.steps, integrator=self.integrator, gradient=self.gradient, save=save,
             unroll=self.unroll,

@@ -1,51 +1,56 @@
-"""`Classifier` (stem -> stages -> head) and `build(family, **config)`."""
+"""`Classifier`: stem -> stages -> head, built from a resolved model family."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 from flax import nnx
 
-from odenets.models.config import ModelConfig, resolve
-from odenets.models.families import REGISTRY as FAMILIES
-from odenets.models.families import Family
-from odenets.models.layers import STEMS, Head, Projection
+from odenets._abstract import final
+from odenets.models.layers import Head, Projection
+from odenets.models.stems import REGISTRY as STEMS
+
+if TYPE_CHECKING:
+    from odenets.models.base import Family
 
 
+@final
 class Classifier(nnx.Module):
     """stem -> stage_0 -> projection -> stage_1 -> ... -> head, channels-last.
 
     Stage s works at width * 2**s channels (plus ANODE's augmented channels); each
-    projection between stages is a 1x1 convolution (stride 2 if cfg.downsample, conv kinds)
+    projection between stages is a 1x1 convolution (stride 2 if config.downsample, conv kinds)
     or a linear map, then GroupNorm. The head is GN -> ReLU -> global average pool -> Linear.
-    Input (B, *cfg.input_shape); the mlp kind flattens it. `config` is the resolved config.
+    Input (B, *input_shape); the mlp kind flattens it. `config` is the resolved family (every
+    data-dependent default filled in), `family` its name.
     """
 
-    def __init__(self, family: Family, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.config = cfg
-        self.family = family.name
-        ndim, shape = cfg.ndim, cfg.input_shape
-        cin = math.prod(shape) if ndim == 0 else shape[-1]
-        self.stem = STEMS[cfg.stem](cin, cfg.width, ndim, groups=cfg.groups, rngs=rngs)
-        stages, transitions, channels = [], [], cfg.width
-        for s in range(cfg.stages):
-            width = cfg.stage_width(s)
+    def __init__(self, config: Family, input_shape: tuple[int, ...], num_classes: int, *, rngs: nnx.Rngs):
+        self.config, self.family = config, config.name
+        self.input_shape, self.num_classes = input_shape, num_classes
+        ndim, groups = config.ndim, config.groups
+        cin = math.prod(input_shape) if ndim == 0 else input_shape[-1]
+        self.stem = STEMS.get(config.stem)(cin, config.width, ndim, groups=groups, rngs=rngs)
+        stages, transitions, channels = [], [], config.width
+        for s in range(config.stages):
+            width = config.stage_width(s)
             if s:
-                stride = 2 if (cfg.downsample and ndim) else 1
-                transitions.append(Projection(channels, width, ndim, stride=stride, groups=cfg.groups, rngs=rngs))
-            stage, channels = family.stage(cfg, width, rngs)
+                stride = 2 if (config.downsample and ndim) else 1
+                transitions.append(Projection(channels, width, ndim, stride=stride, groups=groups, rngs=rngs))
+            stage, channels = config.stage(width, rngs)
             stages.append(stage)
         self.stages = nnx.List(stages)
         self.transitions = nnx.List(transitions)
-        self.head = Head(channels, cfg.num_classes, ndim, groups=cfg.groups, rngs=rngs)
+        self.head = Head(channels, num_classes, ndim, groups=groups, rngs=rngs)
 
     def features(self, x: jax.Array) -> jax.Array:
         """The state entering the head (after the last stage)."""
-        if tuple(x.shape[1:]) != self.config.input_shape:
+        if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"input of shape {tuple(x.shape)} does not match (batch, *input_shape) with "
-                f"input_shape={self.config.input_shape}"
+                f"input_shape={self.input_shape}"
             )
         if self.config.ndim == 0:
             x = x.reshape(x.shape[0], -1)
@@ -59,20 +64,3 @@ class Classifier(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """Logits (B, num_classes)."""
         return self.head(self.features(x))
-
-
-def build(family: str | Family, *, rngs: nnx.Rngs | int = 0, **config) -> Classifier:
-    """A classifier of the named family (see `odenets.models.family.names()`).
-
-    Every key is checked first (unknown family / key / choice, keys the family does not take,
-    input_shape rank, GroupNorm divisibility, ...) with a ValueError that names the key, the
-    bad value and the valid choices; parameters are allocated only after that. Config keys and
-    defaults: `odenets.models.config`. `rngs`: an nnx.Rngs or an int seed.
-    """
-    fam = FAMILIES(family)
-    cfg = fam.check(resolve(fam.name, fam.options, config))
-    if isinstance(rngs, int) and not isinstance(rngs, bool):
-        rngs = nnx.Rngs(rngs)
-    if not isinstance(rngs, nnx.Rngs):
-        raise ValueError(f"rngs must be an nnx.Rngs or an int seed, got rngs={rngs!r}")
-    return Classifier(fam, cfg, rngs=rngs)

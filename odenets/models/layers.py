@@ -1,4 +1,4 @@
-"""The non-ODE parts of a classifier: stems, transitions between stages, heads, norm-act-weight units.
+"""The non-ODE parts of a classifier: transitions between stages, heads, norm-act-weight units.
 
 Channels-last everywhere; `ndim` is the number of spatial axes (0 for flat features, where a
 "convolution" is a Linear layer). Normalisation is GroupNorm, never BatchNorm.
@@ -11,6 +11,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from odenets._abstract import final
 
 KIND_NDIM = {"mlp": 0, "conv1d": 1, "conv2d": 2}
 
@@ -27,6 +29,7 @@ def norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
     return nnx.GroupNorm(channels, num_groups=math.gcd(channels, groups), rngs=rngs)
 
 
+@final
 class Unit(nnx.Module):
     """One weight layer with its GroupNorm and ReLU: GN-ReLU-W (preact) or W-GN-ReLU."""
 
@@ -41,6 +44,7 @@ class Unit(nnx.Module):
         return jax.nn.relu(self.norm(self.weight(x)))
 
 
+@final
 class Projection(nnx.Module):
     """A transition between stages: the projection shortcut of He et al., W 1x1 (stride 2 when
     downsampling) then GroupNorm. Changes width and/or resolution, which no ODE step can."""
@@ -53,6 +57,7 @@ class Projection(nnx.Module):
         return self.norm(self.weight(x))
 
 
+@final
 class Head(nnx.Module):
     """GN -> ReLU -> global average pool over the spatial axes -> Linear to the logits."""
 
@@ -66,66 +71,3 @@ class Head(nnx.Module):
         if self.ndim:
             x = jnp.mean(x, axis=tuple(range(1, 1 + self.ndim)))
         return self.linear(x)
-
-
-# -- stems: (B, *input) -> (B, *spatial, width) --------------------------------------------------
-
-
-class LinearStem(nnx.Module):
-    """Linear from the flattened input (the mlp kind)."""
-
-    kinds = ("mlp",)
-
-    def __init__(self, cin, width, ndim, *, groups, rngs):
-        self.linear = nnx.Linear(cin, width, rngs=rngs)
-
-    @staticmethod
-    def spatial(sizes):
-        return sizes
-
-    def __call__(self, x):
-        return self.linear(x)
-
-
-class ConvStem(nnx.Module):
-    """One 3-wide SAME convolution to `width` channels (resolution kept)."""
-
-    kinds = ("conv1d", "conv2d")
-
-    def __init__(self, cin, width, ndim, *, groups, rngs):
-        self.conv = weight(cin, width, ndim, kernel=3, rngs=rngs)
-
-    @staticmethod
-    def spatial(sizes):
-        return sizes
-
-    def __call__(self, x):
-        return self.conv(x)
-
-
-class ChenStem(nnx.Module):
-    """The downsampling of Chen et al.'s odenet_mnist.py ("conv" method): conv3 (VALID) ->
-    GN-ReLU-conv4 stride 2 pad 1 -> GN-ReLU-conv4 stride 2 pad 1 (28 -> 6 for MNIST, 40 -> 9 for MNIST-1D)."""
-
-    kinds = ("conv1d", "conv2d")
-
-    def __init__(self, cin, width, ndim, *, groups, rngs):
-        pad = ((1, 1),) * ndim
-        self.conv0 = weight(cin, width, ndim, kernel=3, padding="VALID", rngs=rngs)
-        self.norm1 = norm(width, groups, rngs)
-        self.conv1 = weight(width, width, ndim, kernel=4, stride=2, padding=pad, rngs=rngs)
-        self.norm2 = norm(width, groups, rngs)
-        self.conv2 = weight(width, width, ndim, kernel=4, stride=2, padding=pad, rngs=rngs)
-
-    @staticmethod
-    def spatial(sizes):
-        down = lambda n: (n + 2 - 4) // 2 + 1
-        return tuple(down(down(n - 2)) if n >= 2 else 0 for n in sizes)
-
-    def __call__(self, x):
-        x = self.conv0(x)
-        x = self.conv1(jax.nn.relu(self.norm1(x)))
-        return self.conv2(jax.nn.relu(self.norm2(x)))
-
-
-STEMS = {"linear": LinearStem, "conv": ConvStem, "chen": ChenStem}
