@@ -81,7 +81,7 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
 
 def test_divergence_stops_with_the_step_and_a_hint(tmp_path):
     cfg = tiny(**{"optim.name": "sgd", "optim.lr": 1e30, "optim.clip_norm": None})
-    hint = (r"loss became (nan|inf) at step 2 \(epoch 0\); last finite loss [0-9.]+\. No checkpoint had been "
+    hint = (r"loss became (nan|inf) at step 2 \(epoch 1\); last finite loss [0-9.]+\. No checkpoint had been "
             r"written yet\. Try a smaller step size")
     with pytest.raises(Diverged, match=hint):  # the step within the log window (log_every 4), exactly
         fit(cfg, tmp_path / "run")

@@ -31,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 import odenets as on
 from odenets import data as datasets
 from odenets import models
+from odenets import validate
 from odenets.train.checkpoints import Checkpoints
 from odenets.train.metrics import MetricsLog, read_metrics
 from odenets.train.optim import check_optim, make_optimizer
@@ -85,9 +86,9 @@ def setup(cfg: dict) -> Setup:
     train = {**TRAIN_DEFAULTS, **cfg.get("train", {})}
     _check_keys(train, TRAIN_KEYS, "train")
     for key in ("log_every", "eval_every", "eval_batch_size"):
-        models.config.integer(f"train.{key}", train[key], 1)
+        validate.integer(f"train.{key}", train[key], 1)
     if train["stop_after_epochs"] is not None:
-        models.config.integer("train.stop_after_epochs", train["stop_after_epochs"], 1)
+        validate.integer("train.stop_after_epochs", train["stop_after_epochs"], 1)
     cfg = {**cfg, "train": train}
     check_optim(cfg["optim"])
     integ_name, integ_opts = _options(cfg["integrator"])
