@@ -68,7 +68,7 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
 
 def test_divergence_stops_with_the_step_and_a_hint(tmp_path):
     cfg = tiny(**{"optim.name": "sgd", "optim.lr": 1e30, "optim.clip_norm": None})
-    hint = (r"loss became (nan|inf) at step 2 \(epoch 0\); last finite loss [0-9.]+\. No checkpoint had been "
+    hint = (r"loss became (nan|inf) at step 2 \(epoch 1\); last finite loss [0-9.]+\. No checkpoint had been "
             r"written yet\. Try a smaller step size")
     with pytest.raises(Diverged, match=hint):  # the step within the log window (log_every 4), exactly
         fit(cfg, tmp_path / "run")
@@ -110,7 +110,7 @@ def test_a_non_finite_ode_state_is_a_divergence_not_a_traceback(tmp_path, monkey
 
     _break_at(monkeypatch, 3, x0_check_fails)
     match = (r"a solve's initial state became non-finite \(odeint: x0 has non-finite entries\) at step 3 "
-             r"\(epoch 0\); last finite loss [0-9.]+\. No checkpoint")
+             r"\(epoch 1\); last finite loss [0-9.]+\. No checkpoint")
     with pytest.raises(Diverged, match=match):
         fit(tiny(), tmp_path / "run")
     records = read_metrics(tmp_path / "run")
@@ -128,7 +128,7 @@ def test_non_finite_parameters_stop_before_the_next_step(tmp_path, monkeypatch):
         return (params, rest, opt), {**metrics, "finite": jnp.array(False)}
 
     _break_at(monkeypatch, 5, nan_update)
-    with pytest.raises(Diverged, match=r"the parameters became non-finite in the update at step 5 \(epoch 0\); "
+    with pytest.raises(Diverged, match=r"the parameters became non-finite in the update at step 5 \(epoch 1\); "
                                        r"last finite loss [0-9.]+"):
         fit(tiny(), tmp_path / "run")
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [4, 5]

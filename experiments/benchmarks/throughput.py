@@ -131,10 +131,11 @@ def train_steps(cfg: dict, steps: int) -> tuple[loop.Setup, dict]:
 def torch_spec(s: loop.Setup, net: str) -> dict:
     """The resolved architecture and optimiser: what torch_throughput.py needs to build the same."""
     params, rest, _ = s.state
-    cfg = nnx.merge(s.graphdef, params, rest).config
+    model = nnx.merge(s.graphdef, params, rest)
+    cfg = model.config
     opt = s.cfg["optim"]
     return {"net": net, "ndim": cfg.ndim, "width": cfg.width, "depth": cfg.depth, "groups": cfg.groups,
-            "t1": cfg.t1, "in_channels": cfg.input_shape[-1], "num_classes": cfg.num_classes,
+            "t1": cfg.t1, "in_channels": model.input_shape[-1], "num_classes": model.num_classes,
             "param_count": s.n_params, "lr": opt["lr"], "weight_decay": opt["weight_decay"],
             "clip_norm": opt["clip_norm"]}
 

@@ -8,6 +8,7 @@ freshly initialised state, so optax and NNX containers round-trip whatever their
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import jax
@@ -44,6 +45,21 @@ class Checkpoints:
         restored = [out.state[f"{i:06d}"] for i in range(len(leaves))]
         state = tree.unflatten([np.asarray(r, dtype=np.asarray(x).dtype) for r, x in zip(restored, leaves)])
         return state, out.meta
+
+    def restore_latest(self, like):
+        """(state, meta) from the newest checkpoint that restores, or None when there is none.
+
+        A checkpoint that fails to restore (truncated or corrupt files, e.g. a disk filled or a
+        copy cut short) is reported with its path and the next older one is tried; orbax writes
+        each checkpoint to a temporary directory and renames it when complete, so a kill during
+        a write leaves no half-written checkpoint behind."""
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self.restore(step, like)
+            except Exception as err:  # orbax/tensorstore/json raise many types for damaged files
+                warnings.warn(f"checkpoint {self.directory / str(step)} is damaged and was skipped "
+                              f"({type(err).__name__}: {str(err)[:200]}); trying the previous one", stacklevel=2)
+        return None
 
     def close(self) -> None:
         self._manager.close()

@@ -204,14 +204,15 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     """
     run_dir = Path(run_dir)
     s = setup(cfg)  # every error about the config comes from here, before anything is written
-    from odenets.train.rundir import prepare, write_outputs
+    from odenets.train.rundir import prepare, release, write_outputs
 
     prepare(run_dir, s.cfg, resume=resume)
     train_step, eval_step = make_steps(s)
     ckpt = Checkpoints(run_dir / "checkpoints")
     state, epoch0, step, wall = s.state, 0, 0, 0.0
-    if resume and ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(ckpt.latest_step(), state)
+    restored = ckpt.restore_latest(state) if resume else None
+    if restored is not None:
+        state, meta = restored
         state = jax.device_put(state, NamedSharding(s.mesh, P()))
         epoch0, step, wall = meta["epoch"], meta["step"], meta["wall_time_s"]
     log = MetricsLog(run_dir, resume_step=step if resume else None)
@@ -228,15 +229,15 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     def flush(window: list, step: int, epoch: int) -> None:
         """The window's mean as one train record: one device-to-host copy per log window."""
         if window:
-            log.write(_train_record(jax.device_get(window), step, epoch))
+            log.write(_train_record(jax.device_get(window), step, epoch + 1))  # counted from 1, as test records
 
     def diverged(what: str, loss: float, step: int, epoch: int) -> Diverged:
         flush(window, step - 1, epoch)
-        log.write({"split": "train", "step": step, "epoch": epoch, "loss": loss})
+        log.write({"split": "train", "step": step, "epoch": epoch + 1, "loss": loss})
         kept = (f"The last good checkpoint is kept in {run_dir / 'checkpoints'}." if ckpt.latest_step() is not None
                 else "No checkpoint had been written yet.")
         return Diverged(
-            f"{what} at step {step} (epoch {epoch}); last finite loss {last_finite}. {kept} Try a smaller step "
+            f"{what} at step {step} (epoch {epoch + 1}); last finite loss {last_finite}. {kept} Try a smaller step "
             f"size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or adaptive "
             f"(dopri5, kvaerno5) integrator.", step)
 
@@ -287,7 +288,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         raise
     except KeyboardInterrupt:
         status = "interrupted"
-        raise Interrupted(step, epoch, s.total_steps, ckpt.latest_step()) from None
+        raise Interrupted(step, epoch + 1, s.total_steps, ckpt.latest_step()) from None
     except BaseException:
         status = "interrupted"
         raise
@@ -298,6 +299,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         ckpt.close()
         summary = _summary(s, run_dir, status, step, wall, temp)
         write_outputs(run_dir, s.cfg, summary)
+        release(run_dir)
     return summary
 
 

@@ -12,18 +12,60 @@ from odenets.train.metrics import METRICS_FILE, read_metrics
 OUTPUTS = (METRICS_FILE, "summary.json", "checkpoints")
 
 
+_HELD: dict[Path, object] = {}  # run directory -> its open lock file, held until the process exits
+
+
+class RunDirBusy(FileExistsError):
+    """The run directory is held by another live run."""
+
+
+def lock(run_dir: Path) -> None:
+    """Hold an exclusive lock on run_dir/.lock for the rest of this process (the OS releases it on exit,
+    a SIGKILL included), so two live runs never write one directory."""
+    import fcntl
+    import os
+
+    run_dir = run_dir.absolute()
+    if run_dir in _HELD:
+        return
+    handle = (run_dir / ".lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "?"
+        handle.close()
+        raise RunDirBusy(f"{run_dir} is in use by a live run (pid {owner}); wait for it to finish, or choose "
+                         f"another directory (hydra.run.dir=...)") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    _HELD[run_dir] = handle
+
+
+def release(run_dir: Path) -> None:
+    """Give up the lock taken by `lock` (the end of a run; a no-op if this process does not hold it)."""
+    handle = _HELD.pop(Path(run_dir).absolute(), None)
+    if handle is not None:
+        handle.close()
+
+
 def prepare(run_dir: Path, cfg: dict, *, resume: bool) -> None:
-    """Create run_dir for a new run, or check it holds the same run for a resume."""
+    """Create and lock run_dir for a new run, or check it holds a compatible run for a resume.
+
+    A resume may change how long or how verbosely to run (train.stop_after_epochs, train.progress)
+    and may extend training (a larger optim.epochs) when the learning-rate schedule does not depend
+    on the run's length (schedule constant); any other difference is refused, naming the keys."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock(run_dir)
     existing = [name for name in OUTPUTS if (run_dir / name).exists()]
     config = run_dir / "config.yaml"
     if resume:
         if not existing:
             raise FileNotFoundError(f"resume: {run_dir} holds no run to resume (no {', '.join(OUTPUTS)})")
         saved = yaml.safe_load(config.read_text()) if config.exists() else None
-        if saved is not None and _without(saved) != _without(cfg):
-            raise ValueError(f"resume: the config differs from the one saved in {config}; resume with the same "
-                             f"overrides, or start a new run in another directory")
+        if saved is not None:
+            check_resumable(saved, cfg, config)
     elif existing:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(existing)}); nothing is overwritten. Resume it with "
@@ -32,11 +74,40 @@ def prepare(run_dir: Path, cfg: dict, *, resume: bool) -> None:
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def _without(cfg: dict) -> dict:
-    """The parts of a config that must match on resume (not: how long or how verbosely to run)."""
-    out = dict(cfg)
-    out["train"] = {k: v for k, v in cfg.get("train", {}).items() if k not in ("stop_after_epochs", "progress")}
-    return out
+FREE_ON_RESUME = ("train.stop_after_epochs", "train.progress")
+_MISSING = object()
+
+
+def differing(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested configs (a key missing on one side differs)."""
+    keys = []
+    for key in sorted(set(a) | set(b), key=str):
+        u, v = a.get(key, _MISSING), b.get(key, _MISSING)
+        if isinstance(u, dict) and isinstance(v, dict):
+            keys += differing(u, v, f"{prefix}{key}.")
+        elif u != v:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def check_resumable(saved: dict, cfg: dict, where: Path) -> None:
+    keys = [k for k in differing(saved, cfg) if k not in FREE_ON_RESUME]
+    optim, before = cfg.get("optim", {}), saved.get("optim", {})
+    longer = optim.get("epochs", 0) >= before.get("epochs", 0)
+    if "optim.epochs" in keys and optim.get("schedule") == "constant" and longer:
+        keys.remove("optim.epochs")  # extending a constant-schedule run is exactly training on
+    if keys:
+        show = ", ".join(f"{k} ({_get(saved, k)!r} -> {_get(cfg, k)!r})" for k in keys)
+        hint = (" optim.epochs can grow on resume only with schedule constant (the other schedules depend on "
+                "the number of steps)." if "optim.epochs" in keys else "")
+        raise ValueError(f"resume: the config differs from the one saved in {where} in {show}.{hint} Resume with "
+                         f"the same overrides, or start a new run in another directory")
+
+
+def _get(cfg: dict, dotted: str):
+    for part in dotted.split("."):
+        cfg = cfg.get(part, None) if isinstance(cfg, dict) else None
+    return cfg
 
 
 def write_outputs(run_dir: Path, cfg: dict, summary: dict) -> None:
@@ -49,7 +120,7 @@ def write_outputs(run_dir: Path, cfg: dict, summary: dict) -> None:
 
 
 COLUMNS = [
-    ("run", lambda s: s.get("name") or "-"),
+    ("run", lambda s: s.get("label") or s.get("name") or "-"),
     ("model", lambda s: s.get("model")),
     ("integrator", lambda s: s.get("integrator")),
     ("gradient", lambda s: s.get("gradient")),
@@ -62,6 +133,7 @@ COLUMNS = [
     ("examples/s", lambda s: None if s.get("examples_per_s") is None else f"{s['examples_per_s']:.0f}"),
     ("step temp MB", lambda s: None if s.get("train_step_temp_bytes") is None
      else f"{s['train_step_temp_bytes'] / 2**20:.1f}"),
+    ("status", lambda s: s.get("status")),
 ]
 
 
@@ -74,7 +146,7 @@ def table(summaries: list[dict]) -> list[str]:
     return [head, rule, *rows]
 
 
-def plot_curves(run_dirs: list[Path], out: Path) -> Path:
+def plot_curves(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
     """Training loss and test accuracy against epochs, one line per run, as a PNG."""
     import matplotlib
 
@@ -83,9 +155,8 @@ def plot_curves(run_dirs: list[Path], out: Path) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for run_dir in run_dirs:
+    for run_dir, label in zip(run_dirs, labels or [_label(d) for d in run_dirs], strict=True):
         records = read_metrics(run_dir)
-        label = _label(run_dir)
         train = [r for r in records if r["split"] == "train"]
         test = [r for r in records if r["split"] == "test"]
         if train:
@@ -113,6 +184,22 @@ def _label(run_dir: Path) -> str:
     return run_dir.name
 
 
+IGNORED_IN_LABELS = ("name", "resume", *FREE_ON_RESUME)
+
+
+def labels_by_difference(run_dirs: list[Path]) -> list[str]:
+    """One label per run: the config keys whose values differ between the runs ("optim.lr=0.1, seed=1"),
+    so the rows of a sweep are told apart; the run's name when the configs agree or are missing."""
+    configs = [yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else None
+               for d in run_dirs]
+    if len(run_dirs) < 2 or any(c is None for c in configs):
+        return [_label(d) for d in run_dirs]
+    keys = sorted({k for c in configs[1:] for k in differing(configs[0], c)} - set(IGNORED_IN_LABELS))
+    if not keys:
+        return [_label(d) for d in run_dirs]
+    return [", ".join(f"{k}={_get(c, k)}" for k in keys) for c in configs]
+
+
 def report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, list[dict]]:
     """Side-by-side report of finished runs: report.md with a table and overlaid curves.
 
@@ -121,8 +208,10 @@ def report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, list[dict]]:
     if missing:
         raise FileNotFoundError(f"not a finished run directory (no summary.json): {', '.join(missing)}")
     summaries = [json.loads((d / "summary.json").read_text()) for d in run_dirs]
+    labels = labels_by_difference(run_dirs)
+    summaries = [{**s, "label": label} for s, label in zip(summaries, labels, strict=True)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    figure = plot_curves(run_dirs, out_dir / "comparison.png")
+    figure = plot_curves(run_dirs, out_dir / "comparison.png", labels)
     lines = ["# odenets report", "", *table(summaries), "", f"![curves]({figure.name})", "",
              "Runs: " + ", ".join(str(d) for d in run_dirs), ""]
     path = out_dir / "report.md"
