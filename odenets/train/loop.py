@@ -237,8 +237,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         kept = (f"The last good checkpoint is kept in {run_dir / 'checkpoints'}." if ckpt.latest_step() is not None
                 else "No checkpoint had been written yet.")
         return Diverged(
-            f"{what} at step {step} (epoch {epoch + 1}); last finite loss {last_finite}. {kept} Try a smaller step "
-            f"size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or adaptive "
+            f"{what} at step {step} (epoch {epoch + 1}); last finite loss {last_finite}. {kept} Try a smaller "
+            f"step size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or adaptive "
             f"(dopri5, kvaerno5) integrator.", step)
 
     try:
