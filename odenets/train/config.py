@@ -31,8 +31,8 @@ from odenets._abstract import final
 from odenets.train.optim import Optimizer, optimizer
 
 TOP_KEYS = ("seed", "name", "data", "model", "integrator", "gradient", "optim", "train")
-SOLVER_KEYS = ("integrator", "gradient")
-NOT_OPTIONS = ("input_shape", "num_classes", *SOLVER_KEYS)  # given by the data and the solver groups
+SOLVERS = {"integrator": on.integrator, "gradient": on.gradient}
+NOT_OPTIONS = ("input_shape", "num_classes", *SOLVERS)  # given by the data and the solver groups
 
 
 @final
@@ -83,8 +83,13 @@ def field_defaults(cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
             value = f.default_factory()
         else:
             value = "???"  # required: Hydra's mandatory value
-        out[f.name] = list(value) if isinstance(value, tuple) else value
+        out[f.name] = _plain(value)
     return out
+
+
+def _plain(value):
+    """A value as a config holds it: lists for tuples."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 # ---- what the model group needs from odenets.models: each family is its own options dataclass ------
@@ -100,8 +105,7 @@ def preset_options(preset: str) -> dict[str, Any]:
     """A preset's architecture as a model group option: family, options; its solver aside."""
     spec = models.preset(preset)
     family = spec["family"]
-    given = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()
-             if k not in ("family", *NOT_OPTIONS)}
+    given = {k: _plain(v) for k, v in spec.items() if k not in ("family", *NOT_OPTIONS)}
     return {"family": family, **family_options(family), **given}
 
 
@@ -113,17 +117,12 @@ def takes(family: str, key: str) -> bool:
 def _own_solver(family: str, key: str):
     """The family's default integrator or gradient, as an object."""
     default = {f.name: f.default for f in dataclasses.fields(models.family.get(family))}[key]
-    return (on.integrator if key == "integrator" else on.gradient)(default)
-
-
-def check_model(family: str, options: dict[str, Any], solver: dict[str, Any]) -> None:
-    """The family's own checks of its options and its solver pairing (everything that needs no data)."""
-    models.family(family, **options, **solver)
+    return SOLVERS[key](default)
 
 
 def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) -> nnx.Module:
     """The model cfg.model describes, for data of this shape; errors name the model group."""
-    solver = {k: getattr(cfg, k) for k in SOLVER_KEYS if getattr(cfg, k) is not None}
+    solver = {k: getattr(cfg, k) for k in SOLVERS if getattr(cfg, k) is not None}
     return _in_group("model", lambda: models.build(
         cfg.model["family"], input_shape=tuple(input_shape), num_classes=num_classes, rngs=nnx.Rngs(cfg.seed),
         **solver, **_options(cfg.model)))
@@ -158,7 +157,6 @@ def _in_group(group: str, make):
 
 def _solver(cfg: dict, family: str, key: str):
     """The integrator or gradient of a run: the group's choice, or the family's own when None."""
-    registry = on.integrator if key == "integrator" else on.gradient
     if cfg.get(key) is None:
         return _own_solver(family, key) if takes(family, key) else None
     name, options = _group(cfg, key, None)
@@ -169,7 +167,7 @@ def _solver(cfg: dict, family: str, key: str):
             f"{', '.join(those)}. Leave {key} unset for {family!r} (~{key} on the command line), or choose one of "
             f"those families"
         )
-    return _in_group(key, lambda: registry(name, **options))
+    return _in_group(key, lambda: SOLVERS[key](name, **options))
 
 
 @final
@@ -215,7 +213,7 @@ class RunConfig:
         integrator = _solver(cfg, family, "integrator")
         gradient = _solver(cfg, family, "gradient")
         solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if v is not None}
-        _in_group("model", lambda: check_model(family, _options(model), solver))
+        _in_group("model", lambda: models.family(family, **_options(model), **solver))  # checks needing no data
         return cls(data, model, integrator, gradient, optim, train, seed, name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -229,5 +227,4 @@ class RunConfig:
 
 
 def _values(obj) -> dict[str, Any]:
-    return {f.name: list(v) if isinstance(v := getattr(obj, f.name), tuple) else v
-            for f in dataclasses.fields(obj) if f.init}
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
