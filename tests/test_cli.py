@@ -83,7 +83,11 @@ def merged(base: dict, changes: dict) -> dict:
 def python_config(choices: dict, values: dict) -> dict:
     defaults = Defaults()
     groups = {**{g: getattr(defaults, g) for g in GROUPS}, **choices}
-    name = "-".join(groups[g] for g in ("model", "integrator", "data") if groups[g] is not None)
+    integrator = groups["integrator"]
+    if integrator is None and groups["model"] in models.family.names():  # the family's own, if it takes one
+        family = models.family.get(groups["model"])
+        integrator = {f.name: f.default for f in dataclasses.fields(family)}.get("integrator")
+    name = "-".join(c for c in (groups["model"], integrator, groups["data"]) if c is not None)
     cfg = {g: python_node(g, o) for g, o in groups.items()}
     cfg |= {"name": name, "seed": defaults.seed, "train": dataclasses.asdict(TrainConfig())}
     return merged(cfg, values)
@@ -96,7 +100,8 @@ def test_configs_holds_only_experiment_overrides():
 
 def test_the_default_config_is_the_python_defaults():
     assert odenets_cli.compose() == python_config({}, {})
-    assert odenets_cli.compose()["name"] == "resnet-mnist1d"  # the family's own integrator: not named
+    assert odenets_cli.compose()["name"] == "resnet-euler-mnist1d"  # the family's own integrator
+    assert odenets_cli.compose(["model=plain"])["name"] == "plain-mnist1d"  # a family without one
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -114,7 +114,7 @@ def takes(family: str, key: str) -> bool:
     return bool(getattr(models.family.get(family), f"takes_{key}"))
 
 
-def _own_solver(family: str, key: str):
+def own_solver(family: str, key: str):
     """The family's default integrator or gradient, as an object."""
     default = {f.name: f.default for f in dataclasses.fields(models.family.get(family))}[key]
     return SOLVERS[key](default)
@@ -158,7 +158,7 @@ def _in_group(group: str, make):
 def _solver(cfg: dict, family: str, key: str):
     """The integrator or gradient of a run: the group's choice, or the family's own when None."""
     if cfg.get(key) is None:
-        return _own_solver(family, key) if takes(family, key) else None
+        return own_solver(family, key) if takes(family, key) else None
     name, options = _group(cfg, key, None)
     if not takes(family, key):
         those = [f for f in models.family.names() if takes(f, key)]

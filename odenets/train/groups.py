@@ -21,7 +21,15 @@ import dataclasses
 import odenets as on
 from odenets import data as datasets
 from odenets import models
-from odenets.train.config import Defaults, TrainConfig, family_options, field_defaults, preset_options
+from odenets.train.config import (
+    Defaults,
+    TrainConfig,
+    family_options,
+    field_defaults,
+    own_solver,
+    preset_options,
+    takes,
+)
 from odenets.train.optim import optimizer
 
 PRIMARY = "odenets"
@@ -63,9 +71,13 @@ def primary() -> dict:
     }
 
 
-def run_name(*choices) -> str:
-    """<model>-<integrator>-<data> from the group choices; an unset integrator is left out."""
-    return "-".join(str(c) for c in choices if c is not None)
+def run_name(model: str, integrator: str | None, data: str) -> str:
+    """<model>-<integrator>-<data> from the group choices; an unset integrator is the family's own
+    (and left out for a family that takes none)."""
+    if integrator is None:
+        family = models.preset(model)["family"] if model in models.PRESETS else model
+        integrator = own_solver(family, "integrator").name if takes(family, "integrator") else None
+    return "-".join(c for c in (model, integrator, data) if c is not None)
 
 
 def store() -> None:
