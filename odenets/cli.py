@@ -96,6 +96,7 @@ def check(overrides: list[str], multirun: bool = False) -> None:
 
 
 def run(argv: list[str]) -> None:
+    """`odenets run`: check every job's config, then train each under Hydra (run or multirun)."""
     import hydra
     from omegaconf import OmegaConf
 
