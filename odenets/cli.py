@@ -128,10 +128,10 @@ def run(argv: list[str]) -> None:
         except KeyboardInterrupt as err:  # one line: where it stopped, and how to go on
             command = ["odenets", "run", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
             if isinstance(err, Interrupted):
-                kept = ("no checkpoint yet, it starts over" if err.checkpoint is None
-                        else f"continues from the checkpoint of step {err.checkpoint}")
-                print(f"odenets: interrupted at step {err.step} of {err.total} (epoch {err.epoch}); resuming "
-                      f"{kept}: {shlex.join([*command, '--resume'])}", file=sys.stderr)
+                kept = ("no checkpoint yet, a resume starts over" if err.checkpoint is None
+                        else f"a resume continues from the checkpoint of step {err.checkpoint}")
+                print(f"odenets: interrupted at step {err.step} of {err.total} (epoch {err.epoch}); {kept}: "
+                      f"{shlex.join([*command, '--resume'])}", file=sys.stderr)
             else:
                 print(f"odenets: interrupted before training started; start it again with: {shlex.join(command)}",
                       file=sys.stderr)
