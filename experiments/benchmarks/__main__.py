@@ -1,156 +1,77 @@
-"""Run the benchmark cases and assemble RESULTS.md (tables per case, goals, PNG figures).
+"""Run the benchmark cases, each in its own process, then render RESULTS.md from their JSON.
 
-    python -m experiments.benchmarks [--quick] [--cases sizes,adaptive,...] [--out RESULTS.md]
-                                     [--torch-python PY|none]
-    odenets bench [same options]
+    python -m experiments.benchmarks [--quick] [--cases sizes,adaptive,...] [--out DIR]
+                                     [--torch-python PY|none] [--render-only]
 
-Each case runs in its own process (cases set process-wide options such as XLA_FLAGS) and
-writes its markdown section, goals and figures; this runner writes the machine and the
-library versions at the top, a table of every goal, then the sections. --quick runs every case
-at a smoke-test size and writes to runs/benchmarks-quick/ unless --out says otherwise: the
-numbers of a quick run measure nothing.
+Writes DIR/results/<case>.json, DIR/results/run.json, DIR/RESULTS.md and DIR/figures/ (DIR:
+experiments/benchmarks, or runs/benchmarks-quick with --quick). A case runs in its own process
+because cases set process-wide options (XLA_FLAGS for forced host devices). --quick runs every
+case at a smoke-test size: its numbers measure nothing.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from . import CASES, common, render
 
-# name -> (script, the issue's case numbers it covers)
-CASES = {
-    "sizes": ("sizes.py", "1, 5"),
-    "adaptive": ("adaptive.py", "2"),
-    "memory": ("memory.py", "3"),
-    "compile": ("compile_depth.py", "4"),
-    "throughput": ("throughput.py", "6"),
-}
-QUICK_OUT = Path("runs") / "benchmarks-quick" / "RESULTS.md"
+QUICK_OUT = Path("runs") / "benchmarks-quick"
 
 
 def parse(argv):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="odenets bench", description=__doc__.strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (numbers measure nothing)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated subset of: {', '.join(CASES)} (default: all)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"results file (default {HERE / 'RESULTS.md'}; with --quick {QUICK_OUT})")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {common.HERE})")
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
-                        help="interpreter with torch + torchdiffeq for the torch peers (default "
-                             "$ODENETS_TORCH_PYTHON, else this one); 'none' skips them")
+                        help="interpreter with torch + torchdiffeq (default $ODENETS_TORCH_PYTHON, else this "
+                             "one); 'none' skips the torch peers")
+    parser.add_argument("--render-only", action="store_true", help="render DIR/results/*.json, measure nothing")
     opts = parser.parse_args(argv)
-    cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in CASES]
-    if bad or not cases:
+    opts.cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
+    bad = [c for c in opts.cases if c not in CASES]
+    if bad or not opts.cases:
         parser.error(f"unknown case(s) {', '.join(map(repr, bad)) or '(none given)'}; "
                      f"valid choices: {', '.join(CASES)}")
-    opts.cases = cases
-    opts.out = opts.out or (QUICK_OUT if opts.quick else HERE / "RESULTS.md")
+    opts.out = (opts.out or (QUICK_OUT if opts.quick else common.HERE)).resolve()
     return opts
 
 
-def torch_versions(python: str) -> str:
-    if python.lower() == "none":
+def torch_line(python: str | None) -> str:
+    if python is None:
         return "not used (--torch-python none)"
     code = "import torch, torchdiffeq; print(torch.__version__, torchdiffeq.__version__)"
-    try:
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"not available ({exc})"
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         return f"not installed under {python} (pip install -e .[bench])"
-    torch_v, td_v = done.stdout.split()
-    return f"torch {torch_v}, torchdiffeq {td_v} (under {python})"
-
-
-def header(opts, wall: float) -> list[str]:
-    import common
-
-    v = common.versions()
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem = float("nan")
-    cmd = "python -m experiments.benchmarks" + (" --quick" if opts.quick else "")
-    gpu = common.device_name()
-    lines = [
-        "# odenets benchmarks" + (" (--quick: smoke-test sizes; its numbers measure nothing)" * opts.quick),
-        "",
-        f"Generated by `{cmd}` (or `odenets bench`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
-        f"in {wall / 60:.1f} min.",
-        "",
-        f"- machine: {common.cpu_model()}, {platform.machine()}, {platform.platform()}; "
-        f"os.cpu_count() = {os.cpu_count()}, usable CPUs = {common.usable_cpus()}, memory {mem:.0f} GiB",
-        f"- JAX device: {gpu}",
-        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- torch peer: {torch_versions(str(opts.torch_python))}; torch runs in its own process with "
-        f"torch.set_num_threads({common.usable_cpus()}) and OMP_NUM_THREADS={common.usable_cpus()}",
-        "- timing: compile, 2 warm-up calls, then the minimum of repeats with `jax.block_until_ready` "
-        "(JAX peers in one process, round robin); ratios, not absolute times, are what carry over "
-        "between machines",
-    ]
-    if not gpu.startswith("gpu"):
-        lines.append("- case 7 (GPU): no GPU was available to this run, so there are no GPU rows; on a "
-                     "machine with one, the same command measures cases 1, 5 and 6 on it")
-    return lines
-
-
-def run_case(name: str, opts, tmp: Path, fig_dir: Path) -> dict:
-    script, numbers = CASES[name]
-    md, js = tmp / f"{name}.md", tmp / f"{name}.json"
-    cmd = [sys.executable, str(HERE / script), "--md", str(md), "--json", str(js), "--fig-dir", str(fig_dir),
-           "--torch-python", str(opts.torch_python)] + (["--quick"] if opts.quick else [])
-    print(f"\n===== case {numbers}: {name} ({script})", flush=True)
-    start = time.perf_counter()
-    rc = subprocess.call(cmd)
-    seconds = time.perf_counter() - start
-    ok = rc == 0 and md.exists()
-    section = md.read_text() if md.exists() else f"## Case {numbers}: {name}\n"
-    if not ok:
-        section += f"\n**This case failed (exit status {rc}); see its output.**\n"
-    goals = json.loads(js.read_text())["goals"] if js.exists() else []
-    return dict(name=name, numbers=numbers, ok=ok, rc=rc, seconds=seconds, section=section, goals=goals)
-
-
-def goals_summary(results: list[dict]) -> list[str]:
-    lines = ["## Goals at a glance", "", "| case | goal | verdict |", "|---|---|---|"]
-    for r in results:
-        for g in r["goals"]:
-            lines.append(f"| {r['numbers']} | {g['goal']} | {g['verdict']} |")
-        if not r["ok"]:
-            lines.append(f"| {r['numbers']} | (case {r['name']}) | FAILED (exit status {r['rc']}) |")
-    return lines
+    return "torch {}, torchdiffeq {} (under {})".format(*done.stdout.split(), python)
 
 
 def main(argv=None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
-    out = Path(opts.out)
-    fig_dir = out.parent / "figures"
-    wall = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [run_case(name, opts, Path(tmp), fig_dir) for name in opts.cases]
-    lines = header(opts, time.perf_counter() - wall)
-    lines += ["", "Case run times: " + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results), ""]
-    lines += goals_summary(results)
-    for r in results:
-        lines += ["", r["section"].rstrip()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    failed = [r["name"] for r in results if not r["ok"]]
-    print(f"\nwrote {out} and {fig_dir}/ in {time.perf_counter() - wall:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    if not opts.render_only:
+        python, start, failed = common.torch_python(opts.torch_python), time.perf_counter(), {}
+        for case in opts.cases:
+            print(f"\n===== case {CASES[case]}: {case}", flush=True)
+            (opts.out / "results" / f"{case}.json").unlink(missing_ok=True)
+            cmd = [sys.executable, "-m", f"{__package__}.{case}", "--out", str(opts.out),
+                   "--torch-python", str(python)] + ["--quick"] * opts.quick
+            rc = subprocess.call(cmd, cwd=common.ROOT)
+            if rc:
+                failed[case] = rc
+        run = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "wall_seconds": time.perf_counter() - start,
+               "quick": opts.quick, "cases": opts.cases, "failed": failed, "machine": common.machine(),
+               "torch": torch_line(python)}
+        common.save_json(opts.out / "results" / "run.json", run)
+    path = render.render(opts.out)
+    print(f"wrote {path} and {opts.out / 'figures'}/")
+    return 1 if not opts.render_only and failed else 0
 
 
 if __name__ == "__main__":

@@ -1,68 +1,35 @@
-"""What every benchmark case shares: the machine, timing, agreement, torch peers, goals, output.
+"""What every case shares: the machine, timing, agreement, goals, torch workers, JSON and markdown.
 
-A case is a script `experiments/benchmarks/<case>.py` run as
-
-    python <case>.py [--quick] [--md SECTION.md] [--json GOALS.json] [--fig-dir DIR] [--torch-python PY]
-
-It measures, prints as it goes, writes one markdown section (`## Case N: ...`, tables, figure
-links `figures/<name>.png`, a `### Goals` table) to --md, its goals as JSON to --json, and PNG
-figures into --fig-dir. `python -m experiments.benchmarks` runs every case in its own process
-(cases set process-wide options: XLA_FLAGS, EQX_ON_ERROR) and assembles RESULTS.md.
-
-Timing rule for every case: compile, 2 warm-up calls, then the minimum of repeats, with
-`jax.block_until_ready`; JAX peers in the same process, round robin; torch in its own
-subprocess with torch.set_num_threads and OMP_NUM_THREADS equal to our usable CPUs.
+Timing rule: compile, 2 warm-up calls, then the minimum of round-robin repeats, each call under
+`jax.block_until_ready`; torch peers run in their own process with torch.set_num_threads and
+OMP_NUM_THREADS equal to our usable CPUs.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
-os.environ.setdefault("EQX_ON_ERROR", "nan")  # must precede the import of equinox
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from torch_common import TORCH_MISSING  # noqa: E402  (the torch workers' exit status for "no torch")
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
-NOT_INSTALLED = "torchdiffeq: not installed (pip install -e .[bench])"
+ROOT = HERE.parents[1]
+TORCH_MISSING = 3  # exit status of a torch worker that cannot import torch / torchdiffeq
 
 
-# -- machine ------------------------------------------------------------------------------------
+# -- the machine --------------------------------------------------------------------------------
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 def device_name() -> str:
@@ -70,42 +37,51 @@ def device_name() -> str:
     return f"{jax.default_backend()}: {getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}"
 
 
+def machine() -> dict:
+    """Where and with what a run measured (the header of RESULTS.md)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    libs = {"python": platform.python_version()}
+    for name in ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy"):
+        try:
+            libs[name] = version(name)
+        except PackageNotFoundError:
+            libs[name] = "-"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpu": cpu, "arch": platform.machine(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "usable_cpus": usable_cpus(), "memory_gib": round(memory), "device": device_name(),
+            "versions": libs}
+
+
 def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """The machine's float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`."""
-    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-    for _ in range(3):
-        jax.block_until_ready(mm(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    """The machine's float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`: 2 n^3 / t."""
+    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (1, 2))
+    best, _, _ = time_all({"mm": jax.jit(jnp.matmul)}, (a, b), repeats)
+    return 2 * n**3 / best["mm"] / 1e9
 
 
 # -- timing and agreement -----------------------------------------------------------------------
 def time_all(fns: dict, args: tuple, repeats: int):
     """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls.
 
-    Returns (min seconds, compile seconds, last outputs), each a dict by name.
+    Returns (min seconds, first-call seconds, last outputs), each a dict by name.
     """
-    compile_s, outs = {}, {}
+    first, outs = {}, {}
     for name, fn in fns.items():
         start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        compile_s[name] = time.perf_counter() - start
+        outs[name] = jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - start
         for _ in range(2):
-            out = jax.block_until_ready(fn(*args))
-        outs[name] = out
-    best = {name: float("inf") for name in fns}
+            outs[name] = jax.block_until_ready(fn(*args))
+    best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             best[name] = min(best[name], time.perf_counter() - start)
-    return best, compile_s, outs
+    return best, first, outs
 
 
 def rel_discrepancy(a, b) -> float:
@@ -123,14 +99,8 @@ def temp_bytes(fn, *args) -> int:
 
 
 def hlo_structure(fn, *args) -> dict:
-    """Instruction counts of the optimised HLO of the compiled `fn` (a jax.jit function).
-
-    loops: number of while loops; loop_body: instructions in their bodies (the per-step work,
-    summed over the forward and backward loops, nested loops counted once each); total: all
-    instructions of the program. Two programs with equal loop bodies do the same work per step.
-    """
-    import re
-
+    """Instruction counts of the optimised HLO of the jitted `fn`: while loops, instructions in
+    their bodies (the per-step work, forward + backward) and in the whole program."""
     text = fn.lower(*args).compile().as_text()
     comps, current = {}, None
     for line in text.splitlines():
@@ -144,140 +114,131 @@ def hlo_structure(fn, *args) -> dict:
             "total": sum(map(len, comps.values()))}
 
 
-# -- torch peers --------------------------------------------------------------------------------
-def run_torch(python: str | None, script: str, argv: list[str], threads: int, timeout: float = 1800):
-    """Run a torch worker `HERE/script` under `python`; its last stdout line is JSON.
+# -- torch peers ----------------------------------------------------------------------------------
+def run_torch(python: str | None, task: str, argv: list[str], threads: int | None = None) -> dict | None:
+    """`python -m experiments.benchmarks.torch_worker task argv...` from the repository root.
 
-    Returns the parsed dict, or NOT_INSTALLED when `python` is None or the worker exits
-    TORCH_MISSING (the case carries on without torch). A worker that fails otherwise raises
-    RuntimeError with its error: a broken peer must fail the case, not read as a missing one.
-    The worker gets OMP_NUM_THREADS / MKL_NUM_THREADS = threads in its environment and must
-    call torch.set_num_threads(threads) itself.
+    Returns the JSON of its last stdout line, or None when `python` is None or has no torch /
+    torchdiffeq (the case carries on without its torch peer). Any other failure raises: a broken
+    peer must fail the case, not read as a missing one.
     """
     if python is None:
-        return NOT_INSTALLED
-    # OpenMP's default (active) waiting, as users run torch: run nothing else meanwhile, or spinning
-    # threads make torch's times erratic (OMP_WAIT_POLICY=PASSIVE in the environment steadies them)
+        return None
+    threads = threads or usable_cpus()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [python, str(HERE / script), *argv]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeError(f"torch worker {script} under {python}: could not run ({exc})") from None
+    cmd = [python, "-m", "experiments.benchmarks.torch_worker", task, "--threads", str(threads), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if proc.returncode == TORCH_MISSING:
-        return NOT_INSTALLED
+        return None
     if proc.returncode != 0:
-        raise RuntimeError(f"torch worker {script} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"torch worker {task} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def torch_line(info) -> str:
-    """One markdown bullet describing the torch peer (or why there is none)."""
-    if not isinstance(info, dict):
-        return f"- torch: {NOT_INSTALLED}"
-    return (f"- torch {info.get('torch', '?')}, torchdiffeq {info.get('torchdiffeq', '?')}, "
-            f"torch.set_num_threads({info.get('threads', '?')}), "
-            f"OMP_NUM_THREADS={info.get('omp_num_threads', '?')}")
+def torch_python(option: str | None) -> str | None:
+    """--torch-python: an interpreter, or None for 'none'."""
+    return None if option is None or str(option).lower() == "none" else str(option)
 
 
 # -- goals --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Goal:
-    """One goal of the issue: `value` against `target` (at_least: value >= target, else <=)."""
+    """A goal: `value` against `target` (at_least: value >= target, else value <= target).
 
-    case: str
+    info: a measurement shown beside the goals with no target of its own. A goal whose value
+    is missing or not finite is NOT MEASURED, never met.
+    """
+
     goal: str
     value: float | None
     target: float
     at_least: bool
-    unit: str = "x"
     where: str = ""
-    info: bool = False  # a measurement reported beside the goals, with no target of its own
+    info: bool = False
 
     @property
     def met(self) -> bool | None:
-        if self.info or self.value is None or not np.isfinite(self.value):
+        if self.info or self.value is None or not math.isfinite(self.value):
             return None
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     @property
     def verdict(self) -> str:
+        at = f" at {self.where}" if self.where else ""
         if self.info and self.value is not None:
-            at = f" at {self.where}" if self.where else ""
-            return f"information (no goal): {self.value:.2f}{self.unit}{at}"
+            return f"information (no goal): {self.value:.2f}x{at}"
         if self.met is None:
             return "NOT MEASURED" + (f" ({self.where})" if self.where else "")
         rel = "\u2265" if self.at_least else "\u2264"
-        at = f" at {self.where}" if self.where else ""
         if self.met:
-            return f"MET{at}: {self.value:.2f}{self.unit} ({rel} {self.target:.2f}{self.unit})"
+            return f"MET{at}: {self.value:.2f}x ({rel} {self.target:.2f}x)"
         gap = abs(self.value - self.target) / abs(self.target)
-        side = "short of" if self.at_least else "over"
-        return (f"MISSED{at}: {self.value:.2f}{self.unit}, goal {rel} {self.target:.2f}{self.unit} "
-                f"({100 * gap:.0f}% {side} it)")
-
-    def row(self) -> dict:
-        return dict(asdict(self), met=self.met, verdict=self.verdict)
+        return (f"MISSED{at}: {self.value:.2f}x, goal {rel} {self.target:.2f}x "
+                f"({100 * gap:.0f}% {'short of' if self.at_least else 'over'} it)")
 
 
-def goals_table(goals: list[Goal]) -> list[str]:
-    lines = ["### Goals", "", "| goal | verdict |", "|---|---|"]
-    lines += [f"| {g.goal} | {g.verdict} |" for g in goals]
-    return lines
+def goals_table(goals: list[Goal]) -> str:
+    return md_table(["goal", "verdict"], [[g.goal, g.verdict] for g in goals])
 
 
-# -- output -------------------------------------------------------------------------------------
-def case_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every case takes (add your own after)."""
-    parser = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    parser.add_argument("--md", default=None, help="write this case's markdown section here")
-    parser.add_argument("--json", default=None, help="write this case's goals (JSON) here")
-    parser.add_argument("--fig-dir", default=None, help="write PNG figures here (default: none)")
-    parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
-                        help="interpreter with torch + torchdiffeq for torch peers "
-                             "(default $ODENETS_TORCH_PYTHON, else this one); 'none' to skip")
-    return parser
+# -- JSON, markdown, figures ----------------------------------------------------------------------
+def save_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def torch_python(opts) -> str | None:
-    return None if str(opts.torch_python).lower() == "none" else opts.torch_python
-
-
-def md_table(header: list[str], rows: list[list]) -> list[str]:
+def md_table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return out
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
-def figure(fig_dir: str | None, name: str, draw) -> str | None:
-    """Draw with `draw(ax_or_fig)` -> PNG `fig_dir/name.png`; returns the markdown image line."""
-    if not fig_dir:
-        return None
+def template(case: str) -> dict[str, str]:
+    """templates/<case>.md: the section, then named blocks each opened by a line `@@ name`."""
+    parts = re.split(r"^@@ (\w+)\n", (HERE / "templates" / f"{case}.md").read_text(), flags=re.M)
+    return {"section": parts[0].strip(), **{k: v.strip() for k, v in zip(parts[1::2], parts[2::2])}}
+
+
+def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    """`value` formatted, or "-" when it was not measured."""
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def fmt_bytes(b) -> str:
+    if b is None:
+        return "-"
+    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(b) >= scale:
+            return f"{b / scale:.3g} {unit}"
+    return f"{b:.0f} B"
+
+
+def figure(fig_dir: Path, name: str, draw) -> None:
+    """`draw(fig)` on a fresh matplotlib figure saved as fig_dir/name.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    Path(fig_dir).mkdir(parents=True, exist_ok=True)
+    fig_dir.mkdir(parents=True, exist_ok=True)
     fig = plt.figure(figsize=(7, 4.2), dpi=110)
     draw(fig)
     fig.tight_layout()
-    path = Path(fig_dir) / f"{name}.png"
-    fig.savefig(path)
+    fig.savefig(fig_dir / f"{name}.png")
     plt.close(fig)
-    return f"![{name}](figures/{name}.png)"
 
 
-def write_outputs(opts, lines: list[str], goals: list[Goal], extra: dict | None = None) -> None:
-    """Write the markdown section (--md) and the goals plus `extra` as JSON (--json)."""
-    text = "\n".join(lines).rstrip() + "\n"
-    if opts.md:
-        Path(opts.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.md).write_text(text)
-    if opts.json:
-        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.json).write_text(json.dumps({"goals": [g.row() for g in goals], **(extra or {})},
-                                              indent=1, default=str))
-    for g in goals:
-        print(f"goal [{g.case}] {g.goal}: {g.verdict}")
+def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
+    """`python -m experiments.benchmarks.<case> [--quick] [--out DIR] [--torch-python PY]`: measure
+    one case and write DIR/results/<case>.json (the runner starts each case this way)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=module_name)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE)
+    parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable))
+    opts = parser.parse_args()
+    start = time.perf_counter()
+    data = measure(quick if opts.quick else full, torch_python(opts.torch_python))
+    case = module_name.rsplit(".", 1)[-1]
+    save_json(opts.out / "results" / f"{case}.json",
+              {"case": case, "quick": opts.quick, "seconds": time.perf_counter() - start, **data})
