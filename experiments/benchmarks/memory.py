@@ -1,0 +1,267 @@
+"""Case 3: gradient memory against step count for every gradient strategy; odenets, diffrax, torchdiffeq.
+
+The MLP problem (problem.py), jit(value_and_grad) w.r.t. (params, x0) at each step count.
+JAX memory: XLA's temporary buffer size of the compiled gradient; torch memory: the worker's
+peak resident set (VmHWM) after its first call minus its peak after setup (different in kind:
+compiled scratch buffers vs process pages). Per series: the least-squares slope in bytes per step
+and bytes(most) / bytes(fewest). Every loss and gradient is checked against its reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import re
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.ad_checkpoint import print_saved_residuals
+
+import odenets as on
+
+from . import common
+from . import problem as pb
+
+FULL = dict(batch=64, width=32, hidden=64, steps=(16, 64, 256, 1024, 4096), timed=(256, 4096), torch_timed=(256,),
+            diffrax_steps=(16, 64, 256, 1024, 4096), repeats=2, torch_repeats=1)
+QUICK = dict(batch=4, width=4, hidden=8, steps=(4, 16), timed=(16,), torch_timed=(16,), diffrax_steps=(16,),
+             repeats=2, torch_repeats=1)
+EXACT, ADJOINT_TOL = 1e-4, 1e-3  # discrete gradients: rounding only; continuous adjoints: + discretisation
+FLAT, SQRT_SLACK = 1.2, 1.5  # Adjoint / Reversible: bytes(most) / bytes(fewest); Checkpoint: <= 1.5 sqrt(ratio)
+RESIDUAL_STEPS = 7  # a step count equal to no array dimension, to find the per-step residuals
+BP, BP_RH = "odenets Backprop, RK4", "odenets Backprop, ReversibleHeun"
+CHECKPOINT, ADJOINT, REVERSIBLE = "odenets Checkpoint, RK4", "odenets Adjoint, RK4", "odenets Reversible, ReversibleHeun"
+RCP, BACKSOLVE = "diffrax RecursiveCheckpointAdjoint, RK4", "diffrax BacksolveAdjoint, RK4"
+ODEINT, ODEINT_ADJOINT = "torchdiffeq odeint, RK4", "torchdiffeq odeint_adjoint, RK4"
+# label: (reference, tolerance, steps -> solve, or the torch method)
+METHODS = {
+    BP: (None, 0.0, lambda n: pb.odenets_solve(n, on.RK4(), on.Backprop())),
+    CHECKPOINT: (BP, EXACT, lambda n: pb.odenets_solve(n, on.RK4(), on.Checkpoint())),
+    ADJOINT: (BP, ADJOINT_TOL, lambda n: pb.odenets_solve(n, on.RK4(), on.Adjoint())),
+    BP_RH: (None, 0.0, lambda n: pb.odenets_solve(n, on.ReversibleHeun(), on.Backprop())),
+    REVERSIBLE: (BP_RH, EXACT, lambda n: pb.odenets_solve(n, on.ReversibleHeun(), on.Reversible())),
+    RCP: (BP, EXACT, lambda n: pb.diffrax_default_solve(n, max_steps=n)),
+    BACKSOLVE: (BP, ADJOINT_TOL, lambda n: pb.diffrax_default_solve(n, adjoint=diffrax.BacksolveAdjoint(), max_steps=n)),
+    ODEINT: (BP, EXACT, "odeint"),
+    ODEINT_ADJOINT: (BP, ADJOINT_TOL, "odeint_adjoint"),
+}
+TIME_REFERENCE = {REVERSIBLE: BP_RH, BP_RH: BP_RH}  # the rest: BP
+
+
+def put(table: dict, label: str, steps: int, value) -> None:
+    table.setdefault(label, {})[str(steps)] = value
+
+
+def residual_bytes_per_step(params, x0) -> tuple[int, str]:
+    """Bytes reverse-mode autodiff keeps per step under Backprop (RK4): print_saved_residuals'
+    arrays whose leading axis is the step count, and their shapes."""
+    solve, buf = pb.odenets_solve(RESIDUAL_STEPS), io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_saved_residuals(lambda p, x: jnp.mean(solve(p, x) ** 2), params, x0)
+    total, shapes = 0, Counter()
+    for kind, bits, dims in re.findall(r"\b([a-z]+)(\d+)\[([\d,]+)\]", buf.getvalue()):
+        shape = [int(d) for d in dims.split(",")]
+        if shape[0] == RESIDUAL_STEPS:
+            total += math.prod(shape[1:]) * int(bits) // 8
+            shapes[f"{kind}{bits}{shape[1:]}"] += 1
+    return total, ", ".join(f"{n} x {s}" for s, n in shapes.items())
+
+
+def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
+    """RSS delta (and time where timed, with all usable threads and with one) per torch method and steps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "problem.npz"
+        pb.save_npz(path, params, x0)
+        for n in cfg["steps"]:
+            for label in (ODEINT, ODEINT_ADJOINT):
+                repeats = cfg["torch_repeats"] if n in cfg["torch_timed"] else 0
+                for threads in (None, 1) if repeats else (None,):
+                    res = common.run_torch(python, "memory", [
+                        "--problem", str(path), "--method", METHODS[label][2], "--steps", str(n), "--repeats",
+                        str(repeats), "--out", str(Path(tmp) / "out.npz")], threads)
+                    if res is None:
+                        return
+                    if threads == 1:
+                        put(out["one_thread"], label, n, res["seconds"])
+                        continue
+                    a = np.load(Path(tmp) / "out.npz")
+                    outs[label, n] = (a["loss"], ({k: a[k] for k in params}, a["x0"]))
+                    put(out["rss"], label, n, res["rss_delta_bytes"])
+                    if repeats:
+                        put(out["seconds"], label, n, res["seconds"])
+                    if n == cfg["steps"][0]:
+                        out["torch_workers"][label] = res
+        out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads", "omp_wait_policy")}
+
+
+def measure(cfg: dict, python: str | None) -> dict:
+    params, x0 = pb.make_problem(cfg["batch"], cfg["width"], cfg["hidden"])
+    out = {"config": cfg, "diffrax": diffrax.__version__, "temp": {}, "seconds": {}, "rss": {}, "one_thread": {},
+           "compile": {}, "torch": None, "torch_workers": {}, "state_bytes": x0.size * x0.dtype.itemsize}
+    outs = {}
+    for n in cfg["steps"]:
+        fns = {label: pb.value_and_grad(m[2](n)) for label, m in METHODS.items()
+               if callable(m[2]) and (not label.startswith("diffrax") or n in cfg["diffrax_steps"])}
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            put(out["temp"], label, n, common.temp_bytes(fn, params, x0))  # compiles; fn(...) reuses it
+            put(out["compile"], label, n, time.perf_counter() - start)
+        best, _, res = common.time_all(fns, (params, x0), cfg["repeats"] if n in cfg["timed"] else 0)
+        outs.update({(label, n): o for label, o in res.items()})
+        for label, s in best.items():
+            if n in cfg["timed"]:
+                put(out["seconds"], label, n, s)
+        print(n, "steps:", {k: v[str(n)] for k, v in out["temp"].items() if str(n) in v}, flush=True)
+    out["residual"] = residual_bytes_per_step(params, x0)
+    out["segment"] = on.Checkpoint().segment_length(cfg["steps"][-1])
+    if python:
+        measure_torch(python, cfg, params, x0, out, outs)
+    out["agreement"] = {}
+    for (label, n), o in outs.items():
+        ref = METHODS[label][0]
+        if ref and (ref, n) in outs:
+            d = common.rel_discrepancy(o, outs[ref, n])
+            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [d, n])
+    return out
+
+
+# -- what the numbers say -----------------------------------------------------------------------
+def fit(series: dict, steps: list[int]):
+    """Least-squares bytes per step and bytes(most) / bytes(fewest), over the measured points."""
+    pts = [(n, series[str(n)]) for n in steps if str(n) in series]
+    if len(pts) < 2 or pts[0][0] != steps[0] or pts[-1][0] != steps[-1]:
+        return None, None
+    ns, vs = map(np.asarray, zip(*pts))
+    return float(np.polyfit(ns, vs, 1)[0]), float(vs[-1] / max(vs[0], 1))
+
+
+def goals(data: dict) -> list[common.Goal]:
+    steps, temp = data["config"]["steps"], data["temp"]
+    lo, hi = steps[0], steps[-1]
+    ratio = {label: fit(temp.get(label, {}), steps)[1] for label in (ADJOINT, REVERSIBLE, CHECKPOINT)}
+    both = [n for n in temp[RCP] if n in temp[CHECKPOINT]]
+    worst = max(both, key=lambda n: temp[CHECKPOINT][n] / temp[RCP][n])
+    return [common.Goal(f"Adjoint temp bytes flat: bytes({hi}) / bytes({lo})", ratio[ADJOINT], FLAT, False),
+            common.Goal(f"Reversible temp bytes flat: bytes({hi}) / bytes({lo})", ratio[REVERSIBLE], FLAT, False),
+            common.Goal(f"Checkpoint temp bytes grow like sqrt(steps): bytes({hi}) / bytes({lo}) <= {SQRT_SLACK} * "
+                        f"sqrt({hi}/{lo})", ratio[CHECKPOINT], SQRT_SLACK * math.sqrt(hi / lo), False),
+            common.Goal("odenets Checkpoint (sqrt(N) segments) / diffrax RecursiveCheckpointAdjoint (recursive) "
+                        "temp bytes, worst step count", temp[CHECKPOINT][worst] / temp[RCP][worst], 1.0, False,
+                        where=f"{worst} steps", info=True)]
+
+
+def fields(data: dict) -> dict:
+    cfg, blocks, fb = data["config"], common.template("memory"), common.fmt_bytes
+    steps, timed, temp, rss, sec = cfg["steps"], cfg["timed"], data["temp"], data["rss"], data["seconds"]
+    lo, hi = steps[0], steps[-1]
+    mem_rows = []
+    for label in METHODS:
+        series, kind = (rss, "peak RSS delta") if label in rss else (temp, "XLA temp")
+        if label in series:
+            slope, ratio = fit(series[label], steps)
+            mem_rows.append([label, kind, *(fb(series[label].get(str(n))) for n in steps),
+                             common.fmt(slope, ",.0f"), common.fmt(ratio, ".2f", "x")])
+    time_rows = []
+    for label in METHODS:
+        ref, cells = TIME_REFERENCE.get(label, BP), []
+        for n in map(str, timed):
+            s, r = sec.get(label, {}).get(n), sec.get(TIME_REFERENCE.get(label, BP), {}).get(n)
+            cells += [common.fmt(s and 1e3 * s, ".1f"), common.fmt(s and s / r, ".2f", "x")]
+        if any(c != "-" for c in cells):
+            time_rows.append([label, ref.removeprefix("odenets "), *cells,
+                              common.fmt(data["compile"].get(label, {}).get(str(hi)), ".1f")])
+    ranges = {}
+    for label, by_steps in data["compile"].items():
+        ranges.setdefault(label.split()[0], []).extend(by_steps.values())
+    state, (per_step, shapes), s = data["state_bytes"], data["residual"], data["segment"]
+    notes = [blocks["residual"].format(state=fb(state), per_step=fb(per_step), states=f"{per_step / state:.0f}",
+                                       shapes=shapes),
+             blocks["checkpoint"].format(hi=hi, measured=fb(temp[CHECKPOINT][str(hi)]), saved=hi // s, state=fb(state),
+                                         s=s, per_step=fb(per_step), rcp=fb(temp[RCP][str(hi)]),
+                                         predicted=fb(math.ceil(hi / s) * state + s * per_step),
+                                         less=f"{temp[CHECKPOINT][str(hi)] / temp[RCP][str(hi)]:.1f}")]
+    torch_part, w = "", data["torch_workers"]
+    if data["torch"]:
+        adj = rss[ODEINT_ADJOINT]
+        slopes = [fit(rss[label], steps)[0] for label in (ODEINT, ODEINT_ADJOINT)]
+        notes += [blocks["torch_fixed"].format(lo=lo, hi=hi, first=fb(adj[str(lo)]), last=fb(adj[str(hi)]),
+                                               slope=f"{slopes[1]:,.0f}", adj=w[ODEINT_ADJOINT], plain=w[ODEINT]),
+                  blocks["torch_maxrss"].format(lo=lo, maxrss=fb(1024 * w[ODEINT]["ru_maxrss_kib"]),
+                                                hwm=fb(1024 * w[ODEINT]["rss_peak_kib"]))]
+        rows = []
+        for n in map(str, steps):
+            m0, m1 = rss[ODEINT].get(n), rss[ODEINT_ADJOINT].get(n)
+            s0, s1 = sec.get(ODEINT, {}).get(n), sec.get(ODEINT_ADJOINT, {}).get(n)
+            rows.append([n, fb(m0), fb(m1), f"{m1 / m0:.2f}x", common.fmt(s0 and 1e3 * s0, ".1f"),
+                         common.fmt(s1 and 1e3 * s1, ".1f"), common.fmt(s0 and s1 and s1 / s0, ".2f", "x")])
+        n = str(cfg["torch_timed"][-1])
+        s0, s1 = sec[ODEINT][n], sec[ODEINT_ADJOINT][n]
+        one = "; ".join(blocks["one_thread_cell"].format(name=label.split(",")[0].split()[1], n=k, one=1e3 * v,
+                                                         all=1e3 * sec[label][k])
+                        for label, by_steps in data["one_thread"].items() for k, v in by_steps.items())
+        torch_part = blocks["torch"].format(
+            table=common.md_table(["steps", "odeint RSS delta", "adjoint RSS delta", "adjoint / odeint", "odeint (ms)",
+                                   "adjoint (ms)", "adjoint / odeint"], rows),
+            hi=hi, saves="saves" if adj[str(hi)] < rss[ODEINT][str(hi)] else "saves no", adj=fb(adj[str(hi)]),
+            plain=fb(rss[ODEINT][str(hi)]), slope_adj=f"{slopes[1]:,.0f}", slope_plain=f"{slopes[0]:,.0f}", n=n,
+            ratio=f"{s1 / s0:.2f}", slower="slower" if s1 > s0 else "faster", threads=data["torch"]["threads"],
+            one_thread=one)
+    agree = [[label, METHODS[label][0], f"{METHODS[label][1]:.0e}", f"{d:.1e} ({n} steps)",
+              "PASS" if d <= METHODS[label][1] else "FAIL"] for label, (d, n) in data["agreement"].items()]
+    return {**cfg, "steps": ", ".join(map(str, steps)), "timed": ", ".join(map(str, timed)),
+            "torch_timed": ", ".join(map(str, cfg["torch_timed"])), "diffrax": data["diffrax"],
+            "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
+            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"],
+                                            mem_rows),
+            "notes": "\n".join(notes), "torch_section": torch_part, "exact": f"{EXACT:.0e}",
+            "adjoint_tol": f"{ADJOINT_TOL:.0e}",
+            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)",
+                                                                                        f"{n}: ratio")],
+                                           f"compile at {hi} (s)"], time_rows),
+            "compile_range": ", ".join(f"{lib} {min(v):.1f} to {max(v):.1f} s" for lib, v in ranges.items()),
+            "agreement": common.md_table(["method", "reference", "tolerance", "worst", "verdict"], agree)}
+
+
+def figures(data: dict, fig_dir) -> None:
+    steps, timed, sec = data["config"]["steps"], data["config"]["timed"], data["seconds"]
+
+    def memory(fig):
+        ax = fig.add_subplot()
+        for label in METHODS:
+            torch = label in data["rss"]
+            pts = [(n, v) for n in steps if (v := (data["rss"] if torch else data["temp"]).get(label, {}).get(str(n)))]
+            if pts:
+                style = dict(ls="--", marker="s", mfc="none") if torch else dict(ls="-", marker="o")
+                ax.loglog(*zip(*pts), label=label + (" (peak RSS delta)" if torch else ""), **style)
+        ax.set(xlabel="steps", title="Gradient memory vs steps")
+        ax.set_ylabel("bytes (JAX: XLA temp; torch: peak RSS delta)", fontsize=8)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+    def ratios(fig):
+        ax, width = fig.add_subplot(), 0.8 / len(timed)
+        labels = [label for label in METHODS if any(str(n) in sec.get(label, {}) for n in timed)]
+        for i, n in enumerate(map(str, timed)):
+            vals = [sec[label][n] / sec[TIME_REFERENCE.get(label, BP)][n] if n in sec[label] else np.nan
+                    for label in labels]
+            ax.barh(np.arange(len(labels)) + i * width, vals, height=width, label=f"{n} steps")
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_yticks(np.arange(len(labels)) + width * (len(timed) - 1) / 2, labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set(xscale="log", xlabel="time / odenets Backprop (same integrator)",
+               title="Gradient time relative to Backprop")
+        ax.legend(fontsize=7)
+
+    common.figure(fig_dir, "memory_vs_steps", memory)
+    common.figure(fig_dir, "memory_time_ratio", ratios)
+
+
+if __name__ == "__main__":
+    common.main_of(__spec__.name, measure, FULL, QUICK)
