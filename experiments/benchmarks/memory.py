@@ -40,7 +40,7 @@ BP, BP_RH = "odenets Backprop, RK4", "odenets Backprop, ReversibleHeun"
 CHECKPOINT, ADJOINT, REVERSIBLE = "odenets Checkpoint, RK4", "odenets Adjoint, RK4", "odenets Reversible, ReversibleHeun"
 RCP, BACKSOLVE = "diffrax RecursiveCheckpointAdjoint, RK4", "diffrax BacksolveAdjoint, RK4"
 ODEINT, ODEINT_ADJOINT = "torchdiffeq odeint, RK4", "torchdiffeq odeint_adjoint, RK4"
-# label: (reference, tolerance, steps -> solve, or the torch method)
+# label: (reference, tolerance, steps -> solve; None for the torch worker's)
 METHODS = {
     BP: (None, 0.0, lambda n: pb.odenets_solve(n, on.RK4(), on.Backprop())),
     CHECKPOINT: (BP, EXACT, lambda n: pb.odenets_solve(n, on.RK4(), on.Checkpoint())),
@@ -49,8 +49,8 @@ METHODS = {
     REVERSIBLE: (BP_RH, EXACT, lambda n: pb.odenets_solve(n, on.ReversibleHeun(), on.Reversible())),
     RCP: (BP, EXACT, lambda n: pb.diffrax_default_solve(n, max_steps=n)),
     BACKSOLVE: (BP, ADJOINT_TOL, lambda n: pb.diffrax_default_solve(n, adjoint=diffrax.BacksolveAdjoint(), max_steps=n)),
-    ODEINT: (BP, EXACT, "odeint"),
-    ODEINT_ADJOINT: (BP, ADJOINT_TOL, "odeint_adjoint"),
+    ODEINT: (BP, EXACT, None),
+    ODEINT_ADJOINT: (BP, ADJOINT_TOL, None),
 }
 TIME_REFERENCE = {REVERSIBLE: BP_RH, BP_RH: BP_RH}  # the rest: BP
 
@@ -83,22 +83,24 @@ def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
             for label in (ODEINT, ODEINT_ADJOINT):
                 repeats = cfg["torch_repeats"] if n in cfg["torch_timed"] else 0
                 for threads in (None, 1) if repeats else (None,):
-                    res = common.run_torch(python, "memory", [
-                        "--problem", str(path), "--method", METHODS[label][2], "--steps", str(n), "--repeats",
-                        str(repeats), "--out", str(Path(tmp) / "out.npz")], threads)
+                    res = common.run_torch(python, "fixed", [
+                        "--problem", str(path), "--methods", "rk4", "--steps", str(n), "--repeats", str(repeats),
+                        "--out", str(Path(tmp) / "out.npz")] + ["--adjoint"] * (label == ODEINT_ADJOINT),
+                        threads)
                     if res is None:
                         return
                     if threads == 1:
-                        put(out["one_thread"], label, n, res["seconds"])
+                        put(out["one_thread"], label, n, res["methods"]["rk4"]["seconds"])
                         continue
                     a = np.load(Path(tmp) / "out.npz")
-                    outs[label, n] = (a["loss"], ({k: a[k] for k in params}, a["x0"]))
+                    outs[label, n] = (a["rk4/loss"], ({k: a[f"rk4/{k}"] for k in params}, a["rk4/x0"]))
                     put(out["rss"], label, n, res["rss_delta_bytes"])
+                    out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads",
+                                                        "omp_wait_policy")}
                     if repeats:
-                        put(out["seconds"], label, n, res["seconds"])
+                        put(out["seconds"], label, n, res["methods"]["rk4"]["seconds"])
                     if n == cfg["steps"][0]:
                         out["torch_workers"][label] = res
-        out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads", "omp_wait_policy")}
 
 
 def measure(cfg: dict, python: str | None) -> dict:

@@ -45,7 +45,7 @@ def torch_peer(python, params, x0, steps, repeats, integrators, tmp: Path):
     """torchdiffeq on the same problem and grid: ({integ: (seconds, (loss, grads))}, info) or None."""
     path, out = tmp / f"problem_{steps}.npz", tmp / f"out_{steps}.npz"
     pb.save_npz(path, params, x0)
-    info = common.run_torch(python, "sizes", ["--problem", str(path), "--steps", str(steps), "--methods",
+    info = common.run_torch(python, "fixed", ["--problem", str(path), "--steps", str(steps), "--methods",
                                               ",".join(integrators), "--repeats", str(repeats), "--out", str(out)])
     if info is None:
         return None
@@ -64,7 +64,7 @@ def measure(cfg: dict, python: str | None) -> dict:
             if peer is None:
                 python = None
             else:
-                torch_info = {k: v for k, v in peer[1].items() if k != "methods"}
+                torch_info = {k: peer[1][k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads", "rk4_rule")}
             for integ in cfg["integrators"]:
                 fns = jax_peers(integ, steps)
                 best, _, outs = common.time_all(fns, (params, x0), repeats)
