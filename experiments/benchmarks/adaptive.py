@@ -150,10 +150,9 @@ def torch_rows(python, cfg, params, x0, rows, arrays) -> tuple[dict | None, list
         path, out = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
         pb.save_npz(path, params, x0)
         t = cfg["torch"]
-        info = common.run_torch(python, "adaptive", [
-            "--problem", str(path), "--t1", str(cfg["t1"]), "--rtol", str(RTOL), "--atol", str(ATOL), "--runs",
-            ",".join(keys), "--repeats-forward", str(t["forward"]), "--repeats-gradient", str(t["gradient"]),
-            "--budget-s", str(t["budget_s"]), "--out", str(out)])
+        info = common.run_torch(python, "adaptive", dict(
+            problem=str(path), t1=cfg["t1"], rtol=RTOL, atol=ATOL, runs=keys, repeats_forward=t["forward"],
+            repeats_gradient=t["gradient"], budget_s=t["budget_s"], out=str(out)))
         got = dict(np.load(out)) if info else {}
     trows = []
     for r, ours in zip(rows, arrays):

@@ -115,8 +115,8 @@ def hlo_structure(fn, *args) -> dict:
 
 
 # -- torch peers ----------------------------------------------------------------------------------
-def run_torch(python: str | None, task: str, argv: list[str], threads: int | None = None) -> dict | None:
-    """`python -m experiments.benchmarks.torch_worker task argv...` from the repository root.
+def run_torch(python: str | None, task: str, opts: dict, threads: int | None = None) -> dict | None:
+    """`python -m experiments.benchmarks.torch_worker task threads opts-as-JSON` from the repository root.
 
     Returns the JSON of its last stdout line, or None when `python` is None or has no torch /
     torchdiffeq (the case carries on without its torch peer). Any other failure raises: a broken
@@ -126,7 +126,7 @@ def run_torch(python: str | None, task: str, argv: list[str], threads: int | Non
         return None
     threads = threads or usable_cpus()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [python, "-m", "experiments.benchmarks.torch_worker", task, "--threads", str(threads), *argv]
+    cmd = [python, "-m", "experiments.benchmarks.torch_worker", task, str(threads), json.dumps(opts)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if proc.returncode == TORCH_MISSING:
         return None

@@ -83,10 +83,9 @@ def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
             for label in (ODEINT, ODEINT_ADJOINT):
                 repeats = cfg["torch_repeats"] if n in cfg["torch_timed"] else 0
                 for threads in (None, 1) if repeats else (None,):
-                    res = common.run_torch(python, "fixed", [
-                        "--problem", str(path), "--methods", "rk4", "--steps", str(n), "--repeats", str(repeats),
-                        "--out", str(Path(tmp) / "out.npz")] + ["--adjoint"] * (label == ODEINT_ADJOINT),
-                        threads)
+                    res = common.run_torch(python, "fixed", dict(
+                        problem=str(path), methods=["rk4"], steps=n, repeats=repeats, out=str(Path(tmp) / "out.npz"),
+                        adjoint=label == ODEINT_ADJOINT), threads)
                     if res is None:
                         return
                     if threads == 1:

@@ -45,8 +45,8 @@ def torch_peer(python, params, x0, steps, repeats, integrators, tmp: Path):
     """torchdiffeq on the same problem and grid: ({integ: (seconds, (loss, grads))}, info) or None."""
     path, out = tmp / f"problem_{steps}.npz", tmp / f"out_{steps}.npz"
     pb.save_npz(path, params, x0)
-    info = common.run_torch(python, "fixed", ["--problem", str(path), "--steps", str(steps), "--methods",
-                                              ",".join(integrators), "--repeats", str(repeats), "--out", str(out)])
+    info = common.run_torch(python, "fixed", dict(problem=str(path), steps=steps, methods=integrators, repeats=repeats,
+                                                  out=str(out), adjoint=False))
     if info is None:
         return None
     a = np.load(out)

@@ -182,9 +182,8 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
     params = {"param/" + "/".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in p
                                   if not isinstance(k, jax.tree_util.GetAttrKey)): np.asarray(v) for p, v in flat}
     np.savez(path, x=s.data.x_train, y=s.data.y_train, **params)
-    info = common.run_torch(python, "throughput", ["--problem", str(path), "--spec", json.dumps(spec), "--steps",
-                                                   str(row["steps"]), "--convs", json.dumps(convs),
-                                                   "--conv-repeats", str(cfg["repeats"])])
+    info = common.run_torch(python, "throughput", dict(problem=str(path), spec=spec, steps=row["steps"], convs=convs,
+                                                       conv_repeats=cfg["repeats"]))
     if info:
         for c, t in zip(convs, info.pop("conv_seconds"), strict=True):
             c["torch_s"] = t
@@ -316,9 +315,9 @@ def fields(data: dict) -> dict:
         "cpus": data["usable_cpus"], "batch": batch,
         "devices": common.md_table(["model", "forced host devices", "examples/s", f"losses, steps 1-{CHECKED}",
                                     "max rel. diff vs 1 device", f"<= {TOL_DEVICES:.0e}",
-                                    f"rel. diff at step {len(devs[0]['losses'])}"], dev),
+                                    f"rel. diff at step {cfg['steps']['mnist1d']}"], dev),
         "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"],
-                                        step=len(worst["losses"])) if worst else "",
+                                        step=cfg["steps"]["mnist1d"]) if worst else "",
         "why": blocks["why"] + "\n\n" + "\n".join(why) if why else ""}
 
 

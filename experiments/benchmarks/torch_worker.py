@@ -1,6 +1,6 @@
 """The torch peers (PyTorch + torchdiffeq), run under their own interpreter: imports no JAX, no odenets.
 
-    python -m experiments.benchmarks.torch_worker fixed|adaptive|throughput --threads T [options]
+    python -m experiments.benchmarks.torch_worker fixed|adaptive|throughput THREADS '{"problem": ...}'
 
 fixed       the MLP problem f = tanh(x W1 + b1) W2 + b2 on a fixed grid over [0, 1], classic RK4
             (torchdiffeq's own "rk4" is the 3/8 rule: a fixed-grid solver from its rk4_step_func
@@ -16,13 +16,13 @@ Timing: 2 warm-up calls, then the minimum of the repeats. Exit status 3 without 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import resource
 import sys
 import time
+import types
 
 TORCH_MISSING = 3
 NAMES = ("W1", "b1", "W2", "b2")
@@ -79,7 +79,7 @@ def fixed(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
         return torch.linspace(float(t[0]), float(t[-1]), opts.steps + 1, dtype=t.dtype)
 
     results, arrays, setup_kib, modules = {"rk4_rule": rule, "methods": {}}, {}, peak_rss_kib(), set(sys.modules)
-    for method in opts.methods.split(","):
+    for method in opts.methods:
         leaves = {k: torch.tensor(data[k], requires_grad=True) for k in (*NAMES, "x0")}
         W1, b1, W2, b2 = (leaves[k] for k in NAMES)
         f = lambda t, x: torch.tanh(x @ W1 + b1) @ W2 + b2
@@ -123,7 +123,7 @@ def adaptive(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
     x0 = torch.tensor(data["x0"])
     times = {"final": torch.tensor([0.0, opts.t1]), "dense": torch.linspace(0.0, opts.t1, 100)}
     results, arrays = {"runs": {}}, {}
-    for key in opts.runs.split(","):
+    for key in opts.runs:
         save, mode = key.split("/")
         solve = torchdiffeq.odeint_adjoint if mode == "adjoint" else torchdiffeq.odeint
         kw = dict(rtol=opts.rtol, atol=opts.atol, method="dopri5")
@@ -231,7 +231,7 @@ def conv_seconds(torch, c: dict, repeats: int) -> float:
 
 
 def throughput(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
-    spec = json.loads(opts.spec)
+    spec = opts.spec
     with np.load(opts.problem) as data:
         arrays = {k: data[k] for k in data.files if k.startswith("param/")}
         x = torch.from_numpy(np.moveaxis(data["x"], -1, 1).copy())  # channels-last -> channels-first
@@ -252,26 +252,12 @@ def throughput(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
         opt.step()
         times.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
-    convs = [conv_seconds(torch, c, opts.conv_repeats) for c in json.loads(opts.convs)]
+    convs = [conv_seconds(torch, c, opts.conv_repeats) for c in opts.convs]
     return {"seconds": min(times[2:]), "losses": losses, "grad_norms": norms, "conv_seconds": convs}, {}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("task", choices=("fixed", "adaptive", "throughput"))
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--problem", required=True)
-    p.add_argument("--out", default=None)
-    for flag in ("--steps", "--repeats", "--repeats-forward", "--repeats-gradient", "--conv-repeats"):
-        p.add_argument(flag, type=int, default=5)
-    for flag in ("--t1", "--rtol", "--atol", "--budget-s"):
-        p.add_argument(flag, type=float, default=1.0)
-    p.add_argument("--adjoint", action="store_true")
-    p.add_argument("--methods", default="rk4,euler")
-    p.add_argument("--runs", default="final/forward")
-    p.add_argument("--spec", default="{}")
-    p.add_argument("--convs", default="[]")
-    opts = p.parse_args(argv)
+def main(task: str, threads: str, opts: str) -> int:
+    threads, opts = int(threads), json.loads(opts)
     try:
         import numpy as np
         import torch
@@ -279,15 +265,15 @@ def main(argv=None) -> int:
     except ImportError as exc:
         print(f"not installed: {exc}")
         return TORCH_MISSING
-    torch.set_num_threads(opts.threads)
-    results, arrays = {"fixed": fixed, "adaptive": adaptive, "throughput": throughput}[opts.task](
-        np, torch, torchdiffeq, opts)
-    if opts.out:
-        np.savez(opts.out, **arrays)
+    torch.set_num_threads(threads)
+    results, arrays = {"fixed": fixed, "adaptive": adaptive, "throughput": throughput}[task](
+        np, torch, torchdiffeq, types.SimpleNamespace(**opts))
+    if opts.get("out"):
+        np.savez(opts["out"], **arrays)
     print(json.dumps({**results, "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
                       "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(*sys.argv[1:]))
