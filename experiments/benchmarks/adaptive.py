@@ -233,7 +233,8 @@ def fields(data: dict) -> dict:
             once=r["outside"][0] - r["outside"][1],
             rounds=blocks["rounds"].format(**r, within="the first round's miss does not reproduce"
                                            if r["second_ratio"] <= GOAL else "over the goal in both rounds") if "first_ratio" in r else ""))
-    return {**cfg, **cfg["torch"], "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS,
+    return {**cfg, **cfg["torch"], "budget_s": f"{cfg['budget_s']:g}", "torch_budget_s": f"{cfg['torch']['budget_s']:g}",
+            "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS,
             "dense": DENSE_TIMES, "table": main, "jaxprs": jaxprs, "tol": f"{TOL_DIFFRAX:g}",
             "worst": f"{max(r['rel'] for r in rows):.1e}", "torch_table": torch,
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],

@@ -241,4 +241,4 @@ def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
     data = measure(quick if opts.quick else full, torch_python(opts.torch_python))
     case = module_name.rsplit(".", 1)[-1]
     save_json(opts.out / "results" / f"{case}.json",
-              {"case": case, "quick": opts.quick, "seconds": time.perf_counter() - start, **data})
+              {"case": case, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})

@@ -29,7 +29,7 @@ def header(run: dict, data: dict[str, dict]) -> str:
     blocks = common.template("header")
     gpu = "" if m["device"].startswith("gpu") else blocks["no_gpu"]
     note = blocks["transcribed"].format(**run) if run.get("transcribed_from") else ""
-    times = ", ".join(f"{c} {d['seconds']:.0f} s" for c, d in data.items())
+    times = ", ".join(f"{c} {d['wall_seconds']:.0f} s" for c, d in data.items())
     return blocks["section"].format(
         quick=" " + blocks["quick"] if run["quick"] else "", cmd="python -m experiments.benchmarks"
         + " --quick" * run["quick"], date=run["date"], minutes=f"{run['wall_seconds'] / 60:.1f}", **m,
