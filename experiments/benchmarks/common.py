@@ -228,7 +228,7 @@ def figure(fig_dir: Path, name: str, draw) -> None:
 
 
 def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
-    """`python -m experiments.benchmarks.<case> [--quick] [--out DIR] [--torch-python PY]`: measure
+    """`python -m experiments.benchmarks.<case> [--quick | --config JSON] [--out DIR] [--torch-python PY]`: measure
     one case and write DIR/results/<case>.json (the runner starts each case this way)."""
     import argparse
 
@@ -236,9 +236,10 @@ def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable))
+    parser.add_argument("--config", type=json.loads, default=None, help="this case's config as JSON (tests)")
     opts = parser.parse_args()
     start = time.perf_counter()
-    data = measure(quick if opts.quick else full, torch_python(opts.torch_python))
+    data = measure(opts.config or (quick if opts.quick else full), torch_python(opts.torch_python))
     case = module_name.rsplit(".", 1)[-1]
     save_json(opts.out / "results" / f"{case}.json",
               {"case": case, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})
