@@ -243,33 +243,13 @@ def fields(data: dict) -> dict:
 
 def figures(data: dict, fig_dir) -> None:
     rows, cfg = data["rows"], data["config"]
-    by = {(t["save"], t["mode"]): t for t in data["torch_rows"]}
-    short = {"forward": "forward", "backprop": "grad (Backprop)", "adjoint": "grad (Adjoint)"}
-
-    def draw(fig):
-        ax, width, done, top = fig.add_subplot(), 0.27, set(), 0.0
-        for i, r in enumerate(rows):
-            bars = [("odenets", r["ours_s"], r["nfe"], "C0"), ("diffrax direct", r["diffrax_s"], r["nfe_counted"][1], "C1")]
-            t = by.get((r["save"], r["mode"])) if r["solver"] == "dopri5" else None
-            bars += [("torchdiffeq", t["seconds"], t["nfe"], "C2")] if t else []
-            for j, (peer, s, nfe, color) in enumerate(bars):
-                x = i + (j - (len(bars) - 1) / 2) * width
-                ax.bar(x, 1e3 * s, width, color=color, label=None if peer in done else peer)
-                done.add(peer)
-                top = max(top, 1e3 * s)
-                ax.annotate(str(nfe), (x, 1e3 * s), ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 2),
-                            textcoords="offset points")
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(rows)), [f"{r['solver']} {r['save']}\n{short[r['mode']]}" for r in rows], fontsize=6,
-                      rotation=20)
-        ax.set_ylabel("time per call, ms (log scale)")
-        ax.set_title(f"adaptive neural ODE: MLP 4-32-4, batch {cfg['batch']}, t1 = {cfg['t1']:g}, rtol = atol = "
-                     f"{RTOL:g}\n(min of repeats; number above a bar: forward NFE)", fontsize=8.5)
-        ax.set_ylim(top=top * 60)
-        ax.legend(fontsize=8, loc="upper center", ncols=3)
-
-    common.figure(fig_dir, "case2_adaptive", draw)
-
+    by = {(t["save"], t["mode"]): 1e3 * t["seconds"] for t in data["torch_rows"]}
+    bars = {"odenets": [1e3 * r["ours_s"] for r in rows], "diffrax direct": [1e3 * r["diffrax_s"] for r in rows]}
+    if by:
+        bars["torchdiffeq"] = [by.get((r["save"], r["mode"])) if r["solver"] == "dopri5" else None for r in rows]
+    common.figure(fig_dir, "case2_adaptive", f"adaptive neural ODE: MLP 4-32-4, batch {cfg['batch']}, t1 = "
+                  f"{cfg['t1']:g}, rtol = atol = {RTOL:g} (min of repeats)", groups=[name(r).replace(" grad", "\ngrad") for r in rows], bars=bars,
+                  ylabel="time per call, ms (log scale)")
 
 if __name__ == "__main__":
     common.main_of(__spec__.name, measure, FULL, QUICK)

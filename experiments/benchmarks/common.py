@@ -187,6 +187,11 @@ def save_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
+def rows(body: list[list]) -> str:
+    """Markdown table rows (the header lives in the template)."""
+    return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in body)
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
@@ -212,17 +217,36 @@ def fmt_bytes(b) -> str:
     return f"{b:.0f} B"
 
 
-def figure(fig_dir: Path, name: str, draw) -> None:
-    """`draw(fig)` on a fresh matplotlib figure saved as fig_dir/name.png."""
+def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, lines: dict | None = None,
+           groups=(), xlabel="", ylabel="", log=True, horizontal=False, ref=None, annotate=False) -> None:
+    """fig_dir/name.png: grouped bars ({series: values per group}) or lines ({series: (xs, ys)})."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig = plt.figure(figsize=(7, 4.2), dpi=110)
-    draw(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for i, (label, values) in enumerate((bars or {}).items()):
+        width, at = 0.8 / len(bars), np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * 0.8 / len(bars)
+        drawn = (ax.barh if horizontal else ax.bar)(at, [np.nan if v is None else v for v in values], width,
+                                                     label=label)
+        if annotate:
+            ax.bar_label(drawn, fmt="%.0f", fontsize=7)
+    if bars:
+        (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(groups)), groups, fontsize=6.5,
+                                                         rotation=0 if horizontal else 15)
+    for label, (xs, ys) in (lines or {}).items():
+        ax.plot(xs, ys, "o-", label=label)
+    if ref is not None:
+        (ax.axvline if horizontal else ax.axhline)(ref, color="k", lw=0.8)
+    if log:
+        ax.set_xscale("log") if horizontal or lines else None
+        ax.set_yscale("log") if not horizontal else None
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
+    fig_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_dir / f"{name}.png")
     plt.close(fig)
 

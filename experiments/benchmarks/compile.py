@@ -60,26 +60,17 @@ def goals(data: dict) -> list[common.Goal]:
 
 
 def fields(data: dict) -> dict:
-    table = common.md_table(["depth", "odenets (s)", "unrolled (s)", "unrolled / odenets"],
-                            [[d, f"{a:.2f}", common.fmt(b), common.fmt(b and b / a, ".1f", "x")]
-                             for d, a, b in data["rows"]])
-    return {**data["config"], "table": table, "agreement": f"{data['agreement']:.1e}",
+    rows = [[d, f"{a:.2f}", common.fmt(b), common.fmt(b and b / a, ".1f", "x")] for d, a, b in data["rows"]]
+    return {**data["config"], "table": common.rows(rows), "agreement": f"{data['agreement']:.1e}",
             "shallowest": data["rows"][0][0]}
 
 
 def figures(data: dict, fig_dir) -> None:
-    def draw(fig):
-        ax = fig.add_subplot()
-        rows = data["rows"]
-        ax.plot([d for d, _, _ in rows], [a for _, a, _ in rows], "o-", label="odenets (one lax.scan)")
-        ax.plot(*zip(*[(d, b) for d, _, b in rows if b is not None]), "s--", label="unrolled Python loop")
-        ax.set(xscale="log", yscale="log", xlabel="depth (layers, one parameter set each)",
-               ylabel="compile time of jit(value_and_grad), s (log)", title="compile time vs depth")
-        ax.set_xscale("log", base=2)
-        ax.legend()
-
-    common.figure(fig_dir, "case4_compile", draw)
-
+    rows = data["rows"]
+    common.figure(fig_dir, "case4_compile", "compile time vs depth", xlabel="depth (layers, one parameter set each)",
+                  ylabel="compile time of jit(value_and_grad), s (log)",
+                  lines={"odenets (one lax.scan)": ([d for d, _, _ in rows], [a for _, a, _ in rows]),
+                         "unrolled Python loop": tuple(zip(*[(d, b) for d, _, b in rows if b is not None]))})
 
 if __name__ == "__main__":
     common.main_of(__spec__.name, measure, FULL, QUICK)

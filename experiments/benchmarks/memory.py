@@ -232,37 +232,15 @@ def fields(data: dict) -> dict:
 
 def figures(data: dict, fig_dir) -> None:
     steps, timed, sec = data["config"]["steps"], data["config"]["timed"], data["seconds"]
-
-    def memory(fig):
-        ax = fig.add_subplot()
-        for label in METHODS:
-            torch = label in data["rss"]
-            pts = [(n, v) for n in steps if (v := (data["rss"] if torch else data["temp"]).get(label, {}).get(str(n)))]
-            if pts:
-                style = dict(ls="--", marker="s", mfc="none") if torch else dict(ls="-", marker="o")
-                ax.loglog(*zip(*pts), label=label + (" (peak RSS delta)" if torch else ""), **style)
-        ax.set(xlabel="steps", title="Gradient memory vs steps")
-        ax.set_ylabel("bytes (JAX: XLA temp; torch: peak RSS delta)", fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
-
-    def ratios(fig):
-        ax, width = fig.add_subplot(), 0.8 / len(timed)
-        labels = [label for label in METHODS if any(str(n) in sec.get(label, {}) for n in timed)]
-        for i, n in enumerate(map(str, timed)):
-            vals = [sec[label][n] / sec[TIME_REFERENCE.get(label, BP)][n] if n in sec[label] else np.nan
-                    for label in labels]
-            ax.barh(np.arange(len(labels)) + i * width, vals, height=width, label=f"{n} steps")
-        ax.axvline(1.0, color="k", lw=0.8)
-        ax.set_yticks(np.arange(len(labels)) + width * (len(timed) - 1) / 2, labels, fontsize=7)
-        ax.invert_yaxis()
-        ax.set(xscale="log", xlabel="time / odenets Backprop (same integrator)",
-               title="Gradient time relative to Backprop")
-        ax.legend(fontsize=7)
-
-    common.figure(fig_dir, "memory_vs_steps", memory)
-    common.figure(fig_dir, "memory_time_ratio", ratios)
-
+    series = {**data["temp"], **{f"{k} (peak RSS delta)": v for k, v in data["rss"].items()}}
+    common.figure(fig_dir, "memory_vs_steps", "Gradient memory vs steps", xlabel="steps",
+                  ylabel="bytes (JAX: XLA temp; torch: peak RSS delta)",
+                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k, v in series.items()})
+    labels = [k for k in METHODS if any(str(n) in sec.get(k, {}) for n in timed)]
+    common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels, horizontal=True,
+                  xlabel="time / odenets Backprop (same integrator)", ref=1.0,
+                  bars={f"{n} steps": [sec[k][str(n)] / sec[TIME_REFERENCE.get(k, BP)][str(n)] if str(n) in sec[k]
+                                       else None for k in labels] for n in timed})
 
 if __name__ == "__main__":
     common.main_of(__spec__.name, measure, FULL, QUICK)

@@ -169,35 +169,15 @@ def fields(data: dict) -> dict:
 
 
 def figures(data: dict, fig_dir) -> None:
-    by = table(data)
+    by, floor = table(data), data["config"]["sizes"][0][0]
     keys = list(dict.fromkeys(k[:2] for k in by))
     methods = [m for m in METHODS if any(k[2] == m for k in by)]
-    floor = data["config"]["sizes"][0]
-
-    def ratios(fig):
-        ax, width = fig.add_subplot(), 0.8 / len(methods)
-        for i, m in enumerate(methods):
-            vals = [by.get((*k, m), {}).get("ratio", np.nan) for k in keys]
-            ax.bar(np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width, vals, width, label=m)
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xticks(np.arange(len(keys)), [f"{s}\n{i}" for s, i in keys])
-        ax.set(yscale="log", ylabel="time / odenets time (log)",
-               title="fixed-step solve + gradient: time relative to odenets (lower is faster)")
-        ax.legend(fontsize=8)
-
-    def floor_bars(fig):
-        ax = fig.add_subplot()
-        for j, integ in enumerate(("rk4", "euler")):
-            vals = [by.get((floor[0], integ, m), {}).get("us", np.nan) for m in methods]
-            ax.barh(np.arange(len(methods)) + (j - 0.5) * 0.4, vals, 0.4, label=integ)
-        ax.set_yticks(np.arange(len(methods)), methods)
-        ax.set(xscale="log", xlabel="microseconds per step, forward + backward (log)",
-               title=f"overhead floor ({floor[0]}): width {floor[1]}, batch {floor[2]}, {floor[4]} steps")
-        ax.legend()
-
-    common.figure(fig_dir, "case1_ratios", ratios)
-    common.figure(fig_dir, "case5_floor", floor_bars)
-
+    common.figure(fig_dir, "case1_ratios", "fixed-step solve + gradient: time relative to odenets (lower is faster)",
+                  groups=[f"{s}\n{i}" for s, i in keys], ylabel="time / odenets time (log)", ref=1.0,
+                  bars={m: [by.get((*k, m), {}).get("ratio") for k in keys] for m in methods})
+    common.figure(fig_dir, "case5_floor", f"overhead floor ({floor}): microseconds per step", groups=methods,
+                  bars={i: [by.get((floor, i, m), {}).get("us") for m in methods] for i in data["config"]["integrators"]},
+                  xlabel="microseconds per step, forward + backward (log)", horizontal=True)
 
 if __name__ == "__main__":
     common.main_of(__spec__.name, measure, FULL, QUICK)

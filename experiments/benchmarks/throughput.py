@@ -264,99 +264,62 @@ def goals(data: dict) -> list[common.Goal]:
 
 def fields(data: dict) -> dict:
     cfg, rows, devs, blocks, fmt = data["config"], data["rows"], data["devices"], common.template("throughput"), common.fmt
-    main = [[NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", fmt(eps(r, "odenets"), ".0f"),
-             fmt(eps(r, "torch"), ".0f"), fmt(r["torch"] and eps(r, "odenets") / eps(r, "torch"), ".2f", "x"),
-             f"{1e3 * r['odenets']['seconds']:.1f}", fmt(r["torch"] and 1e3 * r["torch"]["seconds"], ".1f"),
-             f"{r['odenets']['first_call_s']:.1f}",
-             f"{r['odenets']['losses'][0]:.6f} / " + fmt(r["torch"] and r["torch"]["losses"][0], ".6f"),
-             fmt(r.get("rel_checked"), ".1e"), fmt(r.get("rel_last"), ".1e") + f" (step {r['steps']})"] for r in rows]
-    chain, convs, why = [], [], []
+    main, chain, convs, why = [], [], [], []
     for r in rows:
-        c, f = r["chain"], r["convs"][-1]
+        o, t, c, f = eps(r, "odenets"), eps(r, "torch"), r["chain"], r["convs"][-1]
+        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t, ".0f"),
+                     fmt(t and o / t, ".2f", "x"), f"{1e3 * r['odenets']['seconds']:.1f}",
+                     fmt(t and 1e3 * r["torch"]["seconds"], ".1f"), f"{r['odenets']['first_call_s']:.1f}",
+                     f"{r['odenets']['losses'][0]:.6f} / " + fmt(t and r["torch"]["losses"][0], ".6f"),
+                     fmt(r.get("rel_checked"), ".1e"), fmt(r.get("rel_last"), ".1e") + f" (step {r['steps']})"])
         chain.append([label(r), f"{r['batch']}x{'x'.join([str(f['size'])] * f['ndim'])}x{f['cin']} -> {f['cout']}",
                       f"{1e3 * c['scan_s']:.1f}", f"{1e3 * c['unrolled_s']:.1f}", f"{c['scan_s'] / c['unrolled_s']:.1f}x",
                       f"{c['rel']:.0e}", ", ".join(c["odd"]["scan"]) or "none", ", ".join(c["odd"]["unrolled"]) or "none"])
         for v in r["convs"]:
+            ts = v.get("torch_s")
             convs.append([label(r), f"{v['name']} {v['cin']}->{v['cout']} at {'x'.join([str(v['size'])] * v['ndim'])}",
-                          v["count"], f"{1e3 * v['odenets_s']:.2f}", fmt(v.get("torch_s") and 1e3 * v["torch_s"]),
-                          fmt(v.get("torch_s") and v["odenets_s"] / v["torch_s"], ".2f", "x")])
+                          v["count"], f"{1e3 * v['odenets_s']:.2f}", fmt(ts and 1e3 * ts), fmt(ts and v["odenets_s"] / ts,
+                                                                                                ".2f", "x")])
         ours, theirs = conv_time(r, "odenets"), conv_time(r, "torch")
-        convs.append([label(r), "**all, x calls per step**", "", f"**{1e3 * ours:.1f}**",
-                      "-" if theirs is None else f"**{1e3 * theirs:.1f}**",
-                      "-" if theirs is None else f"**{ours / theirs:.2f}x**"])
-        if r["torch"] and eps(r, "odenets") < eps(r, "torch"):
-            o, t = r["odenets"]["seconds"], r["torch"]["seconds"]
-            kernels, gap = ours - theirs, o - t
-            why.append(blocks["slower"].format(label=label(r), ours=1e3 * o, theirs=1e3 * t, fewer=100 * (1 - t / o),
+        convs.append([label(r), "**all, x calls per step**", "", f"**{1e3 * ours:.1f}**", fmt(theirs and 1e3 * theirs,
+                      ".1f"), fmt(theirs and ours / theirs, ".2f", "x")])
+        if t and o < t:
+            so, st = r["odenets"]["seconds"], r["torch"]["seconds"]
+            kernels, gap = ours - theirs, so - st
+            why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st, fewer=100 * (1 - st / so),
                                                gap=1e3 * gap, kernels=1e3 * abs(kernels),
                                                faster="slower" if kernels > 0 else "faster")
                        + (blocks["rest"].format(rest=1e3 * (gap - kernels)) if gap > kernels else "."))
     if why:
         c = rows[0]["chain"]
         why.append(blocks["loop_penalty"].format(odd=", ".join(sorted(set(c["odd"]["scan"]))), canonical=c["canonical"]))
-    batch = cfg["batch"]["mnist1d"]
-    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}", ", ".join(f"{v:.7f}" for v in r["losses"][:CHECKED]),
+    batch, steps = cfg["batch"]["mnist1d"], cfg["steps"]["mnist1d"]
+    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}", ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
             f"{r['rel_checked']:.1e}", "PASS" if r["rel_checked"] <= TOL_DEVICES else "FAIL", f"{r['rel_last']:.1e}"]
            for r in devs]
     worst = max((r for r in devs if r["devices"] > 1), key=lambda r: r["rel_last"], default=None)
-    return {
-        "shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED, "tol": f"{TOL_TORCH:.0e}",
-        "steps": ", ".join(f"{cfg['steps'][i]} on {INPUTS[i][2]}" for i in INPUTS), "device": data["device"],
-        "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-        "table": common.md_table(
-            ["model", "input", "batch", "params", "odenets examples/s", "torch examples/s", "odenets / torch",
-             "odenets ms/step", "torch ms/step", "odenets first call s", "step-1 loss odenets / torch",
-             f"rel. diff steps 1-{CHECKED}", "rel. diff last loss"], main),
-        "chain": common.md_table(["model, input", "field conv3 (batch x spatial x in -> out)", "lax.scan ms",
-                                  "unrolled ms", "scan / unrolled", "rel. diff", "non-canonical convs, scan HLO",
-                                  "non-canonical convs, unrolled HLO"], chain),
-        "convs": common.md_table(["model, input", "convolution (forward + backward)", "calls / step", "XLA ms",
-                                  "torch ms", "XLA / torch"], convs), "repeats": cfg["repeats"],
-        "cpus": data["usable_cpus"], "batch": batch,
-        "devices": common.md_table(["model", "forced host devices", "examples/s", f"losses, steps 1-{CHECKED}",
-                                    "max rel. diff vs 1 device", f"<= {TOL_DEVICES:.0e}",
-                                    f"rel. diff at step {cfg['steps']['mnist1d']}"], dev),
-        "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"],
-                                        step=cfg["steps"]["mnist1d"]) if worst else "",
-        "why": blocks["why"] + "\n\n" + "\n".join(why) if why else ""}
+    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED, "steps": steps,
+            "tol": f"{TOL_TORCH:.0e}", "tol_devices": f"{TOL_DEVICES:.0e}", "device": data["device"],
+            "all_steps": ", ".join(f"{cfg['steps'][i]} on {INPUTS[i][2]}" for i in INPUTS),
+            "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
+            "table": common.rows(main), "chain": common.rows(chain), "convs": common.rows(convs),
+            "repeats": cfg["repeats"], "cpus": data["usable_cpus"], "batch": batch, "devices": common.rows(dev),
+            "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"], step=steps)
+            if worst else "", "why": blocks["why"] + "\n\n" + "\n".join(why) if why else ""}
 
 
 def figures(data: dict, fig_dir) -> None:
     rows, devs, batch = data["rows"], data["devices"], data["config"]["batch"]["mnist1d"]
-
-    def throughput(fig):
-        inputs = list(dict.fromkeys(r["inp"] for r in rows))
-        for ax, inp in zip(np.atleast_1d(fig.subplots(1, len(inputs))), inputs, strict=True):
-            sub = [r for r in rows if r["inp"] == inp]
-            for dx, peer, color, name in ((-0.2, "odenets", "tab:blue", "odenets (JAX)"),
-                                          (0.2, "torch", "tab:orange", "PyTorch + torchdiffeq")):
-                bars = ax.bar(np.arange(len(sub)) + dx, [eps(r, peer) or 0.0 for r in sub], 0.4, color=color, label=name)
-                ax.bar_label(bars, labels=[common.fmt(eps(r, peer), ".0f") for r in sub], fontsize=8)
-            ax.set_xticks(np.arange(len(sub)), [NETS[r["net"]] for r in sub])
-            ax.set_title(f"{INPUTS[inp][2]}, batch {sub[0]['batch']}", fontsize=10)
-            ax.set_ylabel("training examples / s")
-            ax.margins(y=0.15)
-        fig.axes[0].legend(fontsize=8, loc="upper right")
-        fig.suptitle("Train step throughput, AdamW, float32 (higher is better)", fontsize=10)
-
-    def devices(fig):
-        ax, counts = fig.subplots(), sorted({r["devices"] for r in devs})
-        nets = list(dict.fromkeys(r["net"] for r in devs))
-        for i, net in enumerate(nets):
-            vals = [batch / next(r["seconds"] for r in devs if (r["net"], r["devices"]) == (net, n)) for n in counts]
-            bars = ax.bar(np.arange(len(counts)) + (i - (len(nets) - 1) / 2) * 0.8 / len(nets), vals, 0.8 / len(nets),
-                          label=NETS[net])
-            ax.bar_label(bars, fmt="%.0f", fontsize=8)
-        ax.set_xticks(np.arange(len(counts)), [f"{n} device{'s' * (n > 1)}" for n in counts])
-        ax.set_ylabel("training examples / s")
-        ax.margins(y=0.15)
-        ax.legend(fontsize=8)
-        ax.set_title("MNIST-1D-sized, forced host devices: a correctness harness, not a speed claim\n"
-                     "(the devices share the same cores)", fontsize=9)
-
-    common.figure(fig_dir, "case6_throughput", throughput)
-    common.figure(fig_dir, "case6_devices", devices)
-
+    common.figure(fig_dir, "case6_throughput", "Train step throughput, AdamW, float32 (higher is better)",
+                  groups=[f"{label(r)}\nbatch {r['batch']}" for r in rows], ylabel="training examples / s",
+                  bars={"odenets (JAX)": [eps(r, "odenets") for r in rows],
+                        "PyTorch + torchdiffeq": [eps(r, "torch") for r in rows]}, annotate=True)
+    counts, nets = sorted({r["devices"] for r in devs}), list(dict.fromkeys(r["net"] for r in devs))
+    common.figure(fig_dir, "case6_devices", "MNIST-1D-sized, forced host devices: a correctness harness, not a speed "
+                  "claim\n(the devices share the same cores)", groups=[f"{n} device(s)" for n in counts],
+                  bars={NETS[net]: [batch / next(r["seconds"] for r in devs if (r["net"], r["devices"]) == (net, n))
+                                    for n in counts] for net in nets}, ylabel="training examples / s", log=False,
+                  annotate=True)
 
 if __name__ == "__main__":
     if "--devices-worker" in sys.argv:
