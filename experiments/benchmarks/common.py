@@ -1,4 +1,4 @@
-"""What every case shares: the machine, timing, agreement, goals, torch workers, JSON and markdown.
+"""What every case shares: the machine, timing, agreement, goals, torch workers, JSON, markdown, figures.
 
 Timing rule: compile, 2 warm-up calls, then the minimum of round-robin repeats, each call under
 `jax.block_until_ready`; torch peers run in their own process with torch.set_num_threads and
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import jax
@@ -25,9 +26,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 TORCH_MISSING = 3  # exit status of a torch worker that cannot import torch / torchdiffeq
+LIBS = ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy")
 
 
-# -- the machine --------------------------------------------------------------------------------
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
@@ -39,43 +40,36 @@ def device_name() -> str:
 
 def machine() -> dict:
     """Where and with what a run measured (the header of RESULTS.md)."""
-    from importlib.metadata import PackageNotFoundError, version
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    cpu = re.search(r"model name\s*:\s*(.+)", info)
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    libs = {"python": platform.python_version()}
-    for name in ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy"):
+    def ver(name):
         try:
-            libs[name] = version(name)
+            return version(name)
         except PackageNotFoundError:
-            libs[name] = "-"
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "arch": platform.machine(), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "usable_cpus": usable_cpus(), "memory_gib": round(memory), "device": device_name(),
-            "versions": libs}
+            return "-"
+
+    return {"cpu": cpu[1] if cpu else platform.processor(), "arch": platform.machine(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "device": device_name(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "versions": {"python": platform.python_version(), **{name: ver(name) for name in LIBS}}}
 
 
 def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """The machine's float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`: 2 n^3 / t."""
+    """The float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`: 2 n^3 / t."""
     a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (1, 2))
-    best, _, _ = time_all({"mm": jax.jit(jnp.matmul)}, (a, b), repeats)
-    return 2 * n**3 / best["mm"] / 1e9
+    return 2 * n**3 / time_all({"mm": jax.jit(jnp.matmul)}, (a, b), repeats)[0]["mm"] / 1e9
 
 
-# -- timing and agreement -----------------------------------------------------------------------
 def time_all(fns: dict, args: tuple, repeats: int):
-    """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls.
-
-    Returns (min seconds, first-call seconds, last outputs), each a dict by name.
-    """
-    first, outs = {}, {}
+    """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls: (min s, first-call s, outputs)."""
+    first, outs, best = {}, {}, dict.fromkeys(fns, math.inf)
     for name, fn in fns.items():
         start = time.perf_counter()
         outs[name] = jax.block_until_ready(fn(*args))
         first[name] = time.perf_counter() - start
         for _ in range(2):
             outs[name] = jax.block_until_ready(fn(*args))
-    best = dict.fromkeys(fns, math.inf)
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
@@ -86,11 +80,9 @@ def time_all(fns: dict, args: tuple, repeats: int):
 
 def rel_discrepancy(a, b) -> float:
     """max over leaves of max|a - b| / max|b| (a scalar loss is a leaf too)."""
-    worst = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)))
-    return worst
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return max((float(np.max(np.abs(np.float64(x) - np.float64(y))) / max(np.max(np.abs(np.float64(y))), 1e-30))
+                for x, y in pairs), default=0.0)
 
 
 def temp_bytes(fn, *args) -> int:
@@ -101,12 +93,10 @@ def temp_bytes(fn, *args) -> int:
 def hlo_structure(fn, *args) -> dict:
     """Instruction counts of the optimised HLO of the jitted `fn`: while loops, instructions in
     their bodies (the per-step work, forward + backward) and in the whole program."""
-    text = fn.lower(*args).compile().as_text()
-    comps, current = {}, None
+    text, comps, current = fn.lower(*args).compile().as_text(), {}, None
     for line in text.splitlines():
-        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if head:
-            current = comps.setdefault(head.group(1), [])
+        if head := re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line):
+            current = comps.setdefault(head[1], [])
         elif current is not None and " = " in line:
             current.append(line)
     bodies = re.findall(r"body=%?([\w.\-]+)", text)
@@ -114,14 +104,10 @@ def hlo_structure(fn, *args) -> dict:
             "total": sum(map(len, comps.values()))}
 
 
-# -- torch peers ----------------------------------------------------------------------------------
 def run_torch(python: str | None, task: str, opts: dict, threads: int | None = None) -> dict | None:
-    """`python -m experiments.benchmarks.torch_worker task threads opts-as-JSON` from the repository root.
-
-    Returns the JSON of its last stdout line, or None when `python` is None or has no torch /
-    torchdiffeq (the case carries on without its torch peer). Any other failure raises: a broken
-    peer must fail the case, not read as a missing one.
-    """
+    """`python -m experiments.benchmarks.torch_worker task threads opts-as-JSON` from the repository root:
+    the JSON of its last line, or None when `python` is None or lacks torch / torchdiffeq. Any other
+    failure raises: a broken peer must fail the case, not read as a missing one."""
     if python is None:
         return None
     threads = threads or usable_cpus()
@@ -140,14 +126,10 @@ def torch_python(option: str | None) -> str | None:
     return None if option is None or str(option).lower() == "none" else str(option)
 
 
-# -- goals --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Goal:
-    """A goal: `value` against `target` (at_least: value >= target, else value <= target).
-
-    info: a measurement shown beside the goals with no target of its own. A goal whose value
-    is missing or not finite is NOT MEASURED, never met.
-    """
+    """`value` against `target` (at_least: value >= target, else value <= target). info: a number shown
+    beside the goals with no target of its own. A missing or non-finite value is NOT MEASURED, never met."""
 
     goal: str
     value: float | None
@@ -164,12 +146,11 @@ class Goal:
 
     @property
     def verdict(self) -> str:
-        at = f" at {self.where}" if self.where else ""
+        at, rel = f" at {self.where}" if self.where else "", "\u2265" if self.at_least else "\u2264"
         if self.info and self.value is not None:
             return f"information (no goal): {self.value:.2f}x{at}"
         if self.met is None:
             return "NOT MEASURED" + (f" ({self.where})" if self.where else "")
-        rel = "\u2265" if self.at_least else "\u2264"
         if self.met:
             return f"MET{at}: {self.value:.2f}x ({rel} {self.target:.2f}x)"
         gap = abs(self.value - self.target) / abs(self.target)
@@ -181,7 +162,6 @@ def goals_table(goals: list[Goal]) -> str:
     return md_table(["goal", "verdict"], [[g.goal, g.verdict] for g in goals])
 
 
-# -- JSON, markdown, figures ----------------------------------------------------------------------
 def save_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
@@ -192,9 +172,8 @@ def rows(body: list[list]) -> str:
     return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in body)
 
 
-def md_table(header: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+def md_table(header: list[str], body: list[list]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ([rows(body)] if body else []))
 
 
 def template(case: str) -> dict[str, str]:
@@ -211,15 +190,13 @@ def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
 def fmt_bytes(b) -> str:
     if b is None:
         return "-"
-    for scale, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if abs(b) >= scale:
-            return f"{b / scale:.3g} {unit}"
-    return f"{b:.0f} B"
+    scale, unit = next(((s, u) for s, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if abs(b) >= s), (1, "B"))
+    return f"{b / scale:.3g} {unit}" if scale > 1 else f"{b:.0f} B"
 
 
 def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, lines: dict | None = None,
            groups=(), xlabel="", ylabel="", log=True, horizontal=False, ref=None, annotate=False) -> None:
-    """fig_dir/name.png: grouped bars ({series: values per group}) or lines ({series: (xs, ys)})."""
+    """fig_dir/name.png: grouped bars ({series: a value per group}) or lines ({series: (xs, ys)})."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,22 +204,18 @@ def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, li
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for i, (label, values) in enumerate((bars or {}).items()):
-        width, at = 0.8 / len(bars), np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * 0.8 / len(bars)
-        drawn = (ax.barh if horizontal else ax.bar)(at, [np.nan if v is None else v for v in values], width,
-                                                     label=label)
-        if annotate:
-            ax.bar_label(drawn, fmt="%.0f", fontsize=7)
+        at = np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * 0.8 / len(bars)
+        drawn = (ax.barh if horizontal else ax.bar)(at, [np.nan if v is None else v for v in values],
+                                                     0.8 / len(bars), label=label)
+        ax.bar_label(drawn, fmt="%.0f", fontsize=7) if annotate else None
     if bars:
-        (ax.set_yticks if horizontal else ax.set_xticks)(np.arange(len(groups)), groups, fontsize=6.5,
+        (ax.set_yticks if horizontal else ax.set_xticks)(range(len(groups)), groups, fontsize=6.5,
                                                          rotation=0 if horizontal else 15)
     for label, (xs, ys) in (lines or {}).items():
         ax.plot(xs, ys, "o-", label=label)
-    if ref is not None:
-        (ax.axvline if horizontal else ax.axhline)(ref, color="k", lw=0.8)
-    if log:
-        ax.set_xscale("log") if horizontal or lines else None
-        ax.set_yscale("log") if not horizontal else None
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    (ax.axvline if horizontal else ax.axhline)(ref, color="k", lw=0.8) if ref is not None else None
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if log and (horizontal or lines) else "linear",
+           yscale="log" if log and not horizontal else "linear")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -252,8 +225,8 @@ def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, li
 
 
 def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
-    """`python -m experiments.benchmarks.<case> [--quick | --config JSON] [--out DIR] [--torch-python PY]`: measure
-    one case and write DIR/results/<case>.json (the runner starts each case this way)."""
+    """`python -m experiments.benchmarks.<case> [--quick | --config JSON] [--out DIR] [--torch-python PY]`:
+    measure one case and write DIR/results/<case>.json (the runner starts each case this way)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog=module_name)
@@ -261,8 +234,7 @@ def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable))
     parser.add_argument("--config", type=json.loads, default=None, help="this case's config as JSON (tests)")
-    opts = parser.parse_args()
-    start = time.perf_counter()
+    opts, start = parser.parse_args(), time.perf_counter()
     data = measure(opts.config or (quick if opts.quick else full), torch_python(opts.torch_python))
     case = module_name.rsplit(".", 1)[-1]
     save_json(opts.out / "results" / f"{case}.json",

@@ -9,7 +9,7 @@ fixed       the MLP problem f = tanh(x W1 + b1) W2 + b2 on a fixed grid over [0,
 adaptive    diffrax's small_neural_ode field as torch.jit.script(Linear, Softplus, Linear, Tanh),
             dopri5, loss = sum of the saved states; forward (no_grad), backprop or adjoint
 throughput  Chen et al.'s ODE-Net / ResNet built layer for layer like odenets' (channels-first), loaded
-            from odenets' initial parameters; N AdamW train steps; and convolutions timed alone
+            from odenets' initial parameters; N AdamW train steps
 Input: an .npz of float32 arrays (x @ W + b layouts); output: arrays in --out, one JSON line last.
 Timing: 2 warm-up calls, then the minimum of the repeats. Exit status 3 without torch / torchdiffeq.
 """
@@ -219,17 +219,6 @@ def load_params(np, torch, model, arrays, spec) -> None:
         raise SystemExit(f"torch parameters not filled from odenets: {sorted(set(params) - filled)}")
 
 
-def conv_seconds(torch, c: dict, repeats: int) -> float:
-    """Forward + backward of one convolution (channels-first, bias, random cotangent)."""
-    conv, gen = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d}[c["ndim"]], torch.Generator()
-    gen.manual_seed(0)
-    x = torch.randn(c["batch"], c["cin"], *(c["size"],) * c["ndim"], generator=gen, requires_grad=c["input_grad"])
-    w = torch.randn(c["cout"], c["cin"], *(c["k"],) * c["ndim"], generator=gen, requires_grad=True)
-    b = torch.zeros(c["cout"], requires_grad=True)
-    g = torch.randn(conv(x, w, b, stride=c["stride"], padding=c["pad"]).shape, generator=gen)
-    return best_of(lambda: conv(x, w, b, stride=c["stride"], padding=c["pad"]).backward(g), repeats)[0]
-
-
 def throughput(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
     spec = opts.spec
     with np.load(opts.problem) as data:
@@ -252,8 +241,7 @@ def throughput(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
         opt.step()
         times.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
-    convs = [conv_seconds(torch, c, opts.conv_repeats) for c in opts.convs]
-    return {"seconds": min(times[2:]), "losses": losses, "grad_norms": norms, "conv_seconds": convs}, {}
+    return {"seconds": min(times[2:]), "losses": losses, "grad_norms": norms}, {}
 
 
 def main(task: str, threads: str, opts: str) -> int:
