@@ -75,61 +75,49 @@ def residual_bytes_per_step(params, x0) -> tuple[int, str]:
 
 
 def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
-    """RSS delta (and time where timed, with all usable threads and with one) per torch method and steps."""
+    """Peak RSS delta per torch method and step count (a fresh process each), and the time where timed."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "problem.npz"
-        pb.save_npz(path, params, x0)
-        for n in cfg["steps"]:
-            for label in (ODEINT, ODEINT_ADJOINT):
-                repeats = cfg["torch_repeats"] if n in cfg["torch_timed"] else 0
-                for threads in (None, 1) if repeats else (None,):
-                    res = common.run_torch(python, "fixed", dict(
-                        problem=str(path), methods=["rk4"], steps=n, repeats=repeats, out=str(Path(tmp) / "out.npz"),
-                        adjoint=label == ODEINT_ADJOINT), threads)
-                    if res is None:
-                        return
-                    if threads == 1:
-                        put(out["one_thread"], label, n, res["methods"]["rk4"]["seconds"])
-                        continue
-                    a = np.load(Path(tmp) / "out.npz")
-                    outs[label, n] = (a["rk4/loss"], ({k: a[f"rk4/{k}"] for k in params}, a["rk4/x0"]))
-                    put(out["rss"], label, n, res["rss_delta_bytes"])
-                    out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads",
-                                                        "omp_wait_policy")}
-                    if repeats:
-                        put(out["seconds"], label, n, res["methods"]["rk4"]["seconds"])
-                    if n == cfg["steps"][0]:
-                        out["torch_workers"][label] = res
+        pb.save_npz(Path(tmp) / "problem.npz", params, x0)
+        for n, label in ((n, label) for n in cfg["steps"] for label in (ODEINT, ODEINT_ADJOINT)):
+            res = common.run_torch(python, "fixed", dict(
+                problem=str(Path(tmp) / "problem.npz"), methods=["rk4"], steps=n, out=str(Path(tmp) / "out.npz"),
+                repeats=cfg["torch_repeats"] if n in cfg["torch_timed"] else 0, adjoint=label == ODEINT_ADJOINT))
+            if res is None:
+                return
+            a = np.load(Path(tmp) / "out.npz")
+            outs[label, n] = (a["rk4/loss"], ({k: a[f"rk4/{k}"] for k in params}, a["rk4/x0"]))
+            put(out["rss"], label, n, res["rss_delta_bytes"])
+            if n in cfg["torch_timed"]:
+                put(out["seconds"], label, n, res["methods"]["rk4"]["seconds"])
+            if n == cfg["steps"][0]:
+                out["torch_modules"][label] = [res["modules_imported"], res["sympy_imported"]]
+            out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads", "omp_wait_policy")}
 
 
 def measure(cfg: dict, python: str | None) -> dict:
     params, x0 = pb.make_problem(cfg["batch"], cfg["width"], cfg["hidden"])
-    out = {"config": cfg, "diffrax": diffrax.__version__, "temp": {}, "seconds": {}, "rss": {}, "one_thread": {},
-           "compile": {}, "torch": None, "torch_workers": {}, "state_bytes": x0.size * x0.dtype.itemsize}
+    out = {"config": cfg, "diffrax": diffrax.__version__, "temp": {}, "seconds": {}, "rss": {}, "compile": {},
+           "torch": None, "torch_modules": {}, "state_bytes": x0.size * x0.dtype.itemsize, "agreement": {}}
     outs = {}
     for n in cfg["steps"]:
         fns = {label: pb.value_and_grad(m[2](n)) for label, m in METHODS.items()
-               if callable(m[2]) and (not label.startswith("diffrax") or n in cfg["diffrax_steps"])}
+               if m[2] and (not label.startswith("diffrax") or n in cfg["diffrax_steps"])}
         for label, fn in fns.items():
             start = time.perf_counter()
             put(out["temp"], label, n, common.temp_bytes(fn, params, x0))  # compiles; fn(...) reuses it
             put(out["compile"], label, n, time.perf_counter() - start)
         best, _, res = common.time_all(fns, (params, x0), cfg["repeats"] if n in cfg["timed"] else 0)
         outs.update({(label, n): o for label, o in res.items()})
-        for label, s in best.items():
-            if n in cfg["timed"]:
-                put(out["seconds"], label, n, s)
+        for label, s in best.items() if n in cfg["timed"] else ():
+            put(out["seconds"], label, n, s)
         print(n, "steps:", {k: v[str(n)] for k, v in out["temp"].items() if str(n) in v}, flush=True)
     out["residual"] = residual_bytes_per_step(params, x0)
     out["segment"] = on.Checkpoint().segment_length(cfg["steps"][-1])
     if python:
         measure_torch(python, cfg, params, x0, out, outs)
-    out["agreement"] = {}
     for (label, n), o in outs.items():
-        ref = METHODS[label][0]
-        if ref and (ref, n) in outs:
-            d = common.rel_discrepancy(o, outs[ref, n])
-            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [d, n])
+        if (ref := METHODS[label][0]) and (ref, n) in outs:
+            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [common.rel_discrepancy(o, outs[ref, n]), n])
     return out
 
 
@@ -159,75 +147,54 @@ def goals(data: dict) -> list[common.Goal]:
 
 
 def fields(data: dict) -> dict:
-    cfg, blocks, fb = data["config"], common.template("memory"), common.fmt_bytes
+    cfg, blocks, fb, fmt = data["config"], common.template("memory"), common.fmt_bytes, common.fmt
     steps, timed, temp, rss, sec = cfg["steps"], cfg["timed"], data["temp"], data["rss"], data["seconds"]
-    lo, hi = steps[0], steps[-1]
-    mem_rows = []
+    lo, hi, mem, times, ranges = steps[0], steps[-1], [], [], {}
     for label in METHODS:
         series, kind = (rss, "peak RSS delta") if label in rss else (temp, "XLA temp")
         if label in series:
             slope, ratio = fit(series[label], steps)
-            mem_rows.append([label, kind, *(fb(series[label].get(str(n))) for n in steps),
-                             common.fmt(slope, ",.0f"), common.fmt(ratio, ".2f", "x")])
-    time_rows = []
-    for label in METHODS:
-        ref, cells = TIME_REFERENCE.get(label, BP), []
-        for n in map(str, timed):
-            s, r = sec.get(label, {}).get(n), sec.get(TIME_REFERENCE.get(label, BP), {}).get(n)
-            cells += [common.fmt(s and 1e3 * s, ".1f"), common.fmt(s and s / r, ".2f", "x")]
-        if any(c != "-" for c in cells):
-            time_rows.append([label, ref.removeprefix("odenets "), *cells,
-                              common.fmt(data["compile"].get(label, {}).get(str(hi)), ".1f")])
-    ranges = {}
+            mem.append([label, kind, *(fb(series[label].get(str(n))) for n in steps), fmt(slope, ",.0f"),
+                        fmt(ratio, ".2f", "x")])
+        ref, mine = TIME_REFERENCE.get(label, BP), sec.get(label, {})
+        cells = [c for n in map(str, timed) for c in (fmt(mine.get(n) and 1e3 * mine[n], ".1f"),
+                                                      fmt(mine.get(n) and mine[n] / sec[ref][n], ".2f", "x"))]
+        if mine:
+            times.append([label, ref.removeprefix("odenets "), *cells, fmt(data["compile"].get(label, {}).get(str(hi)),
+                                                                           ".1f")])
     for label, by_steps in data["compile"].items():
         ranges.setdefault(label.split()[0], []).extend(by_steps.values())
-    state, (per_step, shapes), s = data["state_bytes"], data["residual"], data["segment"]
+    state, (per_step, shapes), s, cp, rcp = data["state_bytes"], data["residual"], data["segment"], \
+        temp[CHECKPOINT][str(hi)], temp[RCP][str(hi)]
     notes = [blocks["residual"].format(state=fb(state), per_step=fb(per_step), states=f"{per_step / state:.0f}",
                                        shapes=shapes),
-             blocks["checkpoint"].format(hi=hi, measured=fb(temp[CHECKPOINT][str(hi)]), saved=hi // s, state=fb(state),
-                                         s=s, per_step=fb(per_step), rcp=fb(temp[RCP][str(hi)]),
-                                         predicted=fb(math.ceil(hi / s) * state + s * per_step),
-                                         less=f"{temp[CHECKPOINT][str(hi)] / temp[RCP][str(hi)]:.1f}")]
-    torch_part, w = "", data["torch_workers"]
+             blocks["checkpoint"].format(hi=hi, measured=fb(cp), saved=hi // s, state=fb(state), s=s, rcp=fb(rcp),
+                                         per_step=fb(per_step), predicted=fb(math.ceil(hi / s) * state + s * per_step),
+                                         less=f"{cp / rcp:.1f}")]
+    torch = ""
     if data["torch"]:
-        adj = rss[ODEINT_ADJOINT]
-        slopes = [fit(rss[label], steps)[0] for label in (ODEINT, ODEINT_ADJOINT)]
-        notes += [blocks["torch_fixed"].format(lo=lo, hi=hi, first=fb(adj[str(lo)]), last=fb(adj[str(hi)]),
-                                               slope=f"{slopes[1]:,.0f}", adj=w[ODEINT_ADJOINT], plain=w[ODEINT]),
-                  blocks["torch_maxrss"].format(lo=lo, maxrss=fb(1024 * w[ODEINT]["ru_maxrss_kib"]),
-                                                hwm=fb(1024 * w[ODEINT]["rss_peak_kib"]))]
-        rows = []
-        for n in map(str, steps):
-            m0, m1 = rss[ODEINT].get(n), rss[ODEINT_ADJOINT].get(n)
-            s0, s1 = sec.get(ODEINT, {}).get(n), sec.get(ODEINT_ADJOINT, {}).get(n)
-            rows.append([n, fb(m0), fb(m1), f"{m1 / m0:.2f}x", common.fmt(s0 and 1e3 * s0, ".1f"),
-                         common.fmt(s1 and 1e3 * s1, ".1f"), common.fmt(s0 and s1 and s1 / s0, ".2f", "x")])
-        n = str(cfg["torch_timed"][-1])
-        s0, s1 = sec[ODEINT][n], sec[ODEINT_ADJOINT][n]
-        one = "; ".join(blocks["one_thread_cell"].format(name=label.split(",")[0].split()[1], n=k, one=1e3 * v,
-                                                         all=1e3 * sec[label][k])
-                        for label, by_steps in data["one_thread"].items() for k, v in by_steps.items())
-        torch_part = blocks["torch"].format(
-            table=common.md_table(["steps", "odeint RSS delta", "adjoint RSS delta", "adjoint / odeint", "odeint (ms)",
-                                   "adjoint (ms)", "adjoint / odeint"], rows),
-            hi=hi, saves="saves" if adj[str(hi)] < rss[ODEINT][str(hi)] else "saves no", adj=fb(adj[str(hi)]),
-            plain=fb(rss[ODEINT][str(hi)]), slope_adj=f"{slopes[1]:,.0f}", slope_plain=f"{slopes[0]:,.0f}", n=n,
-            ratio=f"{s1 / s0:.2f}", slower="slower" if s1 > s0 else "faster", threads=data["torch"]["threads"],
-            one_thread=one)
+        plain, adj = rss[ODEINT], rss[ODEINT_ADJOINT]
+        slopes = [f"{fit(rss[label], steps)[0]:,.0f}" for label in (ODEINT, ODEINT_ADJOINT)]
+        notes.append(blocks["torch_fixed"].format(lo=lo, hi=hi, first=fb(adj[str(lo)]), last=fb(adj[str(hi)]),
+                                                  slope=slopes[1], adj=data["torch_modules"][ODEINT_ADJOINT],
+                                                  plain=data["torch_modules"][ODEINT]))
+        s0, s1, n = sec[ODEINT], sec[ODEINT_ADJOINT], str(cfg["torch_timed"][-1])
+        torch = blocks["torch"].format(
+            table=common.rows([[k, fb(plain[k]), fb(adj[k]), f"{adj[k] / plain[k]:.2f}x", fmt(s0.get(k) and 1e3 * s0[k],
+                               ".1f"), fmt(s1.get(k) and 1e3 * s1[k], ".1f"), fmt(s0.get(k) and s1[k] / s0[k], ".2f",
+                               "x")] for k in map(str, steps)]), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]),
+            saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1],
+            slope_plain=slopes[0], n=n, ratio=f"{s1[n] / s0[n]:.2f}", slower="slower" if s1[n] > s0[n] else "faster")
     agree = [[label, METHODS[label][0], f"{METHODS[label][1]:.0e}", f"{d:.1e} ({n} steps)",
               "PASS" if d <= METHODS[label][1] else "FAIL"] for label, (d, n) in data["agreement"].items()]
-    return {**cfg, "steps": ", ".join(map(str, steps)), "timed": ", ".join(map(str, timed)),
-            "torch_timed": ", ".join(map(str, cfg["torch_timed"])), "diffrax": data["diffrax"],
+    return {**cfg, **{k: ", ".join(map(str, cfg[k])) for k in ("steps", "timed", "torch_timed")},
+            "diffrax": data["diffrax"], "notes": "\n".join(notes), "torch_section": torch, "exact": f"{EXACT:.0e}",
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"],
-                                            mem_rows),
-            "notes": "\n".join(notes), "torch_section": torch_part, "exact": f"{EXACT:.0e}",
-            "adjoint_tol": f"{ADJOINT_TOL:.0e}",
-            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)",
-                                                                                        f"{n}: ratio")],
-                                           f"compile at {hi} (s)"], time_rows),
+            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"], mem),
+            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)", f"{n}: ratio")],
+                                           f"compile at {hi} (s)"], times), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
             "compile_range": ", ".join(f"{lib} {min(v):.1f} to {max(v):.1f} s" for lib, v in ranges.items()),
-            "agreement": common.md_table(["method", "reference", "tolerance", "worst", "verdict"], agree)}
+            "agreement": common.rows(agree)}
 
 
 def figures(data: dict, fig_dir) -> None:
