@@ -1,16 +1,9 @@
-"""The benchmarks' problems and the peers that solve them: (params, x0) -> x(t1).
+"""The benchmarks' problems and the peers that solve them, (params, x0) -> x(t1).
 
-MLP problem (cases 1, 3, 5; a stack of its fields per layer for case 4):
-
-    f(t, x; p) = tanh(x W1 + b1) W2 + b2,  float32,  t in [0, 1],  loss = mean(x(1)^2)
-
-    odenets            on.odeint(f, x0, 0, 1, steps, integrator, gradient)
-    hand-written scan  lax.scan over the same stages, plain JAX autodiff (the limit)
-    diffrax default    classic RK4 tableau (or diffrax.Euler), dt0 = 1/steps, diffrax's defaults
-    diffrax tuned      StepTo on the same grid, RecursiveCheckpointAdjoint(checkpoints=steps)
-
-Adaptive problem (case 2), diffrax's benchmarks/small_neural_ode.py: f(t, x) = tanh(softplus(x W1
-+ b1) W2 + b2), eqx.nn.MLP(4 -> 32 -> 4) initialised with PRNGKey(0), x0 = normal(PRNGKey(1)).
+MLP problem (cases 1, 3, 5; one field per layer in case 4): f(t, x; p) = tanh(x W1 + b1) W2 + b2,
+float32, t in [0, 1], loss = mean(x(1)^2); solved by odenets, a hand-written lax.scan (the limit)
+and diffrax. Adaptive problem (case 2), diffrax's benchmarks/small_neural_ode.py:
+f(t, x) = tanh(softplus(x W1 + b1) W2 + b2), eqx.nn.MLP(4 -> 32 -> 4) from PRNGKey(0).
 """
 
 from __future__ import annotations
@@ -87,32 +80,15 @@ class ClassicRK4(diffrax.AbstractERK):
         return 4
 
 
-def diffrax_solver(integrator: str):
-    return ClassicRK4() if integrator == "rk4" else diffrax.Euler()
-
-
-def diffrax_default_solve(steps: int, integrator: str = "rk4", *, adjoint=None, max_steps: int = 4096):
-    """diffrax with dt0 = 1/steps and its defaults (RecursiveCheckpointAdjoint(), max_steps 4096)."""
-    adjoint = adjoint or diffrax.RecursiveCheckpointAdjoint()
-
-    def solve(params, x0):
-        return diffrax.diffeqsolve(diffrax.ODETerm(field), diffrax_solver(integrator), 0.0, 1.0, 1.0 / steps, x0,
-                                   args=params, saveat=diffrax.SaveAt(t1=True), adjoint=adjoint,
-                                   max_steps=max_steps).ys[0]
-
-    return solve
-
-
-def diffrax_tuned_solve(steps: int, integrator: str = "rk4"):
-    """diffrax tuned for fixed steps: StepTo on the grid, one checkpoint per step, max_steps = steps."""
-
-    def solve(params, x0):
-        return diffrax.diffeqsolve(
-            diffrax.ODETerm(field), diffrax_solver(integrator), 0.0, 1.0, None, x0, args=params,
-            saveat=diffrax.SaveAt(t1=True), stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)),
-            adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps), max_steps=steps).ys[0]
-
-    return solve
+def diffrax_solve(steps: int, integrator: str = "rk4", *, tuned=False, adjoint=None, max_steps: int = 4096):
+    """diffrax with dt0 = 1/steps and its defaults (RecursiveCheckpointAdjoint(), max_steps 4096) or, tuned
+    for fixed steps, StepTo on the grid with one checkpoint per step and max_steps = steps."""
+    solver = ClassicRK4() if integrator == "rk4" else diffrax.Euler()
+    opts = dict(stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)), max_steps=steps,
+                adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps)) if tuned else dict(
+        adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(), max_steps=max_steps)
+    return lambda params, x0: diffrax.diffeqsolve(diffrax.ODETerm(field), solver, 0.0, 1.0, None if tuned else 1 / steps,
+                                                  x0, args=params, saveat=diffrax.SaveAt(t1=True), **opts).ys[0]
 
 
 def value_and_grad(solve):

@@ -1,11 +1,6 @@
-"""Cases 1 and 5: a fixed-step solve + gradient from the overhead floor to compute-bound sizes.
-
-For each size (width, batch, hidden, steps) and integrator (RK4, Euler): the time of
-jit(value_and_grad(mean(x(1)^2))) w.r.t. (params, x0) on the MLP problem for odenets, the
-hand-written scan, diffrax default and tuned (problem.py; same process, round robin) and
-torchdiffeq (torch_worker.py, its own process); the loss and gradients of every peer against
-odenets'; and the HLO instruction counts of every JAX peer at the first (overhead-floor) size.
-"""
+"""Cases 1 and 5: jit(value_and_grad) of a fixed-step solve of the MLP problem from the overhead floor to
+compute-bound sizes: odenets, the hand-written scan, diffrax default and tuned (one process, round robin),
+torchdiffeq (its own); agreement with odenets, and the HLO instruction counts at the floor."""
 
 from __future__ import annotations
 
@@ -36,8 +31,7 @@ GOAL_TORCH = {"small": 10.0, "compute": 1.0}  # torchdiffeq / odenets >= these
 def jax_peers(integ: str, steps: int) -> dict:
     solves = {"odenets": pb.odenets_solve(steps, on.RK4() if integ == "rk4" else on.Euler()),
               "hand-written scan": pb.scan_solve(steps, integ),
-              "diffrax default": pb.diffrax_default_solve(steps, integ),
-              "diffrax tuned": pb.diffrax_tuned_solve(steps, integ)}
+              "diffrax default": pb.diffrax_solve(steps, integ), "diffrax tuned": pb.diffrax_solve(steps, integ, tuned=True)}
     return {name: pb.value_and_grad(s) for name, s in solves.items()}
 
 

@@ -1,15 +1,7 @@
-"""Case 6: training throughput of Chen et al.'s ODE-Net and ResNet, odenets against PyTorch + torchdiffeq.
-
-The models are odenets.models.preset("chen_<net>_<1d|2d>") trained as in the MNIST-1D experiments
-(Euler, 6 steps, backprop, unroll, AdamW lr 3e-3, weight decay 1e-4, clip_norm 1, here at a
-constant learning rate), through odenets.train.loop.setup and its jitted train step (make_steps),
-on synthetic float32 data read by the `npz` dataset. The torch peer (torch_worker.py) builds the
-same layers from the same initial parameters and runs the same steps. To explain differences:
-the fields' convolution chain as a lax.scan (how odeint runs steps) against the same chain
-unrolled. Forced host devices: a process per
-device count runs the MNIST-1D-sized steps with the batch sharded over the devices (a
-correctness harness: the devices share the same cores).
-"""
+"""Case 6: training throughput of Chen et al.'s ODE-Net and ResNet (odenets.models.preset("chen_*")) through
+odenets' own train step, against PyTorch + torchdiffeq from the same initial parameters; the fields'
+convolution chain as a lax.scan against unrolled; the same steps on forced host devices (a correctness
+harness: the devices share the same cores)."""
 
 from __future__ import annotations
 

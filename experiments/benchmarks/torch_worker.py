@@ -1,25 +1,13 @@
-"""The torch peers (PyTorch + torchdiffeq), run under their own interpreter: imports no JAX, no odenets.
-
-    python -m experiments.benchmarks.torch_worker fixed|adaptive|throughput THREADS '{"problem": ...}'
-
-fixed       the MLP problem f = tanh(x W1 + b1) W2 + b2 on a fixed grid over [0, 1], classic RK4
-            (torchdiffeq's own "rk4" is the 3/8 rule: a fixed-grid solver from its rk4_step_func
-            is registered) or Euler, loss = mean(x(1)^2), backward through odeint or odeint_adjoint;
-            and the peak resident set (VmHWM) after the first call minus the peak after setup
-adaptive    diffrax's small_neural_ode field as torch.jit.script(Linear, Softplus, Linear, Tanh),
-            dopri5, loss = sum of the saved states; forward (no_grad), backprop or adjoint
-throughput  Chen et al.'s ODE-Net / ResNet built layer for layer like odenets' (channels-first), loaded
-            from odenets' initial parameters; N AdamW train steps
-Input: an .npz of float32 arrays (x @ W + b layouts); output: arrays in --out, one JSON line last.
-Timing: 2 warm-up calls, then the minimum of the repeats. Exit status 3 without torch / torchdiffeq.
-"""
+"""The torch peers, `python -m experiments.benchmarks.torch_worker fixed|adaptive|throughput THREADS JSON`
+under an interpreter with torch + torchdiffeq (imports no JAX, no odenets; exit status 3 without them).
+Input: an .npz of float32 arrays (x @ W + b layouts); output: arrays in opts["out"], one JSON line last.
+Timing: 2 warm-up calls, then the minimum of the repeats."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import resource
 import sys
 import time
 import types
@@ -30,10 +18,7 @@ NAMES = ("W1", "b1", "W2", "b2")
 
 def peak_rss_kib() -> int:
     """This process' own peak resident set, KiB (VmHWM: ru_maxrss survives execve on Linux)."""
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 
 
 def best_of(call, repeats: int, budget_s: float = math.inf):
@@ -70,6 +55,8 @@ def classic_rk4(torchdiffeq) -> tuple[str, str]:
 
 
 def fixed(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
+    """The MLP problem on a fixed grid over [0, 1], classic RK4 or Euler, loss = mean(x(1)^2), backward
+    through odeint or odeint_adjoint; the peak resident set after the first call minus that after setup."""
     data = np.load(opts.problem)
     rk4, rule = classic_rk4(torchdiffeq)
     solve = torchdiffeq.odeint_adjoint if opts.adjoint else torchdiffeq.odeint
@@ -100,13 +87,14 @@ def fixed(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
         arrays[f"{method}/loss"] = np.asarray(float(loss.detach()), np.float32)
         arrays.update({f"{method}/{k}": v.grad.numpy() for k, v in leaves.items()})
     new = set(sys.modules) - modules  # lazy imports count in the peak too
-    results.update(rss_delta_bytes=1024 * (first_kib - setup_kib), rss_peak_kib=peak_rss_kib(),
-                   ru_maxrss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, modules_imported=len(new),
+    results.update(rss_delta_bytes=1024 * (first_kib - setup_kib), modules_imported=len(new),
                    sympy_imported="sympy" in new, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "default"))
     return results, arrays
 
 
 def adaptive(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
+    """diffrax's small_neural_ode field, torch.jit.script(Linear, Softplus, Linear, Tanh), dopri5, loss = sum of
+    the saved states; forward (no_grad), backprop through the solver, or odeint_adjoint."""
     data, nn = np.load(opts.problem), torch.nn
     mlp = nn.Sequential(nn.Linear(4, 32), nn.Softplus(), nn.Linear(32, 4), nn.Tanh())
     with torch.no_grad():
