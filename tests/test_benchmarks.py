@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.benchmarks import CASES, adaptive, common, memory, render, sizes, throughput
+import experiments.benchmarks.__main__ as runner
+from experiments.benchmarks import CASES, adaptive, common, memory, sizes, throughput
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "experiments" / "benchmarks"
@@ -67,7 +68,7 @@ def test_case_measures_at_a_tiny_size(case, tmp_path):
     data = json.loads((tmp_path / "results" / f"{case}.json").read_text())  # strict JSON: no NaN or Infinity
     assert data["case"] == case and data["config"] == TINY[case]
     assert all(math.isfinite(x) for x in numbers(data))
-    mod = render.case_module(case)
+    mod = runner.case_module(case)
     goals = mod.goals(data)
     assert goals and all(VERDICT.match(g.verdict) for g in goals)
     assert all(g.met is None for g in goals if "torch" in g.goal)  # no torch peer: not measured, never guessed
@@ -88,7 +89,7 @@ def test_case_measures_at_a_tiny_size(case, tmp_path):
 
 def test_results_md_is_rendered_from_the_json(tmp_path):
     shutil.copytree(BENCH / "results", tmp_path / "results")
-    text = render.render(tmp_path).read_text()
+    text = runner.render(tmp_path).read_text()
     assert text == (BENCH / "RESULTS.md").read_text()  # the committed RESULTS.md is the JSON's rendering
     assert "{" not in text.replace("{odenet,resnet}", "").replace("{1d,2d}", "")  # every placeholder filled
     for case, heading in SECTIONS.items():

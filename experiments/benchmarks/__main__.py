@@ -3,25 +3,26 @@
     python -m experiments.benchmarks [--quick] [--cases sizes,adaptive,...] [--out DIR]
                                      [--torch-python PY|none] [--render-only]
 
-Writes DIR/results/<case>.json, DIR/results/run.json, DIR/RESULTS.md and DIR/figures/ (DIR:
-experiments/benchmarks, or runs/benchmarks-quick with --quick). A case runs in its own process
-because cases set process-wide options (XLA_FLAGS for forced host devices). --quick runs every
-case at a smoke-test size: its numbers measure nothing.
+Writes DIR/results/<case>.json and run.json, DIR/RESULTS.md and DIR/figures/ (DIR: experiments/benchmarks,
+or runs/benchmarks-quick with --quick, whose numbers measure nothing). A case runs in its own process
+because cases set process-wide options (XLA_FLAGS for forced host devices). RESULTS.md comes from the
+JSON alone through templates/*.md: goals and verdicts are computed from the measurements, never stored.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
+import re
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import CASES, common, render
-
-QUICK_OUT = Path("runs") / "benchmarks-quick"
+from . import CASES, common
 
 
 def parse(argv):
@@ -35,22 +36,45 @@ def parse(argv):
     parser.add_argument("--render-only", action="store_true", help="render DIR/results/*.json, measure nothing")
     opts = parser.parse_args(argv)
     opts.cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
-    bad = [c for c in opts.cases if c not in CASES]
-    if bad or not opts.cases:
-        parser.error(f"unknown case(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"valid choices: {', '.join(CASES)}")
-    opts.out = (opts.out or (QUICK_OUT if opts.quick else common.HERE)).resolve()
+    if not opts.cases or set(opts.cases) - set(CASES):
+        bad = ", ".join(repr(c) for c in opts.cases if c not in CASES) or "(none given)"
+        parser.error(f"unknown case(s) {bad}; valid choices: {', '.join(CASES)}")
+    opts.out = (opts.out or (Path("runs") / "benchmarks-quick" if opts.quick else common.HERE)).resolve()
     return opts
 
 
-def torch_line(python: str | None) -> str:
-    if python is None:
-        return "not used (--torch-python none)"
-    code = "import torch, torchdiffeq; print(torch.__version__, torchdiffeq.__version__)"
-    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        return f"not installed under {python} (pip install -e .[bench])"
-    return "torch {}, torchdiffeq {} (under {})".format(*done.stdout.split(), python)
+def case_module(name: str):
+    return importlib.import_module(f"{__package__}.{name}")
+
+
+def render(out: Path, draw: bool = True) -> Path:
+    """out/RESULTS.md (and out/figures/*.png when `draw`) from out/results/*.json."""
+    run, blocks = json.loads((out / "results" / "run.json").read_text()), common.template("header")
+    data = {c: json.loads(p.read_text()) for c in run["cases"] if (p := out / "results" / f"{c}.json").exists()}
+    torch = next((d["torch"] for d in data.values() if d.get("torch")), None)
+    m, glance, sections = run["machine"], [], []
+    for case in run["cases"]:
+        if case not in data:
+            glance.append([CASES[case], f"(case {case})", f"FAILED (exit status {run['failed'].get(case)})"])
+            sections.append(blocks["failed"].format(numbers=CASES[case], case=case))
+            continue
+        mod = case_module(case)
+        goals = mod.goals(data[case])
+        glance += [[CASES[case], g.goal, g.verdict] for g in goals]
+        sections.append(common.template(case)["section"].format(**mod.fields(data[case]),
+                                                                goals=common.goals_table(goals)))
+        mod.figures(data[case], out / "figures") if draw else None
+    head = blocks["section"].format(
+        quick=" " + blocks["quick"] if run["quick"] else "", cmd="python -m experiments.benchmarks"
+        + " --quick" * run["quick"], date=run["date"], minutes=f"{run['wall_seconds'] / 60:.1f}", **m,
+        libs=", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        torch=blocks["torch"].format(**torch, python=run["torch_python"]) if torch else blocks["no_torch"],
+        no_gpu="" if m["device"].startswith("gpu") else blocks["no_gpu"],
+        transcribed=blocks["transcribed"].format(**run) if run.get("transcribed_from") else "",
+        case_times=", ".join(f"{c} {d['wall_seconds']:.0f} s" for c, d in data.items()))
+    text = "\n\n".join([head, "## Goals at a glance", common.md_table(["case", "goal", "verdict"], glance), *sections])
+    (out / "RESULTS.md").write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n")
+    return out / "RESULTS.md"
 
 
 def main(argv=None) -> int:
@@ -60,17 +84,14 @@ def main(argv=None) -> int:
         for case in opts.cases:
             print(f"\n===== case {CASES[case]}: {case}", flush=True)
             (opts.out / "results" / f"{case}.json").unlink(missing_ok=True)
-            cmd = [sys.executable, "-m", f"{__package__}.{case}", "--out", str(opts.out),
-                   "--torch-python", str(python)] + ["--quick"] * opts.quick
-            rc = subprocess.call(cmd, cwd=common.ROOT)
-            if rc:
-                failed[case] = rc
-        run = {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "wall_seconds": time.perf_counter() - start,
-               "quick": opts.quick, "cases": opts.cases, "failed": failed, "machine": common.machine(),
-               "torch": torch_line(python)}
-        common.save_json(opts.out / "results" / "run.json", run)
-    path = render.render(opts.out)
-    print(f"wrote {path} and {opts.out / 'figures'}/")
+            rc = subprocess.call([sys.executable, "-m", f"{__package__}.{case}", "--out", str(opts.out),
+                                  "--torch-python", str(python)] + ["--quick"] * opts.quick, cwd=common.ROOT)
+            failed.update({case: rc} if rc else {})
+        common.save_json(opts.out / "results" / "run.json", {
+            "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "wall_seconds": time.perf_counter() - start,
+            "quick": opts.quick, "cases": opts.cases, "failed": failed, "machine": common.machine(),
+            "torch_python": python})
+    print(f"wrote {render(opts.out)} and {opts.out / 'figures'}/")
     return 1 if not opts.render_only and failed else 0
 
 
