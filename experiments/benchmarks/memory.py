@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 
 import diffrax
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import print_saved_residuals

@@ -18,6 +18,7 @@ import numpy as np
 
 import odenets as on
 
+
 def field(t, x, p):
     """The MLP vector field tanh(x W1 + b1) W2 + b2."""
     return jnp.tanh(x @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
