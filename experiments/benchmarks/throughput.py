@@ -41,16 +41,8 @@ def shape(inp: str, cfg: dict) -> tuple[int, ...]:
     return tuple(cfg["shapes"].get(inp, INPUTS[inp][1]))
 
 
-def write_batch(path: Path, inp: str, cfg: dict) -> None:
-    """One batch of standard normal inputs and uniform labels, as the npz dataset's file."""
-    rng, batch = np.random.default_rng(0), cfg["batch"][inp]
-    x = rng.standard_normal((batch, *shape(inp, cfg))).astype(np.float32)
-    y = rng.integers(0, CLASSES, batch).astype(np.int32)
-    np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
-
-
 def model_options(net: str, inp: str, cfg: dict) -> dict:
-    """The preset's options as the experiments train it (unroll, 32 groups) and the run's overrides."""
+    """The preset's options as the experiments train it (unroll, 32 groups) with the run's overrides."""
     drop = ("integrator", "gradient", "input_shape", "num_classes")
     opts = {k: v for k, v in models.preset(f"chen_{net}_{INPUTS[inp][0]}").items() if k not in drop}
     opts = {**opts, "unroll": True, **({"t1": 1.0} if net == "odenet" else {}), **cfg["model"]}
@@ -59,13 +51,13 @@ def model_options(net: str, inp: str, cfg: dict) -> dict:
 
 def train_steps(net: str, inp: str, data: Path, cfg: dict) -> tuple[loop.Setup, dict]:
     """`steps` calls of odenets' train step on the one batch, the batch sharded over the devices."""
-    s = loop.setup({"seed": 0, "data": {"name": "npz", "path": str(data), "num_classes": CLASSES},
+    optim = {"name": "adamw", **OPTIM, "momentum": 0.0, "schedule": "constant", "warmup_steps": 0, "epochs": 1,
+             "batch_size": cfg["batch"][inp]}
+    s = loop.setup({"seed": 0, "data": {"name": "npz", "path": str(data), "num_classes": CLASSES}, "optim": optim,
                     "model": model_options(net, inp, cfg), "integrator": {"name": "euler"},
-                    "gradient": {"name": "backprop"}, "optim": {"name": "adamw", **OPTIM, "momentum": 0.0, "schedule": "constant", "warmup_steps": 0,
-                              "epochs": 1, "batch_size": cfg["batch"][inp]},
-                    "train": {"progress": False}})
-    train_step, _ = loop.make_steps(s)
-    x, y = (jax.device_put(a, NamedSharding(s.mesh, PartitionSpec("data"))) for a in (s.data.x_train, s.data.y_train))
+                    "gradient": {"name": "backprop"}, "train": {"progress": False}})
+    train_step, sharding = loop.make_steps(s)[0], NamedSharding(s.mesh, PartitionSpec("data"))
+    x, y = jax.device_put(s.data.x_train, sharding), jax.device_put(s.data.y_train, sharding)
     state, times, losses, norms = s.state, [], [], []
     for _ in range(cfg["steps"][inp]):
         start = time.perf_counter()
@@ -85,7 +77,7 @@ def loop_chain(spec: dict, batch: int, size: int, repeats: int) -> dict:
     nd, w, depth, shared = spec["ndim"], spec["width"], spec["depth"], spec["net"] == "odenet"
     h, rng, dims = (spec["t1"] / depth if shared else 1.0), np.random.default_rng(0), "NWC" if nd == 1 else "NHWC"
     x0 = jnp.asarray(rng.standard_normal((batch, *(size,) * nd, w), np.float32))
-    ks = jnp.asarray(rng.standard_normal((1 if shared else depth, *(3,) * nd, w + shared, w), np.float32) / (3 * w**0.5))
+    ks = rng.standard_normal((1 if shared else depth, *(3,) * nd, w + shared, w), np.float32) / (3 * w**0.5)
     conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1,) * nd, ((1, 1),) * nd, dimension_numbers=(
         dims, dims[1:-1] + "IO", dims))
     step = lambda x, k, t: x + h * jax.nn.relu(conv(jnp.concatenate([x, jnp.full_like(x[..., :1], t)], -1)
@@ -160,8 +152,10 @@ def measure(cfg: dict, python: str | None) -> dict:
         raise RuntimeError("the forced-host-device harness needs this process on one CPU device")
     rows, info = [], None
     with tempfile.TemporaryDirectory() as tmp:
-        for inp in INPUTS:
-            write_batch(Path(tmp) / f"{inp}.npz", inp, cfg)
+        for inp in INPUTS:  # one batch: standard normal inputs, uniform labels, as the npz dataset's file
+            rng, batch = np.random.default_rng(0), cfg["batch"][inp]
+            x, y = rng.standard_normal((batch, *shape(inp, cfg)), np.float32), rng.integers(0, CLASSES, batch)
+            np.savez(Path(tmp) / f"{inp}.npz", x_train=x, y_train=y.astype(np.int32), x_test=x, y_test=y.astype(np.int32))
         for net, inp in cfg["pairs"]:
             row, answer = measure_pair(net, inp, Path(tmp) / f"{inp}.npz", cfg, python, Path(tmp))
             rows.append(row)
