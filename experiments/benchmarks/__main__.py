@@ -72,7 +72,8 @@ def render(out: Path, draw: bool = True) -> Path:
         no_gpu="" if m["device"].startswith("gpu") else blocks["no_gpu"],
         transcribed=blocks["transcribed"].format(**run) if run.get("transcribed_from") else "",
         case_times=", ".join(f"{c} {d['wall_seconds']:.0f} s" for c, d in data.items()))
-    text = "\n\n".join([head, "## Goals at a glance", common.md_table(["case", "goal", "verdict"], glance), *sections])
+    text = "\n\n".join([head, "## Goals at a glance", common.md_table(["case", "goal", "verdict"], glance),
+                        *sections])
     (out / "RESULTS.md").write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n")
     return out / "RESULTS.md"
 

@@ -49,7 +49,8 @@ def machine() -> dict:
         except PackageNotFoundError:
             return "-"
 
-    return {"cpu": cpu[1] if cpu else platform.processor(), "arch": platform.machine(), "platform": platform.platform(),
+    return {"cpu": cpu[1] if cpu else platform.processor(), "arch": platform.machine(),
+            "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "device": device_name(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "versions": {"python": platform.python_version(), **{name: ver(name) for name in LIBS}}}
@@ -173,7 +174,8 @@ def rows(body: list[list]) -> str:
 
 
 def md_table(header: list[str], body: list[list]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ([rows(body)] if body else []))
+    return "\n".join(["| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)] + ([rows(body)] if body else []))
 
 
 def template(case: str) -> dict[str, str]:

@@ -62,7 +62,8 @@ def fields(data: dict) -> dict:
 
 def figures(data: dict, fig_dir) -> None:
     rows = data["rows"]
-    common.figure(fig_dir, "case4_compile", "compile time vs depth", xlabel="depth (layers, one parameter set each)",
+    common.figure(fig_dir, "case4_compile", "compile time vs depth",
+                  xlabel="depth (layers, one parameter set each)",
                   ylabel="compile time of jit(value_and_grad), s (log)",
                   lines={"odenets (one lax.scan)": ([d for d, _, _ in rows], [a for _, a, _ in rows]),
                          "unrolled Python loop": tuple(zip(*[(d, b) for d, _, b in rows if b is not None]))})

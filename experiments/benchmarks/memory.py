@@ -4,19 +4,13 @@ least-squares bytes per step, bytes(most) / bytes(fewest), times and agreement w
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import re
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import diffrax
-import jax.numpy as jnp
 import numpy as np
-from jax.ad_checkpoint import print_saved_residuals
 
 import odenets as on
 
@@ -29,7 +23,6 @@ QUICK = dict(batch=4, width=4, hidden=8, steps=(4, 16), timed=(16,), torch_timed
              repeats=2, torch_repeats=1)
 EXACT, ADJOINT_TOL = 1e-4, 1e-3  # discrete gradients: rounding only; continuous adjoints: + discretisation
 FLAT, SQRT_SLACK = 1.2, 1.5  # Adjoint / Reversible: bytes(most) / bytes(fewest); Checkpoint: <= 1.5 sqrt(ratio)
-RESIDUAL_STEPS = 7  # a step count equal to no array dimension, to find the per-step residuals
 BP, BP_RH = "odenets Backprop, RK4", "odenets Backprop, ReversibleHeun"
 CHECKPOINT, ADJOINT, REVERSIBLE = "odenets Checkpoint, RK4", "odenets Adjoint, RK4", "odenets Reversible, ReversibleHeun"
 RCP, BACKSOLVE = "diffrax RecursiveCheckpointAdjoint, RK4", "diffrax BacksolveAdjoint, RK4"
@@ -53,21 +46,6 @@ def put(table: dict, label: str, steps: int, value) -> None:
     table.setdefault(label, {})[str(steps)] = value
 
 
-def residual_bytes_per_step(params, x0) -> tuple[int, str]:
-    """Bytes reverse-mode autodiff keeps per step under Backprop (RK4): print_saved_residuals'
-    arrays whose leading axis is the step count, and their shapes."""
-    solve, buf = pb.odenets_solve(RESIDUAL_STEPS), io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        print_saved_residuals(lambda p, x: jnp.mean(solve(p, x) ** 2), params, x0)
-    total, shapes = 0, Counter()
-    for kind, bits, dims in re.findall(r"\b([a-z]+)(\d+)\[([\d,]+)\]", buf.getvalue()):
-        shape = [int(d) for d in dims.split(",")]
-        if shape[0] == RESIDUAL_STEPS:
-            total += math.prod(shape[1:]) * int(bits) // 8
-            shapes[f"{kind}{bits}{shape[1:]}"] += 1
-    return total, ", ".join(f"{n} x {s}" for s, n in shapes.items())
-
-
 def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
     """Peak RSS delta per torch method and step count (a fresh process each), and the time where timed."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,7 +63,8 @@ def measure_torch(python, cfg, params, x0, out: dict, outs: dict) -> None:
                 put(out["seconds"], label, n, res["methods"]["rk4"]["seconds"])
             if n == cfg["steps"][0]:
                 out["torch_modules"][label] = [res["modules_imported"], res["sympy_imported"]]
-            out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads", "omp_wait_policy")}
+            out["torch"] = {k: res[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads",
+                                                "omp_wait_policy")}
 
 
 def measure(cfg: dict, python: str | None) -> dict:
@@ -105,13 +84,14 @@ def measure(cfg: dict, python: str | None) -> dict:
         for label, s in best.items() if n in cfg["timed"] else ():
             put(out["seconds"], label, n, s)
         print(n, "steps:", {k: v[str(n)] for k, v in out["temp"].items() if str(n) in v}, flush=True)
-    out["residual"] = residual_bytes_per_step(params, x0)
     out["segment"] = on.Checkpoint().segment_length(cfg["steps"][-1])
     if python:
         measure_torch(python, cfg, params, x0, out, outs)
     for (label, n), o in outs.items():
         if (ref := METHODS[label][0]) and (ref, n) in outs:
-            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [common.rel_discrepancy(o, outs[ref, n]), n])
+            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [common.rel_discrepancy(o,
+                                                                                                         outs[ref,
+                                                                                                              n]), n])
     return out
 
 
@@ -154,14 +134,14 @@ def fields(data: dict) -> dict:
         cells = [c for n in map(str, timed) for c in (fmt(mine.get(n) and 1e3 * mine[n], ".1f"),
                                                       fmt(mine.get(n) and mine[n] / sec[ref][n], ".2f", "x"))]
         if mine:
-            times.append([label, ref.removeprefix("odenets "), *cells, fmt(data["compile"].get(label, {}).get(str(hi)),
+            times.append([label, ref.removeprefix("odenets "), *cells, fmt(data["compile"].get(label,
+                                                                                               {}).get(str(hi)),
                                                                            ".1f")])
     for label, by_steps in data["compile"].items():
         ranges.setdefault(label.split()[0], []).extend(by_steps.values())
-    state, (per_step, shapes), s, cp, rcp = data["state_bytes"], data["residual"], data["segment"], \
-        temp[CHECKPOINT][str(hi)], temp[RCP][str(hi)]
-    notes = [blocks["residual"].format(state=fb(state), per_step=fb(per_step), states=f"{per_step / state:.0f}",
-                                       shapes=shapes),
+    state, s, cp, rcp = data["state_bytes"], data["segment"], temp[CHECKPOINT][str(hi)], temp[RCP][str(hi)]
+    per_step = fit(temp[BP], steps)[0]
+    notes = [blocks["residual"].format(state=fb(state), per_step=fb(per_step), states=f"{per_step / state:.0f}"),
              blocks["checkpoint"].format(hi=hi, measured=fb(cp), saved=hi // s, state=fb(state), s=s, rcp=fb(rcp),
                                          per_step=fb(per_step), predicted=fb(math.ceil(hi / s) * state + s * per_step),
                                          less=f"{cp / rcp:.1f}")]
@@ -174,9 +154,12 @@ def fields(data: dict) -> dict:
                                                   plain=data["torch_modules"][ODEINT]))
         s0, s1, n = sec[ODEINT], sec[ODEINT_ADJOINT], str(cfg["torch_timed"][-1])
         torch = blocks["torch"].format(
-            table=common.rows([[k, fb(plain[k]), fb(adj[k]), f"{adj[k] / plain[k]:.2f}x", fmt(s0.get(k) and 1e3 * s0[k],
-                               ".1f"), fmt(s1.get(k) and 1e3 * s1[k], ".1f"), fmt(s0.get(k) and s1[k] / s0[k], ".2f",
-                               "x")] for k in map(str, steps)]), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]),
+            table=common.rows([[k, fb(plain[k]), fb(adj[k]), f"{adj[k] / plain[k]:.2f}x",
+                                fmt(s0.get(k) and 1e3 * s0[k],
+                               ".1f"), fmt(s1.get(k) and 1e3 * s1[k], ".1f"), fmt(s0.get(k) and s1[k] / s0[k],
+                                                                                  ".2f",
+                               "x")] for k in map(str,
+                                                  steps)]), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]),
             saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1],
             slope_plain=slopes[0], n=n, ratio=f"{s1[n] / s0[n]:.2f}", slower="slower" if s1[n] > s0[n] else "faster")
     agree = [[label, METHODS[label][0], f"{METHODS[label][1]:.0e}", f"{d:.1e} ({n} steps)",
@@ -184,8 +167,10 @@ def fields(data: dict) -> dict:
     return {**cfg, **{k: ", ".join(map(str, cfg[k])) for k in ("steps", "timed", "torch_timed")},
             "diffrax": data["diffrax"], "notes": "\n".join(notes), "torch_section": torch, "exact": f"{EXACT:.0e}",
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"], mem),
-            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)", f"{n}: ratio")],
+            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)",
+                                             f"{hi}/{lo}"], mem),
+            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)",
+                                                                                        f"{n}: ratio")],
                                            f"compile at {hi} (s)"], times), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
             "compile_range": ", ".join(f"{lib} {min(v):.1f} to {max(v):.1f} s" for lib, v in ranges.items()),
             "agreement": common.rows(agree)}
@@ -196,9 +181,11 @@ def figures(data: dict, fig_dir) -> None:
     series = {**data["temp"], **{f"{k} (peak RSS delta)": v for k, v in data["rss"].items()}}
     common.figure(fig_dir, "memory_vs_steps", "Gradient memory vs steps", xlabel="steps",
                   ylabel="bytes (JAX: XLA temp; torch: peak RSS delta)",
-                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k, v in series.items()})
+                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k,
+                         v in series.items()})
     labels = [k for k in METHODS if any(str(n) in sec.get(k, {}) for n in timed)]
-    common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels, horizontal=True,
+    common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels,
+                  horizontal=True,
                   xlabel="time / odenets Backprop (same integrator)", ref=1.0,
                   bars={f"{n} steps": [sec[k][str(n)] / sec[TIME_REFERENCE.get(k, BP)][str(n)] if str(n) in sec[k]
                                        else None for k in labels] for n in timed})

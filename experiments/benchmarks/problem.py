@@ -88,7 +88,8 @@ def diffrax_solve(steps: int, integrator: str = "rk4", *, tuned=False, adjoint=N
     opts = dict(stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)), max_steps=steps,
                 adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps)) if tuned else dict(
         adjoint=adjoint or diffrax.RecursiveCheckpointAdjoint(), max_steps=max_steps)
-    return lambda params, x0: diffrax.diffeqsolve(diffrax.ODETerm(field), solver, 0.0, 1.0, None if tuned else 1 / steps,
+    return lambda params, x0: diffrax.diffeqsolve(diffrax.ODETerm(field), solver, 0.0, 1.0,
+                                                  None if tuned else 1 / steps,
                                                   x0, args=params, saveat=diffrax.SaveAt(t1=True), **opts).ys[0]
 
 

@@ -17,7 +17,8 @@ from . import problem as pb
 # (label, width, batch, hidden, steps, repeats): floor and small are overhead-bound, compute is compute-bound,
 # mid lies between (reported, not judged)
 FULL = dict(integrators=("rk4", "euler"), sizes=(("floor", 4, 1, 16, 1000, 50), ("small", 32, 32, 64, 200, 30),
-                                                  ("mid", 64, 256, 256, 50, 10), ("compute", 512, 1024, 512, 20, 3)))
+                                                  ("mid", 64, 256, 256, 50, 10), ("compute", 512, 1024, 512, 20,
+                                                                                  3)))
 QUICK = dict(sizes=(("floor", 2, 1, 4, 20, 2), ("compute", 8, 8, 16, 3, 2)), integrators=("rk4", "euler"))
 STAGES, TOLERANCE = {"rk4": 4, "euler": 1}, 1e-4
 METHODS = ("odenets", "hand-written scan", "diffrax default", "diffrax tuned", "torchdiffeq")
@@ -35,13 +36,15 @@ def measure(cfg: dict, python: str | None) -> dict:
         for label, width, batch, hidden, steps, repeats in cfg["sizes"]:
             params, x0 = pb.make_problem(batch, width, hidden)
             pb.save_npz(Path(tmp) / "problem.npz", params, x0)
-            info = common.run_torch(python, "fixed", dict(problem=f"{tmp}/problem.npz", steps=steps, repeats=repeats,
+            info = common.run_torch(python, "fixed", dict(problem=f"{tmp}/problem.npz", steps=steps,
+                                                          repeats=repeats,
                                                           methods=cfg["integrators"], out=f"{tmp}/out.npz", adjoint=False))
             python, torch_info = (python, info) if info else (None, torch_info)
             for integ in cfg["integrators"]:
                 fns = {name: pb.value_and_grad(f) for name, f in (
                     ("odenets", pb.odenets_solve(steps, on.RK4() if integ == "rk4" else on.Euler())),
-                    ("hand-written scan", pb.scan_solve(steps, integ)), ("diffrax default", pb.diffrax_solve(steps, integ)),
+                    ("hand-written scan", pb.scan_solve(steps, integ)), ("diffrax default",
+                                                                         pb.diffrax_solve(steps, integ)),
                     ("diffrax tuned", pb.diffrax_solve(steps, integ, tuned=True)))}
                 best, _, outs = common.time_all(fns, (params, x0), repeats)
                 if label == cfg["sizes"][0][0]:
@@ -50,9 +53,11 @@ def measure(cfg: dict, python: str | None) -> dict:
                 if info:
                     a = np.load(f"{tmp}/out.npz")
                     best["torchdiffeq"] = info["methods"][integ]["seconds"]
-                    outs["torchdiffeq"] = (a[f"{integ}/loss"], ({k: a[f"{integ}/{k}"] for k in params}, a[f"{integ}/x0"]))
+                    outs["torchdiffeq"] = (a[f"{integ}/loss"], ({k: a[f"{integ}/{k}"] for k in params},
+                                                                a[f"{integ}/x0"]))
                 ref = float(outs["odenets"][0])
-                rows += [dict(size=label, integ=integ, method=name, width=width, batch=batch, hidden=hidden, steps=steps,
+                rows += [dict(size=label, integ=integ, method=name, width=width, batch=batch, hidden=hidden,
+                              steps=steps,
                               seconds=best[name], loss=float(outs[name][0]), grad_rel=common.rel_discrepancy(
                                   outs[name], outs["odenets"]), loss_rel=abs(float(outs[name][0]) - ref) / abs(ref))
                          for name in best]
@@ -91,9 +96,11 @@ def goals(data: dict) -> list[common.Goal]:
 def fields(data: dict) -> dict:
     by, blocks, fmt, floor = table(data), common.template("sizes"), common.fmt, data["config"]["sizes"][0]
     keys, methods = list(dict.fromkeys(k[:2] for k in by)), [m for m in METHODS if any(k[2] == m for k in by)]
-    ratio = lambda k, m, inv=False: fmt(by.get((*k, m)) and (1 / by[(*k, m)]["ratio"] if inv else by[(*k, m)]["ratio"]),
+    ratio = lambda k, m, inv=False: fmt(by.get((*k, m)) and (1 / by[(*k, m)]["ratio"] if inv else by[(*k,
+                                                                                                      m)]["ratio"]),
                                         ".2f", "x")
-    worst, hlo = max(r["grad_rel"] for r in data["rows"]), {(h["integ"], h["method"]): h for h in data["structure"]}
+    worst, hlo = max(r["grad_rel"] for r in data["rows"]), {(h["integ"],
+                                                             h["method"]): h for h in data["structure"]}
     notes = []
     for integ in data["config"]["integrators"]:
         ours, scan, tuned = (hlo[integ, m] for m in ("odenets", "hand-written scan", "diffrax tuned"))
@@ -102,29 +109,37 @@ def fields(data: dict) -> dict:
             integ=integ, ours=ours, scan=scan, tuned=tuned, outside=ours["total"] - scan["total"],
             same="the same work per step" if abs(extra) <= 2 else f"{extra:+d} instructions per step",
             tuned_ratio=f"{tuned['loop_body'] / ours['loop_body']:.2f}"))
-    return {"sgemm": f"{data['sgemm_gflops']:.1f}", "floor": floor[0], "floor_width": floor[1], "floor_batch": floor[2],
+    return {"sgemm": f"{data['sgemm_gflops']:.1f}", "floor": floor[0], "floor_width": floor[1],
+            "floor_batch": floor[2],
             "floor_hidden": floor[3], "floor_steps": floor[4], "agreement": f"{worst:.2e}", "tolerance": f"{TOLERANCE:.0e}",
             "verdict": "PASS" if worst <= TOLERANCE else "FAIL", "hlo_notes": "\n".join(notes),
             "torch": blocks["torch"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
             "ratios": common.rows([[*k, ratio(k, "hand-written scan", True), ratio(k, "diffrax default"), ratio(
-                k, "diffrax tuned"), ratio(k, "torchdiffeq"), f"{by[(*k, 'odenets')]['pct']:.0f}%"] for k in keys]),
-            "floor_table": common.rows([[m] + [fmt(by.get((floor[0], i, m), {}).get("us")) for i in ("rk4", "euler")]
+                k, "diffrax tuned"), ratio(k,
+                                           "torchdiffeq"), f"{by[(*k, 'odenets')]['pct']:.0f}%"] for k in keys]),
+            "floor_table": common.rows([[m] + [fmt(by.get((floor[0], i, m), {}).get("us")) for i in ("rk4",
+                                                                                                     "euler")]
                                         for m in methods]),
-            "rows": common.rows([[r[c] for c in ("size", "integ", "method", "width", "batch", "hidden", "steps")] + [
+            "rows": common.rows([[r[c] for c in ("size", "integ", "method", "width", "batch", "hidden",
+                                                 "steps")] + [
                 f"{r['ms']:.3f}", f"{r['ratio']:.2f}x", f"{r['us']:.2f}", f"{r['gflops']:.2f}", f"{r['pct']:.1f}%",
                 f"{r['loss']:.7f}", f"{r['loss_rel']:.1e}", f"{r['grad_rel']:.1e}"] for r in by.values()]),
-            "hlo_table": common.rows([[i, m, h["loops"], h["loop_body"], h["total"], fmt(by.get((floor[0], i, m), {})
-                                                                                      .get("us"))] for (i, m), h in hlo.items()])}
+            "hlo_table": common.rows([[i, m, h["loops"], h["loop_body"], h["total"], fmt(by.get((floor[0], i, m),
+                                                                                                {})
+                                                                                      .get("us"))] for (i,
+                                                                                                        m), h in hlo.items()])}
 
 
 def figures(data: dict, fig_dir) -> None:
     by, floor = table(data), data["config"]["sizes"][0][0]
     keys, methods = list(dict.fromkeys(k[:2] for k in by)), [m for m in METHODS if any(k[2] == m for k in by)]
-    common.figure(fig_dir, "case1_ratios", "fixed-step solve + gradient: time relative to odenets (lower is faster)",
+    common.figure(fig_dir, "case1_ratios",
+                  "fixed-step solve + gradient: time relative to odenets (lower is faster)",
                   groups=[f"{s}\n{i}" for s, i in keys], ylabel="time / odenets time (log)", ref=1.0,
                   bars={m: [by.get((*k, m), {}).get("ratio") for k in keys] for m in methods})
     common.figure(fig_dir, "case5_floor", f"overhead floor ({floor}): microseconds per step", groups=methods,
-                  bars={i: [by.get((floor, i, m), {}).get("us") for m in methods] for i in data["config"]["integrators"]},
+                  bars={i: [by.get((floor, i, m),
+                                   {}).get("us") for m in methods] for i in data["config"]["integrators"]},
                   xlabel="microseconds per step, forward + backward (log)", horizontal=True)
 
 if __name__ == "__main__":

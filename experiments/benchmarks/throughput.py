@@ -85,7 +85,8 @@ def loop_chain(spec: dict, batch: int, size: int, repeats: int) -> dict:
 
     def scan(x0, ks):
         body = lambda x, tk: (step(x, ks[0] if shared else tk[1], tk[0]), None)
-        return jnp.sum(jax.lax.scan(body, x0, (h * jnp.arange(depth, dtype=x0.dtype), None if shared else ks))[0] ** 2)
+        return jnp.sum(jax.lax.scan(body, x0, (h * jnp.arange(depth, dtype=x0.dtype),
+                                               None if shared else ks))[0] ** 2)
 
     def unrolled(x0, ks):
         for i in range(depth):
@@ -108,10 +109,13 @@ def rel(a: float, b: float) -> float:
 
 def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, dict | None]:
     """odenets' train steps, the loop chain of its fields, then the torch peer's train steps."""
-    (s, ours), opts, batch, shp = train_steps(net, inp, data, cfg), model_options(net, inp, cfg), cfg["batch"][inp], \
+    (s, ours), opts, batch, shp = train_steps(net, inp, data, cfg), model_options(net, inp,
+                                                                                  cfg), cfg["batch"][inp], \
         shape(inp, cfg)
-    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"], "groups": opts["groups"],
-            "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params, **OPTIM}
+    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"],
+            "groups": opts["groups"],
+            "t1": opts.get("t1",
+                           1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params, **OPTIM}
     row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None,
                chain=loop_chain(spec, batch, (shp[0] - 2) // 4, cfg["repeats"]))  # stem: conv3 VALID, 2 x conv4/2
     print(net, inp, ours, flush=True)
@@ -121,21 +125,25 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
     params = {"param/" + "/".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in p
                                   if not isinstance(k, jax.tree_util.GetAttrKey)): np.asarray(v) for p, v in flat}
     np.savez(tmp / "model.npz", x=s.data.x_train, y=s.data.y_train, **params)
-    info = common.run_torch(python, "throughput", dict(problem=str(tmp / "model.npz"), spec=spec, steps=row["steps"]))
+    info = common.run_torch(python, "throughput", dict(problem=str(tmp / "model.npz"), spec=spec,
+                                                       steps=row["steps"]))
     if info:
         row["torch"] = t = {k: info.pop(k) for k in ("seconds", "losses", "grad_norms")}
-        pairs = [*zip(t["losses"][:CHECKED], ours["losses"][:CHECKED]), (t["grad_norms"][0], ours["grad_norms"][0])]
+        pairs = [*zip(t["losses"][:CHECKED], ours["losses"][:CHECKED]), (t["grad_norms"][0],
+                                                                         ours["grad_norms"][0])]
         row.update(rel_checked=max(rel(a, b) for a, b in pairs), rel_last=rel(t["losses"][-1], ours["losses"][-1]))
     return row, info
 
 
 def measure_devices(data: Path, cfg: dict, rows: list[dict]) -> list[dict]:
     """1 device: this process' measurements; N > 1: a fresh process with N forced host devices."""
-    out = [dict(r["odenets"], net=r["net"]) for r in rows if r["inp"] == "mnist1d" and r["net"] in cfg["device_nets"]]
+    out = [dict(r["odenets"],
+                net=r["net"]) for r in rows if r["inp"] == "mnist1d" and r["net"] in cfg["device_nets"]]
     for n in cfg["devices"][1:]:
         env = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip())
-        done = subprocess.run([sys.executable, "-m", __spec__.name, "--devices-worker", str(data), json.dumps(cfg)],
+        done = subprocess.run([sys.executable, "-m", __spec__.name, "--devices-worker", str(data),
+                               json.dumps(cfg)],
                               capture_output=True, text=True, env=env, cwd=common.ROOT)
         if done.returncode:
             raise RuntimeError(f"the worker on {n} devices failed:\n{done.stderr[-3000:]}")
@@ -155,7 +163,8 @@ def measure(cfg: dict, python: str | None) -> dict:
         for inp in INPUTS:  # one batch: standard normal inputs, uniform labels, as the npz dataset's file
             rng, batch = np.random.default_rng(0), cfg["batch"][inp]
             x, y = rng.standard_normal((batch, *shape(inp, cfg)), np.float32), rng.integers(0, CLASSES, batch)
-            np.savez(Path(tmp) / f"{inp}.npz", x_train=x, y_train=y.astype(np.int32), x_test=x, y_test=y.astype(np.int32))
+            np.savez(Path(tmp) / f"{inp}.npz", x_train=x, y_train=y.astype(np.int32), x_test=x,
+                     y_test=y.astype(np.int32))
         for net, inp in cfg["pairs"]:
             row, answer = measure_pair(net, inp, Path(tmp) / f"{inp}.npz", cfg, python, Path(tmp))
             rows.append(row)
@@ -185,7 +194,8 @@ def fields(data: dict) -> dict:
     main, chain, why = [], [], []
     for r in rows:
         o, t, c = eps(r, "odenets"), eps(r, "torch"), r["chain"]
-        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t, ".0f"),
+        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t,
+                                                                                                          ".0f"),
                      fmt(t and o / t, ".2f", "x"), f"{1e3 * r['odenets']['seconds']:.1f}",
                      fmt(t and 1e3 * r["torch"]["seconds"], ".1f"), f"{r['odenets']['first_call_s']:.1f}",
                      f"{r['odenets']['losses'][0]:.6f} / " + fmt(t and r["torch"]["losses"][0], ".6f"),
@@ -195,23 +205,28 @@ def fields(data: dict) -> dict:
                       ", ".join(c["odd"]["unrolled"]) or "none"])
         if t and o < t:
             so, st = r["odenets"]["seconds"], r["torch"]["seconds"]
-            why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st, fewer=100 * (1 - st / so),
+            why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st,
+                                               fewer=100 * (1 - st / so),
                                                gap=1e3 * (so - st)))
     if why:
         c = rows[0]["chain"]
-        why.append(blocks["loop_penalty"].format(odd=", ".join(sorted(set(c["odd"]["scan"]))), canonical=c["canonical"]))
+        why.append(blocks["loop_penalty"].format(odd=", ".join(sorted(set(c["odd"]["scan"]))),
+                                                 canonical=c["canonical"]))
     batch, steps = cfg["batch"]["mnist1d"], cfg["steps"]["mnist1d"]
-    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}", ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
+    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}",
+            ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
             f"{r['rel_checked']:.1e}", "PASS" if r["rel_checked"] <= TOL_DEVICES else "FAIL", f"{r['rel_last']:.1e}"]
            for r in devs]
     worst = max((r for r in devs if r["devices"] > 1), key=lambda r: r["rel_last"], default=None)
-    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED, "steps": steps,
+    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED,
+            "steps": steps,
             "tol": f"{TOL_TORCH:.0e}", "tol_devices": f"{TOL_DEVICES:.0e}", "device": data["device"],
             "all_steps": ", ".join(f"{cfg['steps'][i]} on {INPUTS[i][2]}" for i in INPUTS),
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
             "table": common.rows(main), "chain": common.rows(chain), "cpus": data["usable_cpus"], "batch": batch,
             "devices": common.rows(dev), "why": blocks["why"] + "\n\n" + "\n".join(why) if why else "",
-            "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"], step=steps)
+            "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"],
+                                            step=steps)
             if worst else ""}
 
 
@@ -222,9 +237,11 @@ def figures(data: dict, fig_dir) -> None:
                   bars={"odenets (JAX)": [eps(r, "odenets") for r in rows],
                         "PyTorch + torchdiffeq": [eps(r, "torch") for r in rows]}, annotate=True)
     counts, nets = sorted({r["devices"] for r in devs}), list(dict.fromkeys(r["net"] for r in devs))
-    common.figure(fig_dir, "case6_devices", "MNIST-1D-sized, forced host devices: a correctness harness, not a speed "
+    common.figure(fig_dir, "case6_devices",
+                  "MNIST-1D-sized, forced host devices: a correctness harness, not a speed "
                   "claim\n(the devices share the same cores)", groups=[f"{n} device(s)" for n in counts],
-                  bars={NETS[net]: [batch / next(r["seconds"] for r in devs if (r["net"], r["devices"]) == (net, n))
+                  bars={NETS[net]: [batch / next(r["seconds"] for r in devs if (r["net"], r["devices"]) == (net,
+                                                                                                            n))
                                     for n in counts] for net in nets}, ylabel="training examples / s", log=False,
                   annotate=True)
 

@@ -189,7 +189,8 @@ def load_params(np, torch, model, arrays, spec) -> None:
         parts = key.removeprefix("param/").split("/")
         leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}[parts[-1]]
         if parts[0] != "stages":
-            targets = [(f"{parts[0]}.{parts[1]}.{leaf}" if parts[0] == "stem" else f"head_{parts[1]}.{leaf}", array)]
+            targets = [(f"{parts[0]}.{parts[1]}.{leaf}" if parts[0] == "stem" else f"head_{parts[1]}.{leaf}",
+                        array)]
         elif spec["net"] == "resnet":
             targets = [(f"fields.{k}.{parts[-2]}.{leaf}", array[k]) for k in range(spec["depth"])]
         else:
@@ -246,7 +247,8 @@ def main(task: str, threads: str, opts: str) -> int:
         np, torch, torchdiffeq, types.SimpleNamespace(**opts))
     if opts.get("out"):
         np.savez(opts["out"], **arrays)
-    print(json.dumps({**results, "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "?"),
+    print(json.dumps({**results, "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__",
+                                                                                    "?"),
                       "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}))
     return 0
 
