@@ -1,13 +1,11 @@
 """Case 6: training throughput of Chen et al.'s ODE-Net and ResNet (odenets.models.preset("chen_*")) through
-odenets' own train step, against PyTorch + torchdiffeq from the same initial parameters; the fields'
-convolution chain as a lax.scan against unrolled; the same steps on forced host devices (a correctness
-harness: the devices share the same cores)."""
+odenets' own train step, against PyTorch + torchdiffeq from the same initial parameters, and the same steps on
+forced host devices (a correctness harness: the devices share the same cores)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -15,7 +13,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -34,7 +31,7 @@ QUICK = dict(pairs=[("odenet", "mnist1d"), ("resnet", "cifar")], batch={"mnist1d
              model={"width": 8, "depth": 2}, shapes={"mnist1d": (12, 1), "cifar": (12, 12, 3)})
 UNTIMED, CHECKED, GROUPS, CLASSES = 3, 3, 32, 10  # compile + 2 warm-ups; steps whose losses must agree
 OPTIM = {"lr": 3e-3, "weight_decay": 1e-4, "clip_norm": 1.0}
-TOL_TORCH, TOL_DEVICES, TOL_LOOP = 1e-4, 1e-5, 1e-4
+TOL_TORCH, TOL_DEVICES = 1e-4, 1e-5
 
 
 def shape(inp: str, cfg: dict) -> tuple[int, ...]:
@@ -69,46 +66,12 @@ def train_steps(net: str, inp: str, data: Path, cfg: dict) -> tuple[loop.Setup, 
                    devices=s.mesh.devices.size, params=s.n_params)
 
 
-def loop_chain(spec: dict, batch: int, size: int, repeats: int) -> dict:
-    """The fields' convolutions as the solver chains them, x <- x + h relu(conv(x)) for `depth` steps (ODE-Net:
-    one kernel on [x, t]; ResNet: a kernel per step, h = 1), loss sum(x^2), gradients for x0 and the kernels:
-    as a lax.scan (how odeint runs steps) and unrolled; their times, disagreement and the HLO convolutions
-    whose dim_labels are not the canonical forward form."""
-    nd, w, depth, shared = spec["ndim"], spec["width"], spec["depth"], spec["net"] == "odenet"
-    h, rng, dims = (spec["t1"] / depth if shared else 1.0), np.random.default_rng(0), "NWC" if nd == 1 else "NHWC"
-    x0 = jnp.asarray(rng.standard_normal((batch, *(size,) * nd, w), np.float32))
-    ks = rng.standard_normal((1 if shared else depth, *(3,) * nd, w + shared, w), np.float32) / (3 * w**0.5)
-    conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1,) * nd, ((1, 1),) * nd, dimension_numbers=(
-        dims, dims[1:-1] + "IO", dims))
-    step = lambda x, k, t: x + h * jax.nn.relu(conv(jnp.concatenate([x, jnp.full_like(x[..., :1], t)], -1)
-                                                    if shared else x, k))
-
-    def scan(x0, ks):
-        body = lambda x, tk: (step(x, ks[0] if shared else tk[1], tk[0]), None)
-        return jnp.sum(jax.lax.scan(body, x0, (h * jnp.arange(depth, dtype=x0.dtype),
-                                               None if shared else ks))[0] ** 2)
-
-    def unrolled(x0, ks):
-        for i in range(depth):
-            x0 = step(x0, ks[0 if shared else i], h * i)
-        return jnp.sum(x0**2)
-
-    fns = {k: jax.jit(jax.value_and_grad(f, (0, 1))) for k, f in (("scan", scan), ("unrolled", unrolled))}
-    best, _, outs = common.time_all(fns, (x0, ks), repeats)
-    canonical = "b0f_0io->b0f" if nd == 1 else "b01f_01io->b01f"
-    labels = {k: re.findall(r"= \S+ convolution\(.*?dim_labels=(\S+?),", f.lower(x0, ks).compile().as_text())
-              for k, f in fns.items()}
-    return dict(scan_s=best["scan"], unrolled_s=best["unrolled"], canonical=canonical, rel=common.rel_discrepancy(
-        outs["scan"], outs["unrolled"]), odd={k: [d for d in v if d != canonical] for k, v in labels.items()},
-        shape=f"{batch}x{'x'.join([str(size)] * nd)}x{w + shared} -> {w}")
-
-
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(b), 1e-30)
 
 
 def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, dict | None]:
-    """odenets' train steps, the loop chain of its fields, then the torch peer's train steps."""
+    """odenets' train steps, then the torch peer's from the same initial parameters."""
     (s, ours), opts, batch, shp = train_steps(net, inp, data, cfg), model_options(net, inp,
                                                                                   cfg), cfg["batch"][inp], \
         shape(inp, cfg)
@@ -116,8 +79,7 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
             "groups": opts["groups"],
             "t1": opts.get("t1",
                            1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params, **OPTIM}
-    row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None,
-               chain=loop_chain(spec, batch, (shp[0] - 2) // 4, cfg["repeats"]))  # stem: conv3 VALID, 2 x conv4/2
+    row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None)
     print(net, inp, ours, flush=True)
     if python is None:
         return row, None
@@ -191,43 +153,30 @@ def goals(data: dict) -> list[common.Goal]:
 
 def fields(data: dict) -> dict:
     cfg, rows, devs, blocks, fmt = data["config"], data["rows"], data["devices"], common.template("throughput"), common.fmt
-    main, chain, why = [], [], []
+    batch, steps, main, why = cfg["batch"]["mnist1d"], cfg["steps"]["mnist1d"], [], []
     for r in rows:
-        o, t, c = eps(r, "odenets"), eps(r, "torch"), r["chain"]
-        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t,
-                                                                                                          ".0f"),
+        o, t = eps(r, "odenets"), eps(r, "torch")
+        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t, ".0f"),
                      fmt(t and o / t, ".2f", "x"), f"{1e3 * r['odenets']['seconds']:.1f}",
                      fmt(t and 1e3 * r["torch"]["seconds"], ".1f"), f"{r['odenets']['first_call_s']:.1f}",
                      f"{r['odenets']['losses'][0]:.6f} / " + fmt(t and r["torch"]["losses"][0], ".6f"),
                      fmt(r.get("rel_checked"), ".1e"), fmt(r.get("rel_last"), ".1e") + f" (step {r['steps']})"])
-        chain.append([label(r), c["shape"], f"{1e3 * c['scan_s']:.1f}", f"{1e3 * c['unrolled_s']:.1f}",
-                      f"{c['scan_s'] / c['unrolled_s']:.1f}x", f"{c['rel']:.0e}", ", ".join(c["odd"]["scan"]) or "none",
-                      ", ".join(c["odd"]["unrolled"]) or "none"])
         if t and o < t:
             so, st = r["odenets"]["seconds"], r["torch"]["seconds"]
-            why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st,
-                                               fewer=100 * (1 - st / so),
-                                               gap=1e3 * (so - st)))
-    if why:
-        c = rows[0]["chain"]
-        why.append(blocks["loop_penalty"].format(odd=", ".join(sorted(set(c["odd"]["scan"]))),
-                                                 canonical=c["canonical"]))
-    batch, steps = cfg["batch"]["mnist1d"], cfg["steps"]["mnist1d"]
-    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}",
-            ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
+            why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st, gap=1e3 * (so - st),
+                                               fewer=100 * (1 - st / so)))
+    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}", ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
             f"{r['rel_checked']:.1e}", "PASS" if r["rel_checked"] <= TOL_DEVICES else "FAIL", f"{r['rel_last']:.1e}"]
            for r in devs]
     worst = max((r for r in devs if r["devices"] > 1), key=lambda r: r["rel_last"], default=None)
-    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED,
-            "steps": steps,
+    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED, "steps": steps,
             "tol": f"{TOL_TORCH:.0e}", "tol_devices": f"{TOL_DEVICES:.0e}", "device": data["device"],
             "all_steps": ", ".join(f"{cfg['steps'][i]} on {INPUTS[i][2]}" for i in INPUTS),
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "table": common.rows(main), "chain": common.rows(chain), "cpus": data["usable_cpus"], "batch": batch,
-            "devices": common.rows(dev), "why": blocks["why"] + "\n\n" + "\n".join(why) if why else "",
-            "drift": blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"],
-                                            step=steps)
-            if worst else ""}
+            "table": common.rows(main), "cpus": data["usable_cpus"], "batch": batch, "devices": common.rows(dev),
+            "why": "\n\n".join([blocks["why"], "\n".join(why + [blocks["loop_penalty"]])]) if why else "",
+            "drift": worst and blocks["drift"].format(checked=CHECKED, n=worst["devices"], last=worst["rel_last"],
+                                                      step=steps) or ""}
 
 
 def figures(data: dict, fig_dir) -> None:
