@@ -1,13 +1,6 @@
-"""Run the benchmark cases, each in its own process, then render RESULTS.md from their JSON.
-
-    python -m experiments.benchmarks [--quick] [--cases sizes,adaptive,...] [--out DIR]
-                                     [--torch-python PY|none] [--render-only]
-
-Writes DIR/results/<case>.json and run.json, DIR/RESULTS.md and DIR/figures/ (DIR: experiments/benchmarks,
-or runs/benchmarks-quick with --quick, whose numbers measure nothing). A case runs in its own process
-because cases set process-wide options (XLA_FLAGS for forced host devices). RESULTS.md comes from the
-JSON alone through templates/*.md: goals and verdicts are computed from the measurements, never stored.
-"""
+"""Run the benchmark cases, each in its own process (cases set process-wide options such as XLA_FLAGS), into
+DIR/results/*.json, then render DIR/RESULTS.md and DIR/figures/ from the JSON alone through templates/*.md:
+goals and verdicts are computed from the measurements, never stored. --quick numbers measure nothing."""
 
 from __future__ import annotations
 
@@ -26,10 +19,11 @@ from . import CASES, common
 
 
 def parse(argv):
-    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (numbers measure nothing)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}")
-    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {common.HERE})")
+    parser.add_argument("--out", type=Path, help="output folder (default: experiments/benchmarks, with --quick "
+                        "runs/benchmarks-quick)")
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
                         help="interpreter with torch + torchdiffeq (default $ODENETS_TORCH_PYTHON, else this "
                              "one); 'none' skips the torch peers")

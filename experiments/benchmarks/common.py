@@ -1,9 +1,5 @@
-"""What every case shares: the machine, timing, agreement, goals, torch workers, JSON, markdown, figures.
-
-Timing rule: compile, 2 warm-up calls, then the minimum of round-robin repeats, each call under
-`jax.block_until_ready`; torch peers run in their own process with torch.set_num_threads and
-OMP_NUM_THREADS equal to our usable CPUs.
-"""
+"""What every case shares: the machine, timing (compile, 2 warm-up calls, then the minimum of round-robin repeats
+under jax.block_until_ready), agreement, goals, the torch worker, JSON, markdown and figures."""
 
 from __future__ import annotations
 
@@ -40,20 +36,20 @@ def device_name() -> str:
 
 def machine() -> dict:
     """Where and with what a run measured (the header of RESULTS.md)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = re.search(r"model name\s*:\s*(.+)", info)
-
-    def ver(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "-"
-
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists()
+                    else "")
     return {"cpu": cpu[1] if cpu else platform.processor(), "arch": platform.machine(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "device": device_name(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
             "versions": {"python": platform.python_version(), **{name: ver(name) for name in LIBS}}}
+
+
+def ver(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
 
 
 def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:

@@ -89,9 +89,8 @@ def measure(cfg: dict, python: str | None) -> dict:
         measure_torch(python, cfg, params, x0, out, outs)
     for (label, n), o in outs.items():
         if (ref := METHODS[label][0]) and (ref, n) in outs:
-            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [common.rel_discrepancy(o,
-                                                                                                         outs[ref,
-                                                                                                              n]), n])
+            d = common.rel_discrepancy(o, outs[ref, n])
+            out["agreement"][label] = max(out["agreement"].get(label, [0.0, n]), [d, n])
     return out
 
 
@@ -134,9 +133,8 @@ def fields(data: dict) -> dict:
         cells = [c for n in map(str, timed) for c in (fmt(mine.get(n) and 1e3 * mine[n], ".1f"),
                                                       fmt(mine.get(n) and mine[n] / sec[ref][n], ".2f", "x"))]
         if mine:
-            times.append([label, ref.removeprefix("odenets "), *cells, fmt(data["compile"].get(label,
-                                                                                               {}).get(str(hi)),
-                                                                           ".1f")])
+            compiled = data["compile"].get(label, {}).get(str(hi))
+            times.append([label, ref.removeprefix("odenets "), *cells, fmt(compiled, ".1f")])
     for label, by_steps in data["compile"].items():
         ranges.setdefault(label.split()[0], []).extend(by_steps.values())
     state, s, cp, rcp = data["state_bytes"], data["segment"], temp[CHECKPOINT][str(hi)], temp[RCP][str(hi)]
@@ -153,25 +151,22 @@ def fields(data: dict) -> dict:
                                                   slope=slopes[1], adj=data["torch_modules"][ODEINT_ADJOINT],
                                                   plain=data["torch_modules"][ODEINT]))
         s0, s1, n = sec[ODEINT], sec[ODEINT_ADJOINT], str(cfg["torch_timed"][-1])
+        table = [[k, fb(plain[k]), fb(adj[k]), f"{adj[k] / plain[k]:.2f}x", fmt(s0.get(k) and 1e3 * s0[k], ".1f"),
+                  fmt(s1.get(k) and 1e3 * s1[k], ".1f"), fmt(s0.get(k) and s1[k] / s0[k], ".2f", "x")]
+                 for k in map(str, steps)]
         torch = blocks["torch"].format(
-            table=common.rows([[k, fb(plain[k]), fb(adj[k]), f"{adj[k] / plain[k]:.2f}x",
-                                fmt(s0.get(k) and 1e3 * s0[k],
-                               ".1f"), fmt(s1.get(k) and 1e3 * s1[k], ".1f"), fmt(s0.get(k) and s1[k] / s0[k],
-                                                                                  ".2f",
-                               "x")] for k in map(str,
-                                                  steps)]), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]),
-            saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1],
-            slope_plain=slopes[0], n=n, ratio=f"{s1[n] / s0[n]:.2f}", slower="slower" if s1[n] > s0[n] else "faster")
+            table=common.rows(table), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]), n=n,
+            saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1], slope_plain=slopes[0],
+            ratio=f"{s1[n] / s0[n]:.2f}", slower="slower" if s1[n] > s0[n] else "faster")
     agree = [[label, METHODS[label][0], f"{METHODS[label][1]:.0e}", f"{d:.1e} ({n} steps)",
               "PASS" if d <= METHODS[label][1] else "FAIL"] for label, (d, n) in data["agreement"].items()]
     return {**cfg, **{k: ", ".join(map(str, cfg[k])) for k in ("steps", "timed", "torch_timed")},
             "diffrax": data["diffrax"], "notes": "\n".join(notes), "torch_section": torch, "exact": f"{EXACT:.0e}",
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)",
-                                             f"{hi}/{lo}"], mem),
-            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)",
-                                                                                        f"{n}: ratio")],
-                                           f"compile at {hi} (s)"], times), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
+            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"],
+                                            mem), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
+            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)", f"{n}: ratio")],
+                                           f"compile at {hi} (s)"], times),
             "compile_range": ", ".join(f"{lib} {min(v):.1f} to {max(v):.1f} s" for lib, v in ranges.items()),
             "agreement": common.rows(agree)}
 
@@ -181,14 +176,13 @@ def figures(data: dict, fig_dir) -> None:
     series = {**data["temp"], **{f"{k} (peak RSS delta)": v for k, v in data["rss"].items()}}
     common.figure(fig_dir, "memory_vs_steps", "Gradient memory vs steps", xlabel="steps",
                   ylabel="bytes (JAX: XLA temp; torch: peak RSS delta)",
-                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k,
-                         v in series.items()})
+                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k, v in series.items()})
     labels = [k for k in METHODS if any(str(n) in sec.get(k, {}) for n in timed)]
-    common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels,
-                  horizontal=True,
-                  xlabel="time / odenets Backprop (same integrator)", ref=1.0,
+    common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels, ref=1.0,
+                  horizontal=True, xlabel="time / odenets Backprop (same integrator)",
                   bars={f"{n} steps": [sec[k][str(n)] / sec[TIME_REFERENCE.get(k, BP)][str(n)] if str(n) in sec[k]
                                        else None for k in labels] for n in timed})
+
 
 if __name__ == "__main__":
     common.main_of(__spec__.name, measure, FULL, QUICK)
