@@ -48,7 +48,8 @@ def numbers(tree):
 
 def table_rows(text):
     """The body rows of the markdown tables in text, split at "|"."""
-    return [line.split("|") for line in text.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    lines = text.splitlines()
+    return [line.split("|") for line in lines if line.startswith("| ") and not line.startswith("| case")]
 
 
 def bench(*args, timeout=900):

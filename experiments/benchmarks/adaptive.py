@@ -42,7 +42,8 @@ def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
 
     def ours(params, x0):
         sol = on.odeint(f, x0, 0.0, t1, DENSE_TIMES - 1 if dense else 1, integrator=integ, args=params,
-                        gradient=on.Adjoint() if mode == "adjoint" else on.Backprop(), save="all" if dense else "final")
+                        gradient=on.Adjoint() if mode == "adjoint" else on.Backprop(),
+                        save="all" if dense else "final")
         return (sol.xs if dense else sol.x), {k: sol.stats[k] for k in ("nfe", "steps", "rejected")}
 
     def theirs(params, x0):
@@ -188,8 +189,9 @@ def fields(data: dict) -> dict:
               f"{t['rel']:.1e}" + ("" if t["rel"] <= TOL_TORCH else " FAIL"), fmt(t["grad_rel"], ".1e")]
              for t in data["torch_rows"]]
     over = [blocks["over"].format(
-        name=name(r), ratio=r["ours_s"] / r["diffrax_s"], gap=1e6 * (r["ours_s"] - r["diffrax_s"]), noise=r["noise"],
-        loops="the same per-step program" if r["loop"][0] == r["loop"][1] else "{} vs {} equations per step".format(
+        name=name(r), ratio=r["ours_s"] / r["diffrax_s"], gap=1e6 * (r["ours_s"] - r["diffrax_s"]),
+        noise=r["noise"], loops="the same per-step program" if r["loop"][0] == r["loop"][1] else
+        "{} vs {} equations per step".format(
             *r["loop"]), once=r["outside"][0] - r["outside"][1], rounds=blocks["rounds"].format(
             **r, within="the first round's miss does not reproduce" if r["second_ratio"] <= GOAL else
             "over the goal in both rounds") if "first_ratio" in r else "")

@@ -24,7 +24,8 @@ QUICK = dict(batch=4, width=4, hidden=8, steps=(4, 16), timed=(16,), torch_timed
 EXACT, ADJOINT_TOL = 1e-4, 1e-3  # discrete gradients: rounding only; continuous adjoints: + discretisation
 FLAT, SQRT_SLACK = 1.2, 1.5  # Adjoint / Reversible: bytes(most) / bytes(fewest); Checkpoint: <= 1.5 sqrt(ratio)
 BP, BP_RH = "odenets Backprop, RK4", "odenets Backprop, ReversibleHeun"
-CHECKPOINT, ADJOINT, REVERSIBLE = "odenets Checkpoint, RK4", "odenets Adjoint, RK4", "odenets Reversible, ReversibleHeun"
+CHECKPOINT, ADJOINT = "odenets Checkpoint, RK4", "odenets Adjoint, RK4"
+REVERSIBLE = "odenets Reversible, ReversibleHeun"
 RCP, BACKSOLVE = "diffrax RecursiveCheckpointAdjoint, RK4", "diffrax BacksolveAdjoint, RK4"
 ODEINT, ODEINT_ADJOINT = "torchdiffeq odeint, RK4", "torchdiffeq odeint_adjoint, RK4"
 # label: (reference, tolerance, steps -> solve; None for the torch worker's)
@@ -112,8 +113,9 @@ def goals(data: dict) -> list[common.Goal]:
     worst = max(both, key=lambda n: temp[CHECKPOINT][n] / temp[RCP][n])
     return [common.Goal(f"Adjoint temp bytes flat: bytes({hi}) / bytes({lo})", ratio[ADJOINT], FLAT, False),
             common.Goal(f"Reversible temp bytes flat: bytes({hi}) / bytes({lo})", ratio[REVERSIBLE], FLAT, False),
-            common.Goal(f"Checkpoint temp bytes grow like sqrt(steps): bytes({hi}) / bytes({lo}) <= {SQRT_SLACK} * "
-                        f"sqrt({hi}/{lo})", ratio[CHECKPOINT], SQRT_SLACK * math.sqrt(hi / lo), False),
+            common.Goal(f"Checkpoint temp bytes grow like sqrt(steps): bytes({hi}) / bytes({lo}) <= "
+                        f"{SQRT_SLACK} * sqrt({hi}/{lo})", ratio[CHECKPOINT], SQRT_SLACK * math.sqrt(hi / lo),
+                        False),
             common.Goal("odenets Checkpoint (sqrt(N) segments) / diffrax RecursiveCheckpointAdjoint (recursive) "
                         "temp bytes, worst step count", temp[CHECKPOINT][worst] / temp[RCP][worst], 1.0, False,
                         where=f"{worst} steps", info=True)]
@@ -141,7 +143,8 @@ def fields(data: dict) -> dict:
     per_step = fit(temp[BP], steps)[0]
     notes = [blocks["residual"].format(state=fb(state), per_step=fb(per_step), states=f"{per_step / state:.0f}"),
              blocks["checkpoint"].format(hi=hi, measured=fb(cp), saved=hi // s, state=fb(state), s=s, rcp=fb(rcp),
-                                         per_step=fb(per_step), predicted=fb(math.ceil(hi / s) * state + s * per_step),
+                                         per_step=fb(per_step),
+                                         predicted=fb(math.ceil(hi / s) * state + s * per_step),
                                          less=f"{cp / rcp:.1f}")]
     torch = ""
     if data["torch"]:
@@ -156,17 +159,18 @@ def fields(data: dict) -> dict:
                  for k in map(str, steps)]
         torch = blocks["torch"].format(
             table=common.rows(table), hi=hi, adj=fb(adj[str(hi)]), plain=fb(plain[str(hi)]), n=n,
-            saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1], slope_plain=slopes[0],
+            saves="saves" if adj[str(hi)] < plain[str(hi)] else "saves no", slope_adj=slopes[1],
+            slope_plain=slopes[0],
             ratio=f"{s1[n] / s0[n]:.2f}", slower="slower" if s1[n] > s0[n] else "faster")
     agree = [[label, METHODS[label][0], f"{METHODS[label][1]:.0e}", f"{d:.1e} ({n} steps)",
               "PASS" if d <= METHODS[label][1] else "FAIL"] for label, (d, n) in data["agreement"].items()]
     return {**cfg, **{k: ", ".join(map(str, cfg[k])) for k in ("steps", "timed", "torch_timed")},
             "diffrax": data["diffrax"], "notes": "\n".join(notes), "torch_section": torch, "exact": f"{EXACT:.0e}",
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)", f"{hi}/{lo}"],
-                                            mem), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
-            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)", f"{n}: ratio")],
-                                           f"compile at {hi} (s)"], times),
+            "memory_table": common.md_table(["method", "measure", *map(str, steps), "slope (B/step)",
+                                             f"{hi}/{lo}"], mem), "adjoint_tol": f"{ADJOINT_TOL:.0e}",
+            "time_table": common.md_table(["method", "vs", *[c for n in timed for c in (f"{n} steps (ms)",
+                                          f"{n}: ratio")], f"compile at {hi} (s)"], times),
             "compile_range": ", ".join(f"{lib} {min(v):.1f} to {max(v):.1f} s" for lib, v in ranges.items()),
             "agreement": common.rows(agree)}
 
@@ -176,7 +180,8 @@ def figures(data: dict, fig_dir) -> None:
     series = {**data["temp"], **{f"{k} (peak RSS delta)": v for k, v in data["rss"].items()}}
     common.figure(fig_dir, "memory_vs_steps", "Gradient memory vs steps", xlabel="steps",
                   ylabel="bytes (JAX: XLA temp; torch: peak RSS delta)",
-                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))])) for k, v in series.items()})
+                  lines={k: tuple(zip(*[(n, v[str(n)]) for n in steps if v.get(str(n))]))
+                         for k, v in series.items()})
     labels = [k for k in METHODS if any(str(n) in sec.get(k, {}) for n in timed)]
     common.figure(fig_dir, "memory_time_ratio", "Gradient time relative to Backprop", groups=labels, ref=1.0,
                   horizontal=True, xlabel="time / odenets Backprop (same integrator)",

@@ -36,9 +36,9 @@ def measure(cfg: dict, python: str | None) -> dict:
         for label, width, batch, hidden, steps, repeats in cfg["sizes"]:
             params, x0 = pb.make_problem(batch, width, hidden)
             pb.save_npz(Path(tmp) / "problem.npz", params, x0)
-            info = common.run_torch(python, "fixed", dict(problem=f"{tmp}/problem.npz", steps=steps,
-                                                          repeats=repeats,
-                                                          methods=cfg["integrators"], out=f"{tmp}/out.npz", adjoint=False))
+            info = common.run_torch(python, "fixed", dict(
+                problem=f"{tmp}/problem.npz", steps=steps, repeats=repeats, methods=cfg["integrators"],
+                out=f"{tmp}/out.npz", adjoint=False))
             python, torch_info = (python, info) if info else (None, torch_info)
             for integ in cfg["integrators"]:
                 fns = {name: pb.value_and_grad(f) for name, f in (
@@ -57,10 +57,9 @@ def measure(cfg: dict, python: str | None) -> dict:
                                                                 a[f"{integ}/x0"]))
                 ref = float(outs["odenets"][0])
                 rows += [dict(size=label, integ=integ, method=name, width=width, batch=batch, hidden=hidden,
-                              steps=steps,
-                              seconds=best[name], loss=float(outs[name][0]), grad_rel=common.rel_discrepancy(
-                                  outs[name], outs["odenets"]), loss_rel=abs(float(outs[name][0]) - ref) / abs(ref))
-                         for name in best]
+                              steps=steps, seconds=best[name], loss=float(outs[name][0]),
+                              loss_rel=abs(float(outs[name][0]) - ref) / abs(ref),
+                              grad_rel=common.rel_discrepancy(outs[name], outs["odenets"])) for name in best]
                 print(rows[-len(best):], flush=True)
     torch_info = torch_info and {k: torch_info[k] for k in ("torch", "torchdiffeq", "threads", "omp_num_threads",
                                                             "rk4_rule")}
@@ -75,9 +74,9 @@ def table(data: dict) -> dict:
     by = {}
     for r in data["rows"]:
         gflops = 3 * STAGES[r["integ"]] * r["steps"] * 4 * r["batch"] * r["width"] * r["hidden"] / r["seconds"] / 1e9
-        by[r["size"], r["integ"], r["method"]] = dict(r, ms=1e3 * r["seconds"], ratio=r["seconds"] / ref[r["size"],
-                                                      r["integ"]], us=1e6 * r["seconds"] / r["steps"], gflops=gflops,
-                                                      pct=100 * gflops / data["sgemm_gflops"])
+        by[r["size"], r["integ"], r["method"]] = dict(
+            r, ms=1e3 * r["seconds"], ratio=r["seconds"] / ref[r["size"], r["integ"]], gflops=gflops,
+            us=1e6 * r["seconds"] / r["steps"], pct=100 * gflops / data["sgemm_gflops"])
     return by
 
 
@@ -96,9 +95,10 @@ def goals(data: dict) -> list[common.Goal]:
 def fields(data: dict) -> dict:
     by, blocks, fmt, floor = table(data), common.template("sizes"), common.fmt, data["config"]["sizes"][0]
     keys, methods = list(dict.fromkeys(k[:2] for k in by)), [m for m in METHODS if any(k[2] == m for k in by)]
-    ratio = lambda k, m, inv=False: fmt(by.get((*k, m)) and (1 / by[(*k, m)]["ratio"] if inv else by[(*k,
-                                                                                                      m)]["ratio"]),
-                                        ".2f", "x")
+    def ratio(key, method, invert=False):
+        r = by.get((*key, method))
+        return fmt(r and (1 / r["ratio"] if invert else r["ratio"]), ".2f", "x")
+
     worst, hlo = max(r["grad_rel"] for r in data["rows"]), {(h["integ"],
                                                              h["method"]): h for h in data["structure"]}
     notes = []
@@ -109,25 +109,24 @@ def fields(data: dict) -> dict:
             integ=integ, ours=ours, scan=scan, tuned=tuned, outside=ours["total"] - scan["total"],
             same="the same work per step" if abs(extra) <= 2 else f"{extra:+d} instructions per step",
             tuned_ratio=f"{tuned['loop_body'] / ours['loop_body']:.2f}"))
+    cols = ("size", "integ", "method", "width", "batch", "hidden", "steps")
     return {"sgemm": f"{data['sgemm_gflops']:.1f}", "floor": floor[0], "floor_width": floor[1],
-            "floor_batch": floor[2],
-            "floor_hidden": floor[3], "floor_steps": floor[4], "agreement": f"{worst:.2e}", "tolerance": f"{TOLERANCE:.0e}",
-            "verdict": "PASS" if worst <= TOLERANCE else "FAIL", "hlo_notes": "\n".join(notes),
+            "floor_batch": floor[2], "floor_hidden": floor[3], "floor_steps": floor[4],
+            "agreement": f"{worst:.2e}",
+            "tolerance": f"{TOLERANCE:.0e}", "verdict": "PASS" if worst <= TOLERANCE else "FAIL",
+            "hlo_notes": "\n".join(notes),
             "torch": blocks["torch"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
-            "ratios": common.rows([[*k, ratio(k, "hand-written scan", True), ratio(k, "diffrax default"), ratio(
-                k, "diffrax tuned"), ratio(k,
-                                           "torchdiffeq"), f"{by[(*k, 'odenets')]['pct']:.0f}%"] for k in keys]),
-            "floor_table": common.rows([[m] + [fmt(by.get((floor[0], i, m), {}).get("us")) for i in ("rk4",
-                                                                                                     "euler")]
+            "ratios": common.rows([[*k, ratio(k, "hand-written scan", True), ratio(k, "diffrax default"),
+                                    ratio(k, "diffrax tuned"), ratio(k, "torchdiffeq"),
+                                    f"{by[(*k, 'odenets')]['pct']:.0f}%"] for k in keys]),
+            "floor_table": common.rows([[m, *(fmt(by.get((floor[0], i, m), {}).get("us")) for i in ("rk4",
+                                                                                                      "euler"))]
                                         for m in methods]),
-            "rows": common.rows([[r[c] for c in ("size", "integ", "method", "width", "batch", "hidden",
-                                                 "steps")] + [
+            "rows": common.rows([[r[c] for c in cols] + [
                 f"{r['ms']:.3f}", f"{r['ratio']:.2f}x", f"{r['us']:.2f}", f"{r['gflops']:.2f}", f"{r['pct']:.1f}%",
                 f"{r['loss']:.7f}", f"{r['loss_rel']:.1e}", f"{r['grad_rel']:.1e}"] for r in by.values()]),
-            "hlo_table": common.rows([[i, m, h["loops"], h["loop_body"], h["total"], fmt(by.get((floor[0], i, m),
-                                                                                                {})
-                                                                                      .get("us"))] for (i,
-                                                                                                        m), h in hlo.items()])}
+            "hlo_table": common.rows([[i, m, h["loops"], h["loop_body"], h["total"],
+                                       fmt(by.get((floor[0], i, m), {}).get("us"))] for (i, m), h in hlo.items()])}
 
 
 def figures(data: dict, fig_dir) -> None:

@@ -76,9 +76,8 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
                                                                                   cfg), cfg["batch"][inp], \
         shape(inp, cfg)
     spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"],
-            "groups": opts["groups"],
-            "t1": opts.get("t1",
-                           1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params, **OPTIM}
+            "groups": opts["groups"], "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params,
+            **OPTIM}
     row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None)
     print(net, inp, ours, flush=True)
     if python is None:
@@ -103,7 +102,7 @@ def measure_devices(data: Path, cfg: dict, rows: list[dict]) -> list[dict]:
                 net=r["net"]) for r in rows if r["inp"] == "mnist1d" and r["net"] in cfg["device_nets"]]
     for n in cfg["devices"][1:]:
         env = dict(os.environ, JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip())
+                   XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}")
         done = subprocess.run([sys.executable, "-m", __spec__.name, "--devices-worker", str(data),
                                json.dumps(cfg)],
                               capture_output=True, text=True, env=env, cwd=common.ROOT)
@@ -152,12 +151,13 @@ def goals(data: dict) -> list[common.Goal]:
 
 
 def fields(data: dict) -> dict:
-    cfg, rows, devs, blocks, fmt = data["config"], data["rows"], data["devices"], common.template("throughput"), common.fmt
+    cfg, rows, devs, blocks, fmt = data["config"], data["rows"], data["devices"], common.template("throughput"), \
+        common.fmt
     batch, steps, main, why = cfg["batch"]["mnist1d"], cfg["steps"]["mnist1d"], [], []
     for r in rows:
         o, t = eps(r, "odenets"), eps(r, "torch")
-        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}", fmt(t, ".0f"),
-                     fmt(t and o / t, ".2f", "x"), f"{1e3 * r['odenets']['seconds']:.1f}",
+        main.append([NETS[r["net"]], INPUTS[r["inp"]][2], r["batch"], f"{r['params']:,}", f"{o:.0f}",
+                     fmt(t, ".0f"), fmt(t and o / t, ".2f", "x"), f"{1e3 * r['odenets']['seconds']:.1f}",
                      fmt(t and 1e3 * r["torch"]["seconds"], ".1f"), f"{r['odenets']['first_call_s']:.1f}",
                      f"{r['odenets']['losses'][0]:.6f} / " + fmt(t and r["torch"]["losses"][0], ".6f"),
                      fmt(r.get("rel_checked"), ".1e"), fmt(r.get("rel_last"), ".1e") + f" (step {r['steps']})"])
@@ -165,11 +165,13 @@ def fields(data: dict) -> dict:
             so, st = r["odenets"]["seconds"], r["torch"]["seconds"]
             why.append(blocks["slower"].format(label=label(r), ours=1e3 * so, theirs=1e3 * st, gap=1e3 * (so - st),
                                                fewer=100 * (1 - st / so)))
-    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}", ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
-            f"{r['rel_checked']:.1e}", "PASS" if r["rel_checked"] <= TOL_DEVICES else "FAIL", f"{r['rel_last']:.1e}"]
-           for r in devs]
+    dev = [[NETS[r["net"]], r["devices"], f"{batch / r['seconds']:.0f}",
+            ", ".join(f"{v:.7f}" for v in r["losses"][:3]),
+            f"{r['rel_checked']:.1e}", "PASS" if r["rel_checked"] <= TOL_DEVICES else "FAIL",
+            f"{r['rel_last']:.1e}"] for r in devs]
     worst = max((r for r in devs if r["devices"] > 1), key=lambda r: r["rel_last"], default=None)
-    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED, "steps": steps,
+    return {"shrunk": " " + blocks["shrunk"].format(**cfg) if cfg["model"] else "", "checked": CHECKED,
+            "steps": steps,
             "tol": f"{TOL_TORCH:.0e}", "tol_devices": f"{TOL_DEVICES:.0e}", "device": data["device"],
             "all_steps": ", ".join(f"{cfg['steps'][i]} on {INPUTS[i][2]}" for i in INPUTS),
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
