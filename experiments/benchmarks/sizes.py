@@ -73,7 +73,7 @@ def table(data: dict) -> dict:
     ref = {(r["size"], r["integ"]): r["seconds"] for r in data["rows"] if r["method"] == "odenets"}
     by = {}
     for r in data["rows"]:
-        gflops = 3 * STAGES[r["integ"]] * r["steps"] * 4 * r["batch"] * r["width"] * r["hidden"] / r["seconds"] / 1e9
+        gflops = 12 * STAGES[r["integ"]] * r["steps"] * r["batch"] * r["width"] * r["hidden"] / r["seconds"] / 1e9
         by[r["size"], r["integ"], r["method"]] = dict(
             r, ms=1e3 * r["seconds"], ratio=r["seconds"] / ref[r["size"], r["integ"]], gflops=gflops,
             us=1e6 * r["seconds"] / r["steps"], pct=100 * gflops / data["sgemm_gflops"])

@@ -72,12 +72,10 @@ def rel(a: float, b: float) -> float:
 
 def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, dict | None]:
     """odenets' train steps, then the torch peer's from the same initial parameters."""
-    (s, ours), opts, batch, shp = train_steps(net, inp, data, cfg), model_options(net, inp,
-                                                                                  cfg), cfg["batch"][inp], \
-        shape(inp, cfg)
-    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"],
-            "groups": opts["groups"], "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params,
-            **OPTIM}
+    (s, ours), opts, shp = train_steps(net, inp, data, cfg), model_options(net, inp, cfg), shape(inp, cfg)
+    batch = cfg["batch"][inp]
+    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"], "groups": opts["groups"],
+            "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params}
     row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None)
     print(net, inp, ours, flush=True)
     if python is None:
