@@ -74,8 +74,9 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
     """odenets' train steps, then the torch peer's from the same initial parameters."""
     (s, ours), opts, shp = train_steps(net, inp, data, cfg), model_options(net, inp, cfg), shape(inp, cfg)
     batch = cfg["batch"][inp]
-    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"], "groups": opts["groups"],
-            "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES, "param_count": s.n_params}
+    spec = {"net": net, "ndim": len(shp) - 1, "width": opts["width"], "depth": opts["depth"], **OPTIM,
+            "groups": opts["groups"], "t1": opts.get("t1", 1.0), "in_channels": shp[-1], "num_classes": CLASSES,
+            "param_count": s.n_params}
     row = dict(net=net, inp=inp, batch=batch, steps=cfg["steps"][inp], params=s.n_params, odenets=ours, torch=None)
     print(net, inp, ours, flush=True)
     if python is None:
@@ -83,13 +84,11 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
     flat = jax.tree_util.tree_flatten_with_path(s.state[0])[0]
     params = {"param/" + "/".join(str(getattr(k, "key", getattr(k, "idx", ""))) for k in p
                                   if not isinstance(k, jax.tree_util.GetAttrKey)): np.asarray(v) for p, v in flat}
-    np.savez(tmp / "model.npz", x=s.data.x_train, y=s.data.y_train, **params)
-    info = common.run_torch(python, "throughput", dict(problem=str(tmp / "model.npz"), spec=spec,
-                                                       steps=row["steps"]))
+    np.savez(path := tmp / "model.npz", x=s.data.x_train, y=s.data.y_train, **params)
+    info = common.run_torch(python, "throughput", dict(problem=str(path), spec=spec, steps=row["steps"]))
     if info:
         row["torch"] = t = {k: info.pop(k) for k in ("seconds", "losses", "grad_norms")}
-        pairs = [*zip(t["losses"][:CHECKED], ours["losses"][:CHECKED]), (t["grad_norms"][0],
-                                                                         ours["grad_norms"][0])]
+        pairs = [*zip(t["losses"][:CHECKED], ours["losses"][:CHECKED]), (t["grad_norms"][0], ours["grad_norms"][0])]
         row.update(rel_checked=max(rel(a, b) for a, b in pairs), rel_last=rel(t["losses"][-1], ours["losses"][-1]))
     return row, info
 
