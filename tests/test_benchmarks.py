@@ -2,7 +2,7 @@
 its peers, RESULTS.md is what rendering results/*.json gives, and goals are judged, never assumed met.
 
 Benchmarks are never timed tests: times here only have to be finite and positive. Each case runs in
-its own process (`python -m experiments.benchmarks.<case> --config JSON`), as the runner starts it.
+its own process (`python -m experiments.benchmarks --measure CASE --config JSON`), as the runner starts it.
 """
 
 import json

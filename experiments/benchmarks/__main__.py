@@ -28,6 +28,9 @@ def parse(argv):
                         help="interpreter with torch + torchdiffeq (default $ODENETS_TORCH_PYTHON, else this "
                              "one); 'none' skips the torch peers")
     parser.add_argument("--render-only", action="store_true", help="render DIR/results/*.json, measure nothing")
+    parser.add_argument("--measure", choices=CASES, help="measure this one case into DIR/results/ (the runner's "
+                        "subprocess)")
+    parser.add_argument("--config", type=json.loads, help="with --measure: the case's config as JSON")
     opts = parser.parse_args(argv)
     opts.cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
     if not opts.cases or set(opts.cases) - set(CASES):
@@ -74,12 +77,18 @@ def render(out: Path, draw: bool = True) -> Path:
 
 def main(argv=None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
+    if opts.measure:
+        mod, start, python = case_module(opts.measure), time.perf_counter(), common.torch_python(opts.torch_python)
+        data = mod.measure(opts.config or (mod.QUICK if opts.quick else mod.FULL), python)
+        common.save_json(opts.out / "results" / f"{opts.measure}.json", {
+            "case": opts.measure, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})
+        return 0
     if not opts.render_only:
         python, start, failed = common.torch_python(opts.torch_python), time.perf_counter(), {}
         for case in opts.cases:
             print(f"\n===== case {CASES[case]}: {case}", flush=True)
             (opts.out / "results" / f"{case}.json").unlink(missing_ok=True)
-            rc = subprocess.call([sys.executable, "-m", f"{__package__}.{case}", "--out", str(opts.out),
+            rc = subprocess.call([sys.executable, "-m", __package__, "--measure", case, "--out", str(opts.out),
                                   "--torch-python", str(python)] + ["--quick"] * opts.quick, cwd=common.ROOT)
             failed.update({case: rc} if rc else {})
         common.save_json(opts.out / "results" / "run.json", {

@@ -216,6 +216,3 @@ def figures(data: dict, fig_dir) -> None:
                   f"{cfg['t1']:g}, rtol = atol = {RTOL:g} (min of repeats)", bars=bars,
                   groups=[name(r).replace(" grad",
                                           "\ngrad") for r in rows], ylabel="time per call, ms (log scale)")
-
-if __name__ == "__main__":
-    common.main_of(__spec__.name, measure, FULL, QUICK)

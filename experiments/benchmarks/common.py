@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -220,20 +219,3 @@ def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, li
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_dir / f"{name}.png")
     plt.close(fig)
-
-
-def main_of(module_name: str, measure, full: dict, quick: dict) -> None:
-    """`python -m experiments.benchmarks.<case> [--quick | --config JSON] [--out DIR] [--torch-python PY]`:
-    measure one case and write DIR/results/<case>.json (the runner starts each case this way)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog=module_name)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=HERE)
-    parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable))
-    parser.add_argument("--config", type=json.loads, default=None, help="this case's config as JSON (tests)")
-    opts, start = parser.parse_args(), time.perf_counter()
-    data = measure(opts.config or (quick if opts.quick else full), torch_python(opts.torch_python))
-    case = module_name.rsplit(".", 1)[-1]
-    save_json(opts.out / "results" / f"{case}.json",
-              {"case": case, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})

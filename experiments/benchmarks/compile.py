@@ -67,6 +67,3 @@ def figures(data: dict, fig_dir) -> None:
                   ylabel="compile time of jit(value_and_grad), s (log)",
                   lines={"odenets (one lax.scan)": ([d for d, _, _ in rows], [a for _, a, _ in rows]),
                          "unrolled Python loop": tuple(zip(*[(d, b) for d, _, b in rows if b is not None]))})
-
-if __name__ == "__main__":
-    common.main_of(__spec__.name, measure, FULL, QUICK)

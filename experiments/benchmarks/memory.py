@@ -187,7 +187,3 @@ def figures(data: dict, fig_dir) -> None:
                   horizontal=True, xlabel="time / odenets Backprop (same integrator)",
                   bars={f"{n} steps": [sec[k][str(n)] / sec[TIME_REFERENCE.get(k, BP)][str(n)] if str(n) in sec[k]
                                        else None for k in labels] for n in timed})
-
-
-if __name__ == "__main__":
-    common.main_of(__spec__.name, measure, FULL, QUICK)

@@ -140,6 +140,3 @@ def figures(data: dict, fig_dir) -> None:
                   bars={i: [by.get((floor, i, m),
                                    {}).get("us") for m in methods] for i in data["config"]["integrators"]},
                   xlabel="microseconds per step, forward + backward (log)", horizontal=True)
-
-if __name__ == "__main__":
-    common.main_of(__spec__.name, measure, FULL, QUICK)

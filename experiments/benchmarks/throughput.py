@@ -88,7 +88,7 @@ def measure_pair(net, inp, data: Path, cfg, python, tmp: Path) -> tuple[dict, di
     info = common.run_torch(python, "throughput", dict(problem=str(path), spec=spec, steps=row["steps"]))
     if info:
         row["torch"] = t = {k: info.pop(k) for k in ("seconds", "losses", "grad_norms")}
-        pairs = [*zip(t["losses"][:CHECKED], ours["losses"][:CHECKED]), (t["grad_norms"][0], ours["grad_norms"][0])]
+        pairs = [(t["grad_norms"][0], ours["grad_norms"][0]), *zip(t["losses"][:CHECKED], ours["losses"])]
         row.update(rel_checked=max(rel(a, b) for a, b in pairs), rel_last=rel(t["losses"][-1], ours["losses"][-1]))
     return row, info
 
@@ -100,9 +100,8 @@ def measure_devices(data: Path, cfg: dict, rows: list[dict]) -> list[dict]:
     for n in cfg["devices"][1:]:
         env = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}")
-        done = subprocess.run([sys.executable, "-m", __spec__.name, "--devices-worker", str(data),
-                               json.dumps(cfg)],
-                              capture_output=True, text=True, env=env, cwd=common.ROOT)
+        done = subprocess.run([sys.executable, "-m", __spec__.name, str(data), json.dumps(cfg)], capture_output=True,
+                              text=True, env=env, cwd=common.ROOT)
         if done.returncode:
             raise RuntimeError(f"the worker on {n} devices failed:\n{done.stderr[-3000:]}")
         out += [dict(r, net=net) for net, r in json.loads(done.stdout.strip().splitlines()[-1]).items()]
@@ -193,9 +192,6 @@ def figures(data: dict, fig_dir) -> None:
                                     for n in counts] for net in nets}, ylabel="training examples / s", log=False,
                   annotate=True)
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--devices-worker"]:  # the MNIST-1D-sized steps on this process' forced host devices
-        cfg = json.loads(sys.argv[3])
-        print(json.dumps({n: train_steps(n, "mnist1d", Path(sys.argv[2]), cfg)[1] for n in cfg["device_nets"]}))
-    else:
-        common.main_of(__spec__.name, measure, FULL, QUICK)
+if __name__ == "__main__":  # the MNIST-1D-sized steps on this process' forced host devices: DATA CONFIG
+    cfg = json.loads(sys.argv[3])
+    print(json.dumps({n: train_steps(n, "mnist1d", Path(sys.argv[2]), cfg)[1] for n in cfg["device_nets"]}))

@@ -247,8 +247,7 @@ def main(task: str, threads: str, opts: str) -> int:
         np, torch, torchdiffeq, types.SimpleNamespace(**opts))
     if opts.get("out"):
         np.savez(opts["out"], **arrays)
-    print(json.dumps({**results, "torch": torch.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__",
-                                                                                    "?"),
+    print(json.dumps({**results, "torch": torch.__version__, "torchdiffeq": torchdiffeq.__version__,
                       "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}))
     return 0
 
