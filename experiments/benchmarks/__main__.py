@@ -22,20 +22,18 @@ def parse(argv):
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (numbers measure nothing)")
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}")
-    parser.add_argument("--out", type=Path, help="output folder (default: experiments/benchmarks, with --quick "
-                        "runs/benchmarks-quick)")
+    parser.add_argument("--out", type=Path, help="default experiments/benchmarks (--quick: runs/benchmarks-quick)")
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
-                        help="interpreter with torch + torchdiffeq (default $ODENETS_TORCH_PYTHON, else this "
-                             "one); 'none' skips the torch peers")
+                        help="python with torch + torchdiffeq ($ODENETS_TORCH_PYTHON, else this); 'none' skips")
     parser.add_argument("--render-only", action="store_true", help="render DIR/results/*.json, measure nothing")
-    parser.add_argument("--measure", choices=CASES, help="measure this one case into DIR/results/ (the runner's "
-                        "subprocess)")
+    parser.add_argument("--measure", choices=CASES, help="measure one case into DIR/results/ (the runner's child)")
     parser.add_argument("--config", type=json.loads, help="with --measure: the case's config as JSON")
     opts = parser.parse_args(argv)
     opts.cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
     if not opts.cases or set(opts.cases) - set(CASES):
         bad = ", ".join(repr(c) for c in opts.cases if c not in CASES) or "(none given)"
         parser.error(f"unknown case(s) {bad}; valid choices: {', '.join(CASES)}")
+    opts.torch_python = None if str(opts.torch_python).lower() == "none" else opts.torch_python
     opts.out = (opts.out or (Path("runs") / "benchmarks-quick" if opts.quick else common.HERE)).resolve()
     return opts
 
@@ -78,13 +76,13 @@ def render(out: Path, draw: bool = True) -> Path:
 def main(argv=None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
     if opts.measure:
-        mod, start, python = case_module(opts.measure), time.perf_counter(), common.torch_python(opts.torch_python)
-        data = mod.measure(opts.config or (mod.QUICK if opts.quick else mod.FULL), python)
+        mod, start = case_module(opts.measure), time.perf_counter()
+        data = mod.measure(opts.config or (mod.QUICK if opts.quick else mod.FULL), opts.torch_python)
         common.save_json(opts.out / "results" / f"{opts.measure}.json", {
             "case": opts.measure, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})
         return 0
     if not opts.render_only:
-        python, start, failed = common.torch_python(opts.torch_python), time.perf_counter(), {}
+        python, start, failed = opts.torch_python, time.perf_counter(), {}
         for case in opts.cases:
             print(f"\n===== case {CASES[case]}: {case}", flush=True)
             (opts.out / "results" / f"{case}.json").unlink(missing_ok=True)

@@ -57,8 +57,7 @@ def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
 
 
 def program(solve, save, mode):
-    """loss = sum of the saved states (final: [x0, x(t1)]) with aux (states, stats); grad modes: value_and_grad
-    w.r.t. (params, x0)."""
+    """loss = sum of the saved states (final: [x0, x(t1)]), aux (states, stats); or its grad for (params, x0)."""
 
     def loss(params, x0):
         states, stats = solve(params, x0)

@@ -11,7 +11,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import version
 from pathlib import Path
 
 import jax
@@ -41,14 +41,7 @@ def machine() -> dict:
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "device": device_name(),
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-            "versions": {"python": platform.python_version(), **{name: ver(name) for name in LIBS}}}
-
-
-def ver(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "-"
+            "versions": {"python": platform.python_version(), **{name: version(name) for name in LIBS}}}
 
 
 def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
@@ -87,8 +80,7 @@ def temp_bytes(fn, *args) -> int:
 
 
 def hlo_structure(fn, *args) -> dict:
-    """Instruction counts of the optimised HLO of the jitted `fn`: while loops, instructions in
-    their bodies (the per-step work, forward + backward) and in the whole program."""
+    """HLO instruction counts of the jitted `fn`: while loops, their bodies (per-step work), the whole program."""
     text, comps, current = fn.lower(*args).compile().as_text(), {}, None
     for line in text.splitlines():
         if head := re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line):
@@ -115,11 +107,6 @@ def run_torch(python: str | None, task: str, opts: dict, threads: int | None = N
     if proc.returncode != 0:
         raise RuntimeError(f"torch worker {task} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def torch_python(option: str | None) -> str | None:
-    """--torch-python: an interpreter, or None for 'none'."""
-    return None if option is None or str(option).lower() == "none" else str(option)
 
 
 @dataclass(frozen=True)
@@ -194,10 +181,7 @@ def fmt_bytes(b) -> str:
 def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, lines: dict | None = None,
            groups=(), xlabel="", ylabel="", log=True, horizontal=False, ref=None, annotate=False) -> None:
     """fig_dir/name.png: grouped bars ({series: a value per group}) or lines ({series: (xs, ys)})."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the Agg backend: MPLBACKEND, set by the package
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for i, (label, values) in enumerate((bars or {}).items()):

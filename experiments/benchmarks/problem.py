@@ -82,8 +82,7 @@ class ClassicRK4(diffrax.AbstractERK):
 
 
 def diffrax_solve(steps: int, integrator: str = "rk4", *, tuned=False, adjoint=None, max_steps: int = 4096):
-    """diffrax with dt0 = 1/steps and its defaults (RecursiveCheckpointAdjoint(), max_steps 4096) or, tuned
-    for fixed steps, StepTo on the grid with one checkpoint per step and max_steps = steps."""
+    """diffrax: dt0 = 1/steps and defaults, or tuned: StepTo on the grid, a checkpoint per step, max_steps = steps."""
     solver = ClassicRK4() if integrator == "rk4" else diffrax.Euler()
     opts = dict(stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)), max_steps=steps,
                 adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps)) if tuned else dict(

@@ -100,8 +100,8 @@ def measure_devices(data: Path, cfg: dict, rows: list[dict]) -> list[dict]:
     for n in cfg["devices"][1:]:
         env = dict(os.environ, JAX_PLATFORMS="cpu",
                    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}")
-        done = subprocess.run([sys.executable, "-m", __spec__.name, str(data), json.dumps(cfg)], capture_output=True,
-                              text=True, env=env, cwd=common.ROOT)
+        cmd = [sys.executable, "-m", __spec__.name, str(data), json.dumps(cfg)]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=common.ROOT)
         if done.returncode:
             raise RuntimeError(f"the worker on {n} devices failed:\n{done.stderr[-3000:]}")
         out += [dict(r, net=net) for net, r in json.loads(done.stdout.strip().splitlines()[-1]).items()]
