@@ -1,10 +1,7 @@
-"""The benchmarks' problems and the peers that solve them, (params, x0) -> x(t1).
-
-MLP problem (cases 1, 3, 5; one field per layer in case 4): f(t, x; p) = tanh(x W1 + b1) W2 + b2,
-float32, t in [0, 1], loss = mean(x(1)^2); solved by odenets, a hand-written lax.scan (the limit)
-and diffrax. Adaptive problem (case 2), diffrax's benchmarks/small_neural_ode.py:
-f(t, x) = tanh(softplus(x W1 + b1) W2 + b2), eqx.nn.MLP(4 -> 32 -> 4) from PRNGKey(0).
-"""
+"""The benchmarks' problems and the peers that solve them, (params, x0) -> x(t1). MLP problem (cases 1, 3, 5;
+a field per layer in case 4): f(t, x; p) = tanh(x W1 + b1) W2 + b2, float32, t in [0, 1], loss = mean(x(1)^2),
+solved by odenets, a hand-written lax.scan (the limit) and diffrax. Adaptive problem (case 2), diffrax's
+small_neural_ode benchmark: f(t, x) = tanh(softplus(x W1 + b1) W2 + b2), eqx.nn.MLP(4 -> 32 -> 4), PRNGKey(0)."""
 
 from __future__ import annotations
 
@@ -26,15 +23,11 @@ def field(t, x, p):
 
 def make_problem(batch: int, width: int, hidden: int, seed: int = 0, depth: int | None = None):
     """(params, x0); with `depth`, params stacked along a leading layer axis (one field per layer)."""
-    k1, k2, k3, k4, k5 = jax.random.split(jax.random.key(seed), 5)
-    lead = () if depth is None else (depth,)
-    params = {
-        "W1": jax.random.normal(k1, (*lead, width, hidden), jnp.float32) / np.sqrt(width),
-        "b1": 0.1 * jax.random.normal(k2, (*lead, hidden), jnp.float32),
-        "W2": jax.random.normal(k3, (*lead, hidden, width), jnp.float32) / np.sqrt(hidden),
-        "b2": 0.1 * jax.random.normal(k4, (*lead, width), jnp.float32),
-    }
-    return params, jax.random.normal(k5, (batch, width), jnp.float32)
+    keys, lead = jax.random.split(jax.random.key(seed), 5), () if depth is None else (depth,)
+    normal = lambda i, *shape: jax.random.normal(keys[i], (*lead, *shape), jnp.float32)
+    params = {"W1": normal(0, width, hidden) / np.sqrt(width), "b1": 0.1 * normal(1, hidden),
+              "W2": normal(2, hidden, width) / np.sqrt(hidden), "b2": 0.1 * normal(3, width)}
+    return params, jax.random.normal(keys[4], (batch, width), jnp.float32)
 
 
 def odenets_solve(steps: int, integrator=None, gradient=None):
@@ -82,7 +75,7 @@ class ClassicRK4(diffrax.AbstractERK):
 
 
 def diffrax_solve(steps: int, integrator: str = "rk4", *, tuned=False, adjoint=None, max_steps: int = 4096):
-    """diffrax: dt0 = 1/steps and defaults, or tuned: StepTo on the grid, a checkpoint per step, max_steps = steps."""
+    """diffrax: dt0 = 1/steps and defaults, or tuned: StepTo on the grid, one checkpoint per step."""
     solver = ClassicRK4() if integrator == "rk4" else diffrax.Euler()
     opts = dict(stepsize_controller=diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, steps + 1)), max_steps=steps,
                 adjoint=diffrax.RecursiveCheckpointAdjoint(checkpoints=steps)) if tuned else dict(
