@@ -63,10 +63,8 @@ def test_tiny_configs_cover_every_case():
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_case_measures_at_a_tiny_size(case, tmp_path):
-    done = subprocess.run([sys.executable, "-m", f"experiments.benchmarks.{case}", "--config",
-                           json.dumps(TINY[case]),
-                           "--out", str(tmp_path), "--torch-python", "none"], capture_output=True, text=True,
-                          timeout=900, cwd=ROOT)
+    done = bench("--measure", case, "--config", json.dumps(TINY[case]), "--out", str(tmp_path), "--torch-python",
+                 "none")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((tmp_path / "results" / f"{case}.json").read_text())  # strict JSON: no NaN or Infinity
     assert data["case"] == case and data["config"] == TINY[case]

@@ -193,5 +193,5 @@ def figures(data: dict, fig_dir) -> None:
                   annotate=True)
 
 if __name__ == "__main__":  # the MNIST-1D-sized steps on this process' forced host devices: DATA CONFIG
-    cfg = json.loads(sys.argv[3])
-    print(json.dumps({n: train_steps(n, "mnist1d", Path(sys.argv[2]), cfg)[1] for n in cfg["device_nets"]}))
+    cfg = json.loads(sys.argv[2])
+    print(json.dumps({n: train_steps(n, "mnist1d", Path(sys.argv[1]), cfg)[1] for n in cfg["device_nets"]}))
