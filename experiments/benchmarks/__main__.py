@@ -1,156 +1,100 @@
-"""Run the benchmark cases and assemble RESULTS.md (tables per case, goals, PNG figures).
-
-    python -m experiments.benchmarks [--quick] [--cases sizes,adaptive,...] [--out RESULTS.md]
-                                     [--torch-python PY|none]
-    odenets bench [same options]
-
-Each case runs in its own process (cases set process-wide options such as XLA_FLAGS) and
-writes its markdown section, goals and figures; this runner writes the machine and the
-library versions at the top, a table of every goal, then the sections. --quick runs every case
-at a smoke-test size and writes to runs/benchmarks-quick/ unless --out says otherwise: the
-numbers of a quick run measure nothing.
-"""
+"""Run the benchmark cases, each in its own process (cases set process-wide options such as XLA_FLAGS), into
+DIR/results/*.json, then render DIR/RESULTS.md and DIR/figures/ from the JSON alone through templates/*.md:
+goals and verdicts are computed from the measurements, never stored. --quick numbers measure nothing."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import os
-import platform
+import re
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-# name -> (script, the issue's case numbers it covers)
-CASES = {
-    "sizes": ("sizes.py", "1, 5"),
-    "adaptive": ("adaptive.py", "2"),
-    "memory": ("memory.py", "3"),
-    "compile": ("compile_depth.py", "4"),
-    "throughput": ("throughput.py", "6"),
-}
-QUICK_OUT = Path("runs") / "benchmarks-quick" / "RESULTS.md"
+from . import CASES, common
 
 
 def parse(argv):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="odenets bench", description=__doc__.strip().split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smoke-test sizes (numbers measure nothing)")
-    parser.add_argument("--cases", default=",".join(CASES),
-                        help=f"comma-separated subset of: {', '.join(CASES)} (default: all)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"results file (default {HERE / 'RESULTS.md'}; with --quick {QUICK_OUT})")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of: {', '.join(CASES)}")
+    parser.add_argument("--out", type=Path, help="default experiments/benchmarks (--quick: runs/benchmarks-quick)")
     parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
-                        help="interpreter with torch + torchdiffeq for the torch peers (default "
-                             "$ODENETS_TORCH_PYTHON, else this one); 'none' skips them")
+                        help="python with torch + torchdiffeq ($ODENETS_TORCH_PYTHON, else this); 'none' skips")
+    parser.add_argument("--render-only", action="store_true", help="render DIR/results/*.json, measure nothing")
+    parser.add_argument("--measure", choices=CASES, help="measure one case into DIR/results/ (the runner's child)")
+    parser.add_argument("--config", type=json.loads, help="with --measure: the case's config as JSON")
     opts = parser.parse_args(argv)
-    cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
-    bad = [c for c in cases if c not in CASES]
-    if bad or not cases:
-        parser.error(f"unknown case(s) {', '.join(map(repr, bad)) or '(none given)'}; "
-                     f"valid choices: {', '.join(CASES)}")
-    opts.cases = cases
-    opts.out = opts.out or (QUICK_OUT if opts.quick else HERE / "RESULTS.md")
+    opts.cases = [c.strip() for c in opts.cases.split(",") if c.strip()]
+    if not opts.cases or set(opts.cases) - set(CASES):
+        bad = ", ".join(repr(c) for c in opts.cases if c not in CASES) or "(none given)"
+        parser.error(f"unknown case(s) {bad}; valid choices: {', '.join(CASES)}")
+    opts.torch_python = None if str(opts.torch_python).lower() == "none" else opts.torch_python
+    opts.out = (opts.out or (Path("runs") / "benchmarks-quick" if opts.quick else common.HERE)).resolve()
     return opts
 
 
-def torch_versions(python: str) -> str:
-    if python.lower() == "none":
-        return "not used (--torch-python none)"
-    code = "import torch, torchdiffeq; print(torch.__version__, torchdiffeq.__version__)"
-    try:
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"not available ({exc})"
-    if done.returncode != 0:
-        return f"not installed under {python} (pip install -e .[bench])"
-    torch_v, td_v = done.stdout.split()
-    return f"torch {torch_v}, torchdiffeq {td_v} (under {python})"
+def case_module(name: str):
+    return importlib.import_module(f"{__package__}.{name}")
 
 
-def header(opts, wall: float) -> list[str]:
-    import common
-
-    v = common.versions()
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError, AttributeError):
-        mem = float("nan")
-    cmd = "python -m experiments.benchmarks" + (" --quick" if opts.quick else "")
-    gpu = common.device_name()
-    lines = [
-        "# odenets benchmarks" + (" (--quick: smoke-test sizes; its numbers measure nothing)" * opts.quick),
-        "",
-        f"Generated by `{cmd}` (or `odenets bench`) on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC "
-        f"in {wall / 60:.1f} min.",
-        "",
-        f"- machine: {common.cpu_model()}, {platform.machine()}, {platform.platform()}; "
-        f"os.cpu_count() = {os.cpu_count()}, usable CPUs = {common.usable_cpus()}, memory {mem:.0f} GiB",
-        f"- JAX device: {gpu}",
-        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
-        f"- torch peer: {torch_versions(str(opts.torch_python))}; torch runs in its own process with "
-        f"torch.set_num_threads({common.usable_cpus()}) and OMP_NUM_THREADS={common.usable_cpus()}",
-        "- timing: compile, 2 warm-up calls, then the minimum of repeats with `jax.block_until_ready` "
-        "(JAX peers in one process, round robin); ratios, not absolute times, are what carry over "
-        "between machines",
-    ]
-    if not gpu.startswith("gpu"):
-        lines.append("- case 7 (GPU): no GPU was available to this run, so there are no GPU rows; on a "
-                     "machine with one, the same command measures cases 1, 5 and 6 on it")
-    return lines
-
-
-def run_case(name: str, opts, tmp: Path, fig_dir: Path) -> dict:
-    script, numbers = CASES[name]
-    md, js = tmp / f"{name}.md", tmp / f"{name}.json"
-    cmd = [sys.executable, str(HERE / script), "--md", str(md), "--json", str(js), "--fig-dir", str(fig_dir),
-           "--torch-python", str(opts.torch_python)] + (["--quick"] if opts.quick else [])
-    print(f"\n===== case {numbers}: {name} ({script})", flush=True)
-    start = time.perf_counter()
-    rc = subprocess.call(cmd)
-    seconds = time.perf_counter() - start
-    ok = rc == 0 and md.exists()
-    section = md.read_text() if md.exists() else f"## Case {numbers}: {name}\n"
-    if not ok:
-        section += f"\n**This case failed (exit status {rc}); see its output.**\n"
-    goals = json.loads(js.read_text())["goals"] if js.exists() else []
-    return dict(name=name, numbers=numbers, ok=ok, rc=rc, seconds=seconds, section=section, goals=goals)
-
-
-def goals_summary(results: list[dict]) -> list[str]:
-    lines = ["## Goals at a glance", "", "| case | goal | verdict |", "|---|---|---|"]
-    for r in results:
-        for g in r["goals"]:
-            lines.append(f"| {r['numbers']} | {g['goal']} | {g['verdict']} |")
-        if not r["ok"]:
-            lines.append(f"| {r['numbers']} | (case {r['name']}) | FAILED (exit status {r['rc']}) |")
-    return lines
+def render(out: Path, draw: bool = True) -> Path:
+    """out/RESULTS.md (and out/figures/*.png when `draw`) from out/results/*.json."""
+    run, blocks = json.loads((out / "results" / "run.json").read_text()), common.template("header")
+    data = {c: json.loads(p.read_text()) for c in run["cases"] if (p := out / "results" / f"{c}.json").exists()}
+    torch = next((d["torch"] for d in data.values() if d.get("torch")), None)
+    m, glance, sections = run["machine"], [], []
+    for case in run["cases"]:
+        if case not in data:
+            glance.append([CASES[case], f"(case {case})", f"FAILED (exit status {run['failed'].get(case)})"])
+            sections.append(blocks["failed"].format(numbers=CASES[case], case=case))
+            continue
+        mod = case_module(case)
+        goals = mod.goals(data[case])
+        glance += [[CASES[case], g.goal, g.verdict] for g in goals]
+        sections.append(common.template(case)["section"].format(**mod.fields(data[case]),
+                                                                goals=common.goals_table(goals)))
+        mod.figures(data[case], out / "figures") if draw else None
+    head = blocks["section"].format(
+        quick=" " + blocks["quick"] if run["quick"] else "", cmd="python -m experiments.benchmarks"
+        + " --quick" * run["quick"], date=run["date"], minutes=f"{run['wall_seconds'] / 60:.1f}", **m,
+        libs=", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        torch=blocks["torch"].format(**torch, python=run["torch_python"]) if torch else blocks["no_torch"],
+        no_gpu="" if m["device"].startswith("gpu") else blocks["no_gpu"],
+        transcribed=blocks["transcribed"].format(**run) if run.get("transcribed_from") else "",
+        case_times=", ".join(f"{c} {d['wall_seconds']:.0f} s" for c, d in data.items()))
+    text = "\n\n".join([head, "## Goals at a glance", common.md_table(["case", "goal", "verdict"], glance),
+                        *sections])
+    (out / "RESULTS.md").write_text(re.sub(r"\n{3,}", "\n\n", text).rstrip() + "\n")
+    return out / "RESULTS.md"
 
 
 def main(argv=None) -> int:
     opts = parse(sys.argv[1:] if argv is None else argv)
-    out = Path(opts.out)
-    fig_dir = out.parent / "figures"
-    wall = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [run_case(name, opts, Path(tmp), fig_dir) for name in opts.cases]
-    lines = header(opts, time.perf_counter() - wall)
-    lines += ["", "Case run times: " + ", ".join(f"{r['name']} {r['seconds']:.0f} s" for r in results), ""]
-    lines += goals_summary(results)
-    for r in results:
-        lines += ["", r["section"].rstrip()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    failed = [r["name"] for r in results if not r["ok"]]
-    print(f"\nwrote {out} and {fig_dir}/ in {time.perf_counter() - wall:.0f} s"
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    if opts.measure:
+        mod, start = case_module(opts.measure), time.perf_counter()
+        data = mod.measure(opts.config or (mod.QUICK if opts.quick else mod.FULL), opts.torch_python)
+        common.save_json(opts.out / "results" / f"{opts.measure}.json", {
+            "case": opts.measure, "quick": opts.quick, "wall_seconds": time.perf_counter() - start, **data})
+        return 0
+    if not opts.render_only:
+        python, start, failed = opts.torch_python, time.perf_counter(), {}
+        for case in opts.cases:
+            print(f"\n===== case {CASES[case]}: {case}", flush=True)
+            (opts.out / "results" / f"{case}.json").unlink(missing_ok=True)
+            rc = subprocess.call([sys.executable, "-m", __package__, "--measure", case, "--out", str(opts.out),
+                                  "--torch-python", str(python)] + ["--quick"] * opts.quick, cwd=common.ROOT)
+            failed.update({case: rc} if rc else {})
+        common.save_json(opts.out / "results" / "run.json", {
+            "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M}", "wall_seconds": time.perf_counter() - start,
+            "quick": opts.quick, "cases": opts.cases, "failed": failed, "machine": common.machine(),
+            "torch_python": python})
+    print(f"wrote {render(opts.out)} and {opts.out / 'figures'}/")
+    return 1 if not opts.render_only and failed else 0
 
 
 if __name__ == "__main__":

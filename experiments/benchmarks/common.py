@@ -1,68 +1,31 @@
-"""What every benchmark case shares: the machine, timing, agreement, torch peers, goals, output.
-
-A case is a script `experiments/benchmarks/<case>.py` run as
-
-    python <case>.py [--quick] [--md SECTION.md] [--json GOALS.json] [--fig-dir DIR] [--torch-python PY]
-
-It measures, prints as it goes, writes one markdown section (`## Case N: ...`, tables, figure
-links `figures/<name>.png`, a `### Goals` table) to --md, its goals as JSON to --json, and PNG
-figures into --fig-dir. `python -m experiments.benchmarks` runs every case in its own process
-(cases set process-wide options: XLA_FLAGS, EQX_ON_ERROR) and assembles RESULTS.md.
-
-Timing rule for every case: compile, 2 warm-up calls, then the minimum of repeats, with
-`jax.block_until_ready`; JAX peers in the same process, round robin; torch in its own
-subprocess with torch.set_num_threads and OMP_NUM_THREADS equal to our usable CPUs.
-"""
+"""What every case shares: the machine, timing (compile, 2 warm-up calls, then the minimum of round-robin repeats
+under jax.block_until_ready), agreement, goals, the torch worker, JSON, markdown and figures."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
 
-os.environ.setdefault("EQX_ON_ERROR", "nan")  # must precede the import of equinox
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from torch_common import TORCH_MISSING  # noqa: E402  (the torch workers' exit status for "no torch")
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
-NOT_INSTALLED = "torchdiffeq: not installed (pip install -e .[bench])"
+ROOT = HERE.parents[1]
+TORCH_MISSING = 3  # exit status of a torch worker that cannot import torch / torchdiffeq
+LIBS = ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy")
 
 
-# -- machine ------------------------------------------------------------------------------------
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("odenets", "jax", "jaxlib", "flax", "optax", "diffrax", "equinox", "optimistix", "numpy"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "-"
-    return out
 
 
 def device_name() -> str:
@@ -70,51 +33,45 @@ def device_name() -> str:
     return f"{jax.default_backend()}: {getattr(d, 'device_kind', d.platform)} x{len(jax.devices())}"
 
 
+def machine() -> dict:
+    """Where and with what a run measured (the header of RESULTS.md)."""
+    cpu = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists()
+                    else "")
+    return {"cpu": cpu[1] if cpu else platform.processor(), "arch": platform.machine(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "usable_cpus": usable_cpus(), "device": device_name(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+            "versions": {"python": platform.python_version(), **{name: version(name) for name in LIBS}}}
+
+
 def sgemm_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """The machine's float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`."""
-    a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-    mm = jax.jit(jnp.matmul)
-    for _ in range(3):
-        jax.block_until_ready(mm(a, b))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(mm(a, b))
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    """The float32 matmul rate through jit(jnp.matmul), n x n, min of `repeats`: 2 n^3 / t."""
+    a, b = (jax.random.normal(jax.random.key(i), (n, n), jnp.float32) for i in (1, 2))
+    return 2 * n**3 / time_all({"mm": jax.jit(jnp.matmul)}, (a, b), repeats)[0]["mm"] / 1e9
 
 
-# -- timing and agreement -----------------------------------------------------------------------
 def time_all(fns: dict, args: tuple, repeats: int):
-    """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls.
-
-    Returns (min seconds, compile seconds, last outputs), each a dict by name.
-    """
-    compile_s, outs = {}, {}
+    """Compile + 2 warm-up calls each, then `repeats` round-robin timed calls: (min s, first-call s, outputs)."""
+    first, outs, best = {}, {}, dict.fromkeys(fns, math.inf)
     for name, fn in fns.items():
         start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        compile_s[name] = time.perf_counter() - start
+        outs[name] = jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - start
         for _ in range(2):
-            out = jax.block_until_ready(fn(*args))
-        outs[name] = out
-    best = {name: float("inf") for name in fns}
+            outs[name] = jax.block_until_ready(fn(*args))
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             jax.block_until_ready(fn(*args))
             best[name] = min(best[name], time.perf_counter() - start)
-    return best, compile_s, outs
+    return best, first, outs
 
 
 def rel_discrepancy(a, b) -> float:
     """max over leaves of max|a - b| / max|b| (a scalar loss is a leaf too)."""
-    worst = 0.0
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        worst = max(worst, float(np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-30)))
-    return worst
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return max((float(np.max(np.abs(np.float64(x) - np.float64(y))) / max(np.max(np.abs(np.float64(y))), 1e-30))
+                for x, y in pairs), default=0.0)
 
 
 def temp_bytes(fn, *args) -> int:
@@ -123,20 +80,11 @@ def temp_bytes(fn, *args) -> int:
 
 
 def hlo_structure(fn, *args) -> dict:
-    """Instruction counts of the optimised HLO of the compiled `fn` (a jax.jit function).
-
-    loops: number of while loops; loop_body: instructions in their bodies (the per-step work,
-    summed over the forward and backward loops, nested loops counted once each); total: all
-    instructions of the program. Two programs with equal loop bodies do the same work per step.
-    """
-    import re
-
-    text = fn.lower(*args).compile().as_text()
-    comps, current = {}, None
+    """HLO instruction counts of the jitted `fn`: while loops, their bodies (per-step work), the whole program."""
+    text, comps, current = fn.lower(*args).compile().as_text(), {}, None
     for line in text.splitlines():
-        head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-        if head:
-            current = comps.setdefault(head.group(1), [])
+        if head := re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line):
+            current = comps.setdefault(head[1], [])
         elif current is not None and " = " in line:
             current.append(line)
     bodies = re.findall(r"body=%?([\w.\-]+)", text)
@@ -144,140 +92,114 @@ def hlo_structure(fn, *args) -> dict:
             "total": sum(map(len, comps.values()))}
 
 
-# -- torch peers --------------------------------------------------------------------------------
-def run_torch(python: str | None, script: str, argv: list[str], threads: int, timeout: float = 1800):
-    """Run a torch worker `HERE/script` under `python`; its last stdout line is JSON.
-
-    Returns the parsed dict, or NOT_INSTALLED when `python` is None or the worker exits
-    TORCH_MISSING (the case carries on without torch). A worker that fails otherwise raises
-    RuntimeError with its error: a broken peer must fail the case, not read as a missing one.
-    The worker gets OMP_NUM_THREADS / MKL_NUM_THREADS = threads in its environment and must
-    call torch.set_num_threads(threads) itself.
-    """
+def run_torch(python: str | None, task: str, opts: dict, threads: int | None = None) -> dict | None:
+    """`python -m experiments.benchmarks.torch_worker task threads opts-as-JSON` from the repository root:
+    the JSON of its last line, or None when `python` is None or lacks torch / torchdiffeq. Any other
+    failure raises: a broken peer must fail the case, not read as a missing one."""
     if python is None:
-        return NOT_INSTALLED
-    # OpenMP's default (active) waiting, as users run torch: run nothing else meanwhile, or spinning
-    # threads make torch's times erratic (OMP_WAIT_POLICY=PASSIVE in the environment steadies them)
+        return None
+    threads = threads or usable_cpus()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [python, str(HERE / script), *argv]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeError(f"torch worker {script} under {python}: could not run ({exc})") from None
+    cmd = [python, "-m", "experiments.benchmarks.torch_worker", task, str(threads), json.dumps(opts)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800)
     if proc.returncode == TORCH_MISSING:
-        return NOT_INSTALLED
+        return None
     if proc.returncode != 0:
-        raise RuntimeError(f"torch worker {script} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"torch worker {task} failed (exit status {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def torch_line(info) -> str:
-    """One markdown bullet describing the torch peer (or why there is none)."""
-    if not isinstance(info, dict):
-        return f"- torch: {NOT_INSTALLED}"
-    return (f"- torch {info.get('torch', '?')}, torchdiffeq {info.get('torchdiffeq', '?')}, "
-            f"torch.set_num_threads({info.get('threads', '?')}), "
-            f"OMP_NUM_THREADS={info.get('omp_num_threads', '?')}")
-
-
-# -- goals --------------------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class Goal:
-    """One goal of the issue: `value` against `target` (at_least: value >= target, else <=)."""
+    """`value` against `target` (at_least: value >= target, else value <= target). info: a number shown
+    beside the goals with no target of its own. A missing or non-finite value is NOT MEASURED, never met."""
 
-    case: str
     goal: str
     value: float | None
     target: float
     at_least: bool
-    unit: str = "x"
     where: str = ""
-    info: bool = False  # a measurement reported beside the goals, with no target of its own
+    info: bool = False
 
     @property
     def met(self) -> bool | None:
-        if self.info or self.value is None or not np.isfinite(self.value):
+        if self.info or self.value is None or not math.isfinite(self.value):
             return None
         return self.value >= self.target if self.at_least else self.value <= self.target
 
     @property
     def verdict(self) -> str:
+        at, rel = f" at {self.where}" if self.where else "", "\u2265" if self.at_least else "\u2264"
         if self.info and self.value is not None:
-            at = f" at {self.where}" if self.where else ""
-            return f"information (no goal): {self.value:.2f}{self.unit}{at}"
+            return f"information (no goal): {self.value:.2f}x{at}"
         if self.met is None:
             return "NOT MEASURED" + (f" ({self.where})" if self.where else "")
-        rel = "\u2265" if self.at_least else "\u2264"
-        at = f" at {self.where}" if self.where else ""
         if self.met:
-            return f"MET{at}: {self.value:.2f}{self.unit} ({rel} {self.target:.2f}{self.unit})"
+            return f"MET{at}: {self.value:.2f}x ({rel} {self.target:.2f}x)"
         gap = abs(self.value - self.target) / abs(self.target)
-        side = "short of" if self.at_least else "over"
-        return (f"MISSED{at}: {self.value:.2f}{self.unit}, goal {rel} {self.target:.2f}{self.unit} "
-                f"({100 * gap:.0f}% {side} it)")
-
-    def row(self) -> dict:
-        return dict(asdict(self), met=self.met, verdict=self.verdict)
+        return (f"MISSED{at}: {self.value:.2f}x, goal {rel} {self.target:.2f}x "
+                f"({100 * gap:.0f}% {'short of' if self.at_least else 'over'} it)")
 
 
-def goals_table(goals: list[Goal]) -> list[str]:
-    lines = ["### Goals", "", "| goal | verdict |", "|---|---|"]
-    lines += [f"| {g.goal} | {g.verdict} |" for g in goals]
-    return lines
+def goals_table(goals: list[Goal]) -> str:
+    return md_table(["goal", "verdict"], [[g.goal, g.verdict] for g in goals])
 
 
-# -- output -------------------------------------------------------------------------------------
-def case_parser(doc: str) -> argparse.ArgumentParser:
-    """The options every case takes (add your own after)."""
-    parser = argparse.ArgumentParser(description=doc.strip().split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    parser.add_argument("--md", default=None, help="write this case's markdown section here")
-    parser.add_argument("--json", default=None, help="write this case's goals (JSON) here")
-    parser.add_argument("--fig-dir", default=None, help="write PNG figures here (default: none)")
-    parser.add_argument("--torch-python", default=os.environ.get("ODENETS_TORCH_PYTHON", sys.executable),
-                        help="interpreter with torch + torchdiffeq for torch peers "
-                             "(default $ODENETS_TORCH_PYTHON, else this one); 'none' to skip")
-    return parser
+def save_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def torch_python(opts) -> str | None:
-    return None if str(opts.torch_python).lower() == "none" else opts.torch_python
+def rows(body: list[list]) -> str:
+    """Markdown table rows (the header lives in the template)."""
+    return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in body)
 
 
-def md_table(header: list[str], rows: list[list]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return out
+def md_table(header: list[str], body: list[list]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header)] + ([rows(body)] if body else []))
 
 
-def figure(fig_dir: str | None, name: str, draw) -> str | None:
-    """Draw with `draw(ax_or_fig)` -> PNG `fig_dir/name.png`; returns the markdown image line."""
-    if not fig_dir:
-        return None
-    import matplotlib
+def template(case: str) -> dict[str, str]:
+    """templates/<case>.md: the section, then named blocks each opened by a line `@@ name`."""
+    parts = re.split(r"^@@ (\w+)\n", (HERE / "templates" / f"{case}.md").read_text(), flags=re.M)
+    return {"section": parts[0].strip(), **{k: v.strip() for k, v in zip(parts[1::2], parts[2::2])}}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    Path(fig_dir).mkdir(parents=True, exist_ok=True)
-    fig = plt.figure(figsize=(7, 4.2), dpi=110)
-    draw(fig)
+def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    """`value` formatted, or "-" when it was not measured."""
+    return "-" if value is None else format(value, spec) + suffix
+
+
+def fmt_bytes(b) -> str:
+    if b is None:
+        return "-"
+    scale, unit = next(((s, u) for s, u in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")) if abs(b) >= s), (1, "B"))
+    return f"{b / scale:.3g} {unit}" if scale > 1 else f"{b:.0f} B"
+
+
+def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, lines: dict | None = None,
+           groups=(), xlabel="", ylabel="", log=True, horizontal=False, ref=None, annotate=False) -> None:
+    """fig_dir/name.png: grouped bars ({series: a value per group}) or lines ({series: (xs, ys)})."""
+    import matplotlib.pyplot as plt  # the Agg backend: MPLBACKEND, set by the package
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for i, (label, values) in enumerate((bars or {}).items()):
+        at = np.arange(len(groups)) + (i - (len(bars) - 1) / 2) * 0.8 / len(bars)
+        drawn = (ax.barh if horizontal else ax.bar)(at, [np.nan if v is None else v for v in values],
+                                                     0.8 / len(bars), label=label)
+        ax.bar_label(drawn, fmt="%.0f", fontsize=7) if annotate else None
+    if bars:
+        (ax.set_yticks if horizontal else ax.set_xticks)(range(len(groups)), groups, fontsize=6.5,
+                                                         rotation=0 if horizontal else 15)
+    for label, (xs, ys) in (lines or {}).items():
+        ax.plot(xs, ys, "o-", label=label)
+    (ax.axvline if horizontal else ax.axhline)(ref, color="k", lw=0.8) if ref is not None else None
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if log and (horizontal or lines) else "linear",
+           yscale="log" if log and not horizontal else "linear")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(fig_dir) / f"{name}.png"
-    fig.savefig(path)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fig_dir / f"{name}.png")
     plt.close(fig)
-    return f"![{name}](figures/{name}.png)"
-
-
-def write_outputs(opts, lines: list[str], goals: list[Goal], extra: dict | None = None) -> None:
-    """Write the markdown section (--md) and the goals plus `extra` as JSON (--json)."""
-    text = "\n".join(lines).rstrip() + "\n"
-    if opts.md:
-        Path(opts.md).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.md).write_text(text)
-    if opts.json:
-        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(opts.json).write_text(json.dumps({"goals": [g.row() for g in goals], **(extra or {})},
-                                              indent=1, default=str))
-    for g in goals:
-        print(f"goal [{g.case}] {g.goal}: {g.verdict}")
