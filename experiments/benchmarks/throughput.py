@@ -48,7 +48,7 @@ def model_options(net: str, inp: str, cfg: dict) -> dict:
 
 def train_steps(net: str, inp: str, data: Path, cfg: dict) -> tuple[loop.Setup, dict]:
     """`steps` calls of odenets' train step on the one batch, the batch sharded over the devices."""
-    optim = {"name": "adamw", **OPTIM, "momentum": 0.0, "schedule": "constant", "warmup_steps": 0, "epochs": 1,
+    optim = {"name": "adamw", **OPTIM, "schedule": "constant", "warmup_steps": 0, "epochs": 1,
              "batch_size": cfg["batch"][inp]}
     s = loop.setup({"seed": 0, "data": {"name": "npz", "path": str(data), "num_classes": CLASSES}, "optim": optim,
                     "model": model_options(net, inp, cfg), "integrator": {"name": "euler"},

@@ -188,15 +188,16 @@ IGNORED_IN_LABELS = ("name", "resume", *FREE_ON_RESUME)
 
 
 def labels_by_difference(run_dirs: list[Path]) -> list[str]:
-    """One label per run: the config keys whose values differ between the runs ("optim.lr=0.1, seed=1"),
-    so the rows of a sweep are told apart; the run's name when the configs agree or are missing."""
+    """One label per run: its name where the names tell the runs apart; otherwise (a sweep) the config
+    keys whose values differ between the runs ("optim.lr=0.1, seed=1")."""
     configs = [yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() else None
                for d in run_dirs]
-    if len(run_dirs) < 2 or any(c is None for c in configs):
-        return [_label(d) for d in run_dirs]
+    names = [_label(d) for d in run_dirs]
+    if len(run_dirs) < 2 or any(c is None for c in configs) or len(set(names)) == len(names):
+        return names
     keys = sorted({k for c in configs[1:] for k in differing(configs[0], c)} - set(IGNORED_IN_LABELS))
     if not keys:
-        return [_label(d) for d in run_dirs]
+        return names
     return [", ".join(f"{k}={_get(c, k)}" for k in keys) for c in configs]
 
 
