@@ -61,7 +61,7 @@ def check_grid(steps, t0, t1) -> int:
         if _is_tracer(t):
             continue
         value = np.asarray(t)
-        if value.ndim != 0 or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+        if value.ndim != 0 or value.dtype.kind not in "iuf":
             raise ValueError(f"{key} must be a real scalar, got {key}={t!r}")
         concrete[key] = float(value)
     if not all(map(math.isfinite, concrete.values())):
@@ -71,10 +71,13 @@ def check_grid(steps, t0, t1) -> int:
     return steps
 
 
-def check_unroll(unroll) -> None:
-    """unroll is True, False or an int >= 1 (what suits the integrator is its own check)."""
-    if not isinstance(unroll, bool) and not (validate.is_int(unroll) and unroll >= 1):
+def check_unroll(unroll) -> int | bool:
+    """unroll as True, False or an int >= 1 (what suits the integrator is its own check)."""
+    if isinstance(unroll, bool):
+        return unroll
+    if not (validate.is_int(unroll) and unroll >= 1):
         raise ValueError(f"unroll must be True, False or an integer >= 1, got {unroll!r}")
+    return int(unroll)
 
 
 def resolve_solver(
@@ -85,7 +88,7 @@ def resolve_solver(
     arguments, unroll, gradients it supports) and the gradient's (integrators it needs)."""
     integ = INTEGRATORS(integrator)
     grad = GRADIENTS(gradient)
-    check_unroll(unroll)
+    unroll = check_unroll(unroll)
     integ.check(grad, per_step=per_step, unroll=unroll)
     grad.check(integ)
     return integ, grad
@@ -236,6 +239,7 @@ def odeint(
     """
     per_step = isinstance(f, PerStep) or isinstance(args, PerStep)
     integ, grad = resolve_solver(integrator, gradient, per_step=per_step, unroll=unroll)
+    unroll = check_unroll(unroll)
     save = validate.choice("save", save, SAVE_CHOICES)
     steps = check_grid(steps, t0, t1)
     field, args = _as_field(f, args)

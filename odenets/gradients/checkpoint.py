@@ -41,7 +41,8 @@ class Checkpoint(Gradient):
         body = stepper.body(t0, h, args)
 
         def segment(length):
-            return jax.checkpoint(lambda carry, xs: lax.scan(body, carry, xs, length=length, unroll=stepper.unroll))
+            scan = lambda carry, xs: lax.scan(body, carry, xs, length=length, unroll=stepper.unroll)
+            return jax.checkpoint(scan)
 
         xs = stepper.xs(args)
         head = jax.tree.map(lambda x: x[: outer * s].reshape(outer, s, *x.shape[1:]), xs)
