@@ -157,15 +157,17 @@ def _state_dtypes(field, x0, args):
     x0's is refused here rather than deep inside a solver.
     """
     x0 = jax.tree.map(jnp.asarray, x0)
-    args0 = jax.tree.map(lambda a: a[0], args.tree) if isinstance(args, PerStep) else args
-    out = eqx.filter_eval_shape(field, jnp.zeros((), _real(x0)), x0, args0)
-    like = jax.tree.map(lambda v: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)), x0)
-    if jax.tree.structure(out) != jax.tree.structure(like) or any(
-        o.shape != v.shape for o, v in zip(jax.tree.leaves(out), jax.tree.leaves(like))
-    ):
-        raise ValueError(f"f(t, x, args) must return dx/dt shaped like x0: got {out} for x0 {like}")
-    promote = lambda v, o: v.astype(_complex_of(v.dtype)) if jnp.iscomplexobj(o) and not jnp.iscomplexobj(v) else v
-    return jax.tree.map(promote, x0, out)
+
+    def dxdt(t, x, a):  # with PerStep arguments, step 0's slice (taken inside the trace: no copy)
+        return field(t, x, jax.tree.map(lambda v: v[0], a.tree) if isinstance(a, PerStep) else a)
+
+    out = eqx.filter_eval_shape(dxdt, jnp.zeros((), _real(x0)), x0, args)
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+    leaf_shapes = lambda tree: [jnp.shape(v) for v in jax.tree.leaves(tree)]
+    if jax.tree.structure(out) != jax.tree.structure(x0) or leaf_shapes(out) != leaf_shapes(x0):
+        raise ValueError(f"f(t, x, args) must return dx/dt shaped like x0 {shapes(x0)}, got {shapes(out)}")
+    complex_of_real = lambda v, o: jnp.iscomplexobj(o) and not jnp.iscomplexobj(v)
+    return jax.tree.map(lambda v, o: v.astype(_complex_of(v.dtype)) if complex_of_real(v, o) else v, x0, out)
 
 
 def _in_precision(args, x0):

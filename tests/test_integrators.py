@@ -63,8 +63,12 @@ def _diffrax_solve(solver, f, x0, t1, steps, args):
 
 
 def diffrax_erk(integ: ExplicitRK) -> diffrax.AbstractERK:
-    """The same method as a diffrax solver, built from our tableau (fixed steps: no error estimate)."""
+    """The same method as a diffrax solver, built from our tableau (fixed steps: no error estimate).
+
+    diffrax's tableaux have two stages or more; the one consistent one-stage method is Euler's."""
     tab = integ.tableau
+    if tab.stages == 1:
+        return diffrax.Euler()
 
     class FromTableau(diffrax.AbstractERK):
         tableau: ClassVar[diffrax.ButcherTableau] = diffrax.ButcherTableau(
