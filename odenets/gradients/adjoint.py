@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from odenets._abstract import final
-from odenets.gradients.base import Gradient, dot_field, register, tree_add, zeros_for_none
+from odenets.gradients.base import Gradient, dot_field, register, saved_cotangents, tree_add, zeros_for_none
 
 
 def _augmented(f, nondiff):
@@ -77,10 +77,8 @@ def _solve(stepper, t0, h, y0, args):
         a1 = zeros_for_none(integ.value(state_ct), y1)
         inject = None
         if stepper.save_all:  # the cotangent of x_k arrives at boundary k (k = 1 .. N-1; x_N in a1)
-            ys_ct = jax.tree.map(lambda c, v: jnp.zeros((n, *v.shape), v.dtype) if c is None else c, ys_ct, y1,
-                                 is_leaf=lambda c: c is None)
-            a1 = tree_add(a1, at(ys_ct, -1))
-            inject = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
+            last, inject = saved_cotangents(ys_ct, y1, n)
+            a1 = tree_add(a1, last)
         zero_t = jnp.zeros((), jnp.result_type(h))
         t1 = stepper.time(t0, h, jnp.asarray(n, jnp.int32))
         c1 = dot_field(stepper.f, t1, y1, args, a1) if times else zero_t

@@ -58,6 +58,15 @@ def zeros_for_none(ct, like):
                         ct, like, is_leaf=lambda c: c is None)
 
 
+def saved_cotangents(ys_ct, y1, steps):
+    """From the cotangents of the saved states x_1 .. x_N (None: symbolic zero), that of x_N and
+    those of x_k indexed by the boundary k = 0 .. N-1 where a backward pass meets them (0 at k = 0)."""
+    ys_ct = jax.tree.map(lambda c, v: jnp.zeros((steps, *v.shape), v.dtype) if c is None else c, ys_ct, y1,
+                         is_leaf=lambda c: c is None)
+    at_boundary = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
+    return jax.tree.map(lambda v: v[-1], ys_ct), at_boundary
+
+
 def dot_field(f, t, x, args, ct):
     """Re <ct, f(t, x, args)>: how a loss with cotangent `ct` at x(t) changes as t moves."""
     return sum(jnp.sum(c * v).real for c, v in zip(jax.tree.leaves(ct), jax.tree.leaves(f(t, x, args))))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from odenets._abstract import final
-from odenets.gradients.base import Gradient, register, tree_add, zeros_for_none
+from odenets.gradients.base import Gradient, register, saved_cotangents, tree_add, zeros_for_none
 from odenets.integrators.base import REGISTRY as INTEGRATORS
 
 
@@ -48,11 +48,8 @@ def _solve(stepper, t0, h, y0, args):
 
         y_cts = None
         if stepper.save_all:  # the cotangent of x_k arrives at boundary k (x_N: with the final state)
-            y1 = integ.value(state1)
-            ys_ct = jax.tree.map(lambda c, v: jnp.zeros((stepper.steps, *v.shape), v.dtype) if c is None else c,
-                                 ys_ct, y1, is_leaf=lambda c: c is None)
-            state_ct = inject(state1, state_ct, at(ys_ct, -1))
-            y_cts = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
+            last, y_cts = saved_cotangents(ys_ct, integ.value(state1), stepper.steps)
+            state_ct = inject(state1, state_ct, last)
 
         def body(carry, x):
             k, state, ct, g, (dt0, dh) = carry
