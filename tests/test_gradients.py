@@ -22,7 +22,7 @@ def make_loss(integrator, gradient, steps=STEPS, per_step=False, save="final"):
         sol = on.odeint(mlp_field, x0, 0.0, 1.0, steps, integrator=integrator, gradient=gradient,
                         args=args, save=save)
         out = sol.xs if save == "all" else sol.x
-        return jnp.sum(jnp.sin(out) * jnp.linspace(0.5, 1.5, out.size).reshape(out.shape))
+        return jnp.sum(jnp.sin(out) * jnp.linspace(0.5, 1.5, out.size, dtype=out.dtype).reshape(out.shape))
 
     return jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
