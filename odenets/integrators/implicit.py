@@ -89,9 +89,9 @@ class ThetaMethod(FixedStepIntegrator):
         sol = optx.root_find(residual, solver, to_real(y), args=(rhs, t1, h, args), max_steps=self.max_iters)
         y1 = from_real(sol.value)
         count = count + sol.stats["num_steps"].astype(jnp.int32)
-        no_quadrature = jax.eval_shape(fq, t1, y1, args)[1]
-        if not jax.tree.leaves(no_quadrature):  # (its empty structure, as the field returns it)
-            return (y1, count), no_quadrature
+        q_shape = jax.eval_shape(fq, t1, y1, args)[1]
+        if not jax.tree.leaves(q_shape):  # no quadrature: its empty structure, as fq returns it
+            return (y1, count), q_shape
         _, q1 = fq(t1, y1, args)
         quad = combine(None, h, [explicit, theta], [q0, q1]) if explicit else combine(None, h, [theta], [q1])
         return (y1, count), quad
