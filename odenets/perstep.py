@@ -25,6 +25,3 @@ class PerStep:
     def length(self) -> set[int]:
         """The set of leading-axis lengths of the leaves (one element when consistent)."""
         return {leaf.shape[0] if getattr(leaf, "ndim", 0) else -1 for leaf in jax.tree.leaves(self.tree)}
-
-    def at(self, k):
-        return jax.tree.map(lambda leaf: leaf[k], self.tree)

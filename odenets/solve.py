@@ -1,7 +1,14 @@
-"""`odeint`: one solve along every axis (integrator x gradient x depth parameterisation)."""
+"""`odeint`: one solve along every axis (integrator x gradient x depth parameterisation).
+
+`odeint` checks everything, prepares the field and the dtypes, and hands the solve to the
+integrator (`Integrator.solve`), which runs it with the gradient strategy. The rules that
+pair an integrator with a gradient live in their own `check` methods; `resolve_solver`
+calls them, for `odeint` and for the models alike.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -10,11 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from odenets import validate
 from odenets.gradients import REGISTRY as GRADIENTS
-from odenets.gradients import Backprop, Gradient, Stepper
+from odenets.gradients import Backprop, Gradient
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import RK4, Integrator
-from odenets.integrators.adaptive import solve_adaptive
 from odenets.perstep import PerStep
 
 SAVE_CHOICES = ("final", "all")
@@ -28,9 +35,10 @@ class Solution(NamedTuple):
            (leading axis steps + 1; adaptive integrators report their dense solution at
            that grid); None with save="final".
     stats: {"nfe": forward vector-field evaluations, "nfe_backward": evaluations the
-           backward pass makes again (0 for Backprop; a VJP of f counts as one),
-           "steps": accepted steps, "rejected": rejected steps}. Ints, or int arrays where
-           they are only known at run time (Newton iterations, adaptive steps).
+           backward pass makes again (0 for Backprop through explicit steps; a VJP of f counts
+           as one), "steps": accepted steps, "rejected": rejected steps}. Ints, int arrays
+           where they are only known at run time (Newton iterations, adaptive steps), or None
+           where they are not known (never a guess).
     """
 
     x: Any
@@ -40,6 +48,50 @@ class Solution(NamedTuple):
 
 def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
+
+
+def check_grid(steps, t0, t1) -> int:
+    """`steps` as an int >= 1, and t0, t1 real, finite and distinct (where they are concrete).
+
+    The one check of a solve's grid, for `odeint` and the models.
+    """
+    steps = validate.integer("steps", steps, low=1)
+    concrete = {}
+    for key, t in (("t0", t0), ("t1", t1)):
+        if _is_tracer(t):
+            continue
+        value = np.asarray(t)
+        if value.ndim != 0 or value.dtype.kind not in "iuf":
+            raise ValueError(f"{key} must be a real scalar, got {key}={t!r}")
+        concrete[key] = float(value)
+    if not all(map(math.isfinite, concrete.values())):
+        raise ValueError(f"t0 and t1 must be finite, got t0={t0!r}, t1={t1!r}")
+    if len(concrete) == 2 and concrete["t0"] == concrete["t1"]:
+        raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
+    return steps
+
+
+def check_unroll(unroll) -> int | bool:
+    """unroll as True, False or an int >= 1 (what suits the integrator is its own check)."""
+    if isinstance(unroll, bool):
+        return unroll
+    if not (validate.is_int(unroll) and unroll >= 1):
+        raise ValueError(f"unroll must be True, False or an integer >= 1, got {unroll!r}")
+    return int(unroll)
+
+
+def resolve_solver(
+    integrator, gradient, *, per_step: bool, unroll: int | bool = 1
+) -> tuple[Integrator, Gradient]:
+    """Integrator and gradient objects from names or instances, with every pairing rule checked
+    now: the registries' errors for unknown names, then the integrator's own check (per-step
+    arguments, unroll, gradients it supports) and the gradient's (integrators it needs)."""
+    integ = INTEGRATORS(integrator)
+    grad = GRADIENTS(gradient)
+    unroll = check_unroll(unroll)
+    integ.check(grad, per_step=per_step, unroll=unroll)
+    grad.check(integ)
+    return integ, grad
 
 
 def _as_field(f, args):
@@ -63,20 +115,12 @@ def _as_field(f, args):
     return f, args
 
 
-def _in_dtype(args, dtype):
-    """Floating-point arguments cast to the state's dtype: the whole solve runs in x0's
-    precision (the cast is differentiable, so gradients come back in the arguments' own dtype)."""
-    cast = lambda v: v.astype(dtype) if eqx.is_inexact_array(v) else v  # noqa: E731
-    return jax.tree.map(cast, args)
-
-
-def _in_state_dtype(f):
-    """dx/dt in the dtypes of x: the state keeps x0's precision whatever the parameters' is."""
-
-    def field(t, x, args):
-        return jax.tree.map(lambda d, v: d.astype(jnp.result_type(v)), f(t, x, args), x)
-
-    return field
+def _check_per_step(args, steps):
+    if isinstance(args, PerStep) and args.length() != {steps}:
+        raise ValueError(
+            f"PerStep arguments must have a leading axis of length steps={steps} on every leaf, "
+            f"got leading lengths {sorted(args.length())}"
+        )
 
 
 def _check_x0(x0):
@@ -96,60 +140,68 @@ def _check_x0(x0):
     )
 
 
-def _check_steps(steps):
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    return int(steps)
+def _real(x0):
+    """The real dtype of the state's precision (the widest of its leaves)."""
+    return max((jnp.finfo(jnp.result_type(v)).dtype for v in jax.tree.leaves(x0)), key=lambda d: d.itemsize)
 
 
-def _check_per_step(args, steps, integ: Integrator):
-    if not isinstance(args, PerStep):
-        return
-    if integ.adaptive:
-        fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS(n).adaptive]
-        raise ValueError(
-            f"PerStep arguments need a fixed-step integrator, got {integ.name!r}; "
-            f"valid choices: {', '.join(fixed)}"
-        )
-    lengths = args.length()
-    if lengths != {steps}:
-        raise ValueError(
-            f"PerStep arguments must have a leading axis of length steps={steps} on every leaf, "
-            f"got leading lengths {sorted(lengths)}"
-        )
+def _complex_of(dtype):
+    return jnp.dtype(jnp.complex128 if jnp.finfo(dtype).bits == 64 else jnp.complex64)
 
 
-def check_unroll(unroll, integ: Integrator | None = None) -> None:
-    """unroll is True, False or an int >= 1; with `integ`, also that it suits that integrator."""
-    if not isinstance(unroll, bool) and not (isinstance(unroll, int | np.integer) and unroll >= 1):
-        raise ValueError(f"unroll must be True, False or an integer >= 1, got {unroll!r}")
-    if integ is not None and integ.adaptive and (unroll is True or unroll not in (False, 1)):
-        raise ValueError(f"unroll={unroll!r} applies to fixed-step integrators only; adaptive integrator "
-                         f"{integ.name!r} takes its own steps (valid choice for it: unroll=1)")
+def _state_dtypes(field, x0, args):
+    """x0 promoted to the field's kind: a complex dx/dt makes the state complex (same precision),
+    never the other way round, so no imaginary part is dropped.
+
+    The field is traced once (no compute) to read its output; a structure or shapes unlike
+    x0's is refused here rather than deep inside a solver.
+    """
+    x0 = jax.tree.map(jnp.asarray, x0)
+
+    def dxdt(t, x, a):  # with PerStep arguments, step 0's slice (taken inside the trace: no copy)
+        return field(t, x, jax.tree.map(lambda v: v[0], a.tree) if isinstance(a, PerStep) else a)
+
+    out = eqx.filter_eval_shape(dxdt, jnp.zeros((), _real(x0)), x0, args)
+    shapes = lambda tree: jax.tree.map(jnp.shape, tree)
+    leaf_shapes = lambda tree: [jnp.shape(v) for v in jax.tree.leaves(tree)]
+    if jax.tree.structure(out) != jax.tree.structure(x0) or leaf_shapes(out) != leaf_shapes(x0):
+        raise ValueError(f"f(t, x, args) must return dx/dt shaped like x0 {shapes(x0)}, got {shapes(out)}")
+    complex_of_real = lambda v, o: jnp.iscomplexobj(o) and not jnp.iscomplexobj(v)
+    return jax.tree.map(lambda v, o: v.astype(_complex_of(v.dtype)) if complex_of_real(v, o) else v, x0, out)
 
 
-def resolve_solver(
-    integrator, gradient, *, per_step: bool, unroll: int | bool = 1
-) -> tuple[Integrator, Gradient]:
-    """Integrator and gradient objects from names or instances, with every pairing rule of
-    `odeint` checked now (the registries' errors for unknown names; per-step parameters need a
-    fixed-step integrator; the gradient's own check of the integrator; unroll)."""
-    integ = INTEGRATORS(integrator)
-    grad = GRADIENTS(gradient)
-    if per_step and integ.adaptive:
-        fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS(n).adaptive]
-        raise ValueError(
-            f"per-step parameters need a fixed-step integrator, got integrator {integ.name!r}; "
-            f"valid choices: {', '.join(fixed)}"
-        )
-    if integ.adaptive and grad.name == "reversible":
-        raise ValueError(
-            f"gradient 'reversible' is not available for adaptive integrator {integ.name!r}; "
-            f"valid choices for it: backprop, checkpoint, adjoint"
-        )
-    grad.check(integ)
-    check_unroll(unroll, integ)
-    return integ, grad
+def _in_precision(args, x0):
+    """Floating-point arguments cast to the state's precision, each keeping its kind (real or
+    complex): the whole solve runs in x0's precision (the cast is differentiable, so gradients
+    come back in the arguments' own dtype)."""
+    real = _real(x0)
+
+    def cast(v):
+        if not eqx.is_inexact_array(v):
+            return v
+        return v.astype(_complex_of(real) if jnp.iscomplexobj(v) else real)
+
+    return jax.tree.map(cast, args)
+
+
+def _in_state_dtype(f):
+    """dx/dt in the dtypes of x: the state keeps x0's precision whatever the parameters' is."""
+
+    def field(t, x, args):
+        return jax.tree.map(lambda d, v: d.astype(jnp.result_type(v)), f(t, x, args), x)
+
+    return field
+
+
+def _times(t0, t1, x0):
+    """t0 and t1 as real scalars in the state's precision (real even for complex states);
+    concrete times stay concrete (numpy), traced ones are checked for finiteness at run time."""
+    real = _real(x0)
+    if not any(map(_is_tracer, (t0, t1))):
+        return np.asarray(t0, real), np.asarray(t1, real)
+    t0, t1 = jnp.asarray(t0, real), jnp.asarray(t1, real)
+    finite = jnp.isfinite(t0) & jnp.isfinite(t1)
+    return eqx.error_if(t0, ~finite, "odeint: t0 and t1 must be finite"), t1
 
 
 def odeint(
@@ -181,48 +233,23 @@ def odeint(
                 runs convolutional fields several times faster on CPU, where XLA leaves
                 backward convolutions inside a loop in slow layouts.
 
+    The state takes x0's precision, complex if x0 or dx/dt is; t0 and t1 stay real. Gradients
+    with respect to t0 and t1 are exact for Backprop, Checkpoint and Reversible (the discrete
+    solve's) and those of the ODE for Adjoint and adaptive integrators.
+
     Everything is checked before any compute; jit, vmap and grad all apply.
     """
-    integ = INTEGRATORS(integrator)
-    grad = GRADIENTS(gradient)
-    if save not in SAVE_CHOICES:
-        raise ValueError(f"unknown save {save!r}; valid choices: {', '.join(SAVE_CHOICES)}")
-    steps = _check_steps(steps)
-    check_unroll(unroll, integ)
-    if integ.adaptive and grad.name == "reversible":
-        raise ValueError(
-            f"gradient 'reversible' is not available for adaptive integrator {integ.name!r}; "
-            f"valid choices for it: backprop, checkpoint, adjoint"
-        )
-    grad.check(integ)
+    per_step = isinstance(f, PerStep) or isinstance(args, PerStep)
+    integ, grad = resolve_solver(integrator, gradient, per_step=per_step, unroll=unroll)
+    unroll = check_unroll(unroll)
+    save = validate.choice("save", save, SAVE_CHOICES)
+    steps = check_grid(steps, t0, t1)
     field, args = _as_field(f, args)
-    field = _in_state_dtype(field)
-    _check_per_step(args, steps, integ)
-    if not any(map(_is_tracer, (t0, t1))) and float(t0) == float(t1):
-        raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
+    _check_per_step(args, steps)
     x0 = _check_x0(x0)
-
-    dtype = jnp.result_type(*jax.tree.leaves(x0))
-    t0 = jnp.asarray(t0, dtype)
-    t1 = jnp.asarray(t1, dtype)
-    args = _in_dtype(args, dtype)
-    save_all = save == "all"
-
-    if integ.adaptive:
-        ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
-        x, xs, stats = solve_adaptive(integ, field, t0, t1, x0, args, grad.diffrax_adjoint(integ), ts)
-        return Solution(x, xs, {**stats, "nfe_backward": grad.adaptive_nfe_backward})
-
-    per_step = isinstance(args, PerStep)
-    stepper = Stepper(integ, field, steps, per_step, save_all, unroll)
-    h = (t1 - t0) / steps
-    state, ys = grad.solve(stepper, t0, h, x0, args.tree if per_step else args)
-    x = integ.value(state)
-    xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, ys) if save_all else None
-    stats = {
-        "nfe": stepper.nfe_forward() + integ.extra_nfe(state),
-        "nfe_backward": grad.nfe_backward(stepper),
-        "steps": steps,
-        "rejected": 0,
-    }
+    args = _in_precision(args, x0)
+    x0 = _state_dtypes(field, x0, args)
+    t0, t1 = _times(t0, t1, x0)
+    x, xs, stats = integ.solve(_in_state_dtype(field), t0, t1, x0, args, grad, steps=steps,
+                               save_all=save == "all", unroll=unroll)
     return Solution(x, xs, stats)

@@ -16,17 +16,19 @@ import numpy as np
 import odenets as on
 from odenets.data import register as register_dataset
 from odenets.data.toy import Toy
+from odenets._abstract import final
 from odenets.integrators import ButcherTableau, ExplicitRK
 from odenets.integrators.base import register as register_integrator
 
 
+@final
 @register_integrator("ralston")
 @dataclasses.dataclass(frozen=True)
 class Ralston(ExplicitRK):
     """Ralston's second-order method: k2 = f(t + 2h/3, y + 2h/3 k1), y_next = y + h (k1/4 + 3 k2/4)."""
 
     order: ClassVar[int] = 2
-    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), (2 / 3,)), b=(1 / 4, 3 / 4), c=(0.0, 2 / 3))
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), ("2/3",)), b=("1/4", "3/4"), c=(0, "2/3"))
 
 
 @register_dataset("xor")

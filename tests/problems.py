@@ -34,5 +34,5 @@ def mlp_field(t, x, p):
 
 def mlp_params(key, width=3, hidden=5, scale=0.5, leading=()):
     k1, k2, k3, k4 = jax.random.split(key, 4)
-    n = lambda k, s: scale * jax.random.normal(k, leading + s)  # noqa: E731
+    n = lambda k, s: scale * jax.random.normal(k, leading + s)
     return (n(k1, (width, hidden)), n(k2, (hidden,)), n(k3, (hidden, width)), n(k4, (width,)))

@@ -8,6 +8,8 @@ from problems import mlp_field, mlp_params
 
 import odenets as on
 
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
 
 def value_and_grad(integrator, gradient, steps, per_step):
     def loss(x0, params):

@@ -2,11 +2,15 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import FIXED, GRADIENTS
 from problems import mlp_field, mlp_params
 
 import odenets as on
+from odenets.solve import check_grid
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 X0 = jnp.array([[0.3, -0.2, 0.5]])
 
@@ -50,7 +54,7 @@ def test_every_name_is_listed_in_the_error():
 
 @pytest.mark.parametrize("steps", [0, -1, 1.5, True, "10", None])
 def test_steps_must_be_a_positive_int(steps):
-    rejects(r"steps must be an int >= 1, got " + repr(steps).replace(".", r"\."), steps=steps)
+    rejects(r"steps must be an int >= 1, got steps=" + repr(steps).replace(".", r"\."), steps=steps)
 
 
 def test_unknown_save_mode():
@@ -70,7 +74,8 @@ def test_perstep_with_mixed_lengths():
 
 def test_perstep_needs_a_fixed_step_integrator():
     args = on.PerStep(mlp_params(jax.random.key(0), leading=(10,)))
-    rejects(r"PerStep arguments need a fixed-step integrator, got 'dopri5'; valid choices: .*euler",
+    rejects(r"PerStep \(per-step\) arguments need a fixed-step integrator, got integrator 'dopri5'; "
+            r"valid choices: .*euler",
             steps=10, args=args, integrator="dopri5")
 
 
@@ -105,6 +110,24 @@ def test_empty_time_span():
     rejects(r"t1 must differ from t0, got t0 = t1 = 1.0", t0=1.0, t1=1.0)
 
 
+@pytest.mark.parametrize("t0", [1j, jnp.zeros(2), "0"])
+def test_times_are_real_scalars(t0):
+    rejects(r"t0 must be a real scalar, got t0=", t0=t0)
+
+
+def test_check_grid_is_the_one_grid_check():
+    """The same rules for odeint and the models: numpy ints are ints, times finite and distinct."""
+    assert check_grid(np.int64(4), 0.0, np.float32(1.0)) == 4 and type(check_grid(np.int64(4), 0, 1)) is int
+    for steps, t0, t1, match in [(0, 0.0, 1.0, "steps must be an int >= 1"), (True, 0.0, 1.0, "got steps=True"),
+                                 (4, 0.0, np.nan, "t0 and t1 must be finite"), (4, 2, 2.0, "t1 must differ")]:
+        with pytest.raises(ValueError, match=match):
+            check_grid(steps, t0, t1)
+
+
+def test_field_output_shaped_unlike_x0():
+    rejects(r"f\(t, x, args\) must return dx/dt shaped like x0", f=lambda t, x, a: x[..., :2])
+
+
 def test_module_with_args():
     module = on.fields.MLPField(3, 4, rngs=__import__("flax").nnx.Rngs(0))
     with pytest.raises(ValueError, match="carries its own parameters: pass args=None"):
@@ -119,11 +142,14 @@ def test_not_a_field():
 @pytest.mark.parametrize(
     "build,match",
     [
-        (lambda: on.Checkpoint(segment=0), r"segment must be an int >= 1 or None, got 0"),
-        (lambda: on.Dopri5(rtol=-1.0), r"rtol and atol must be > 0, got rtol=-1.0"),
-        (lambda: on.Tsit5(atol=0.0), r"rtol and atol must be > 0, got rtol=0.001, atol=0.0"),
-        (lambda: on.Kvaerno5(max_steps=0), r"max_steps must be an int >= 1, got 0"),
-        (lambda: on.integrator("rk4", rtol=1e-3), r"unknown option 'rtol' for integrator 'rk4'; valid options: \(none\)"),
+        (lambda: on.Checkpoint(segment=0), r"segment must be an int >= 1, got segment=0"),
+        (lambda: on.Checkpoint(segment=2.0), r"segment must be an int >= 1, got segment=2.0"),
+        (lambda: on.Dopri5(rtol=-1.0), r"rtol must be a finite number in \(0.0, inf\), got rtol=-1.0"),
+        (lambda: on.Tsit5(atol=0.0), r"atol must be a finite number in \(0.0, inf\), got atol=0.0"),
+        (lambda: on.Kvaerno5(max_steps=0), r"max_steps must be an int >= 1, got max_steps=0"),
+        (lambda: on.Trapezoid(max_iters=True), r"max_iters must be an int >= 1, got max_iters=True"),
+        (lambda: on.integrator("rk4", rtol=1e-3),
+         r"unknown option 'rtol' for integrator 'rk4'; valid options: \(none\)"),
         (lambda: on.integrator(on.RK4(), order=3), r"options \['order'\] given with an already built"),
     ],
 )
@@ -135,7 +161,7 @@ def test_bad_options(build, match):
 @pytest.mark.parametrize("name", ["dopri5", "tsit5", "kvaerno5"])
 def test_adaptive_max_steps_exhausted_is_an_error(name):
     """A stiff problem with a tiny step budget: an error naming max_steps, never a wrong answer."""
-    stiff = lambda t, x, a: -1000.0 * (x - jnp.cos(t))  # noqa: E731
+    stiff = lambda t, x, a: -1000.0 * (x - jnp.cos(t))
     integ = on.integrator(name, max_steps=3)
     with pytest.raises(Exception, match=rf"adaptive integrator '{name}' took max_steps=3 steps without "
                                         r"reaching t1; raise max_steps"):
@@ -148,6 +174,14 @@ def test_adaptive_max_steps_exhausted_is_an_error(name):
 def test_unroll_must_be_a_bool_or_positive_int(unroll):
     rejects(r"unroll must be True, False or an integer >= 1, got " + repr(unroll).replace(".", r"\."),
             unroll=unroll)
+
+
+def test_numpy_integers_are_accepted():
+    x0, args = X0, mlp_params(jax.random.key(0))
+    ref = on.odeint(mlp_field, x0, steps=4, args=args).x
+    x = on.odeint(mlp_field, x0, steps=np.int64(4), args=args, unroll=np.int64(2)).x
+    np.testing.assert_array_equal(x, ref)
+    assert on.Kvaerno5(max_steps=np.int64(5)).max_steps == 5 and on.Checkpoint(segment=np.int64(4)).segment == 4
 
 
 def test_unroll_is_for_fixed_step_integrators():

@@ -8,6 +8,9 @@ from conftest import GRADIENTS, PAIRS
 from problems import mlp_field, mlp_params
 
 import odenets as on
+from odenets._abstract import is_final
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 STEPS = 16
 SLOW = pytest.mark.slow
@@ -19,7 +22,7 @@ def make_loss(integrator, gradient, steps=STEPS, per_step=False, save="final"):
         sol = on.odeint(mlp_field, x0, 0.0, 1.0, steps, integrator=integrator, gradient=gradient,
                         args=args, save=save)
         out = sol.xs if save == "all" else sol.x
-        return jnp.sum(jnp.sin(out) * jnp.linspace(0.5, 1.5, out.size).reshape(out.shape))
+        return jnp.sum(jnp.sin(out) * jnp.linspace(0.5, 1.5, out.size, dtype=out.dtype).reshape(out.shape))
 
     return jax.jit(loss), jax.jit(jax.grad(loss, argnums=(0, 1)))
 
@@ -51,7 +54,7 @@ def directional(grads, direction):
 
 def scale(grads, direction):
     """||g|| ||v||: the size a directional derivative is measured against (Cauchy-Schwarz)."""
-    norm = lambda t: float(jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(t))))  # noqa: E731
+    norm = lambda t: float(jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(t))))
     return norm(grads) * norm(direction)
 
 
@@ -198,9 +201,26 @@ def test_unroll_changes_nothing_but_the_program(gradient, unroll):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("gradient,expected", [("backprop", 0), ("checkpoint", None), ("adjoint", None)])
-def test_adaptive_nfe_backward(gradient, expected):
-    """Backprop evaluates nothing again; diffrax does not count a backward solve: None, not a guess."""
+@pytest.mark.parametrize("gradient", ["backprop", "checkpoint", "adjoint"])
+def test_adaptive_nfe_backward_is_unknown(gradient):
+    """diffrax counts no backward evaluations (Backprop through Dopri5 does make some): None, not a guess."""
     x0, params = inputs(False)
     sol = on.odeint(mlp_field, x0, 0.0, 1.0, integrator="dopri5", gradient=gradient, args=params)
-    assert sol.stats["nfe_backward"] == expected
+    assert sol.stats["nfe_backward"] is None
+
+
+@pytest.mark.parametrize("name", GRADIENTS)
+def test_every_gradient_is_final_and_named_by_the_registry(name):
+    cls = on.gradient.get(name)
+    assert is_final(cls) and cls.name == name
+    with pytest.raises(TypeError, match="final"):
+        type("Sub", (cls,), {})
+    with pytest.raises(TypeError, match="abstract"):
+        on.Gradient()
+
+
+def test_numpy_ints_are_ints():
+    assert on.Checkpoint(segment=np.int64(4)).segment == 4 and type(on.Checkpoint(np.int64(4)).segment) is int
+    x0, params = inputs(False)
+    a = on.odeint(mlp_field, x0, steps=np.int64(4), gradient=on.Checkpoint(segment=np.int32(3)), args=params).x
+    np.testing.assert_array_equal(a, on.odeint(mlp_field, x0, steps=4, args=params).x)

@@ -1,5 +1,7 @@
 """Accuracy of every integrator: convergence order, cross-checks with diffrax, stiffness, NFE."""
 
+from typing import ClassVar
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,10 @@ from conftest import ADAPTIVE, FIXED
 from problems import X0, A, linear, linear_exact, riccati, riccati_exact
 
 import odenets as on
+from odenets._abstract import is_final
+from odenets.integrators import ExplicitRK, FixedStepIntegrator
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 
 def fitted_order(errors, steps):
@@ -56,12 +62,46 @@ def _diffrax_solve(solver, f, x0, t1, steps, args):
     return sol.ys[-1]
 
 
-@pytest.mark.parametrize(
-    "name,solver",
-    [("euler", diffrax.Euler()), ("midpoint", diffrax.Midpoint()), ("heun", diffrax.Heun()),
-     ("reversible_heun", diffrax.ReversibleHeun())],
-)
+def diffrax_erk(integ: ExplicitRK) -> diffrax.AbstractERK:
+    """The same method as a diffrax solver, built from our tableau (fixed steps: no error estimate).
+
+    diffrax's tableaux have two stages or more; the one consistent one-stage method is Euler's."""
+    tab = integ.tableau
+    if tab.stages == 1:
+        return diffrax.Euler()
+
+    class FromTableau(diffrax.AbstractERK):
+        tableau: ClassVar[diffrax.ButcherTableau] = diffrax.ButcherTableau(
+            c=np.asarray(tab.c[1:]), b_sol=np.asarray(tab.b), b_error=np.zeros(tab.stages),
+            a_lower=tuple(np.asarray(row) for row in tab.a[1:]),
+        )
+
+        @staticmethod
+        def interpolation_cls(t0, t1, y0, y1, k):
+            return diffrax.LocalLinearInterpolation(t0=t0, t1=t1, y0=y0, y1=y1)
+
+        def order(self, terms):
+            return integ.order
+
+    return FromTableau()
+
+
+EXPLICIT = [n for n in FIXED if issubclass(on.integrator.get(n), ExplicitRK)]
+
+
+@pytest.mark.parametrize("name", EXPLICIT)
+def test_explicit_rk_matches_diffrax(name):
+    """Every registered tableau (the test suite's Ralston included) against diffrax's own RK loop."""
+    x0 = jnp.array([0.5, 1.0, 2.0])
+    ours = on.odeint(riccati, x0, 0.0, 1.5, 17, integrator=name).x
+    theirs = _diffrax_solve(diffrax_erk(on.integrator(name)), riccati, x0, 1.5, 17, None)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,solver", [("euler", diffrax.Euler()), ("midpoint", diffrax.Midpoint()),
+                                         ("heun", diffrax.Heun()), ("reversible_heun", diffrax.ReversibleHeun())])
 def test_fixed_step_matches_diffrax(name, solver):
+    """The named methods against diffrax's hand-written ones (not only its tableau loop)."""
     x0 = jnp.array([0.5, 1.0, 2.0])
     ours = on.odeint(riccati, x0, 0.0, 1.5, 17, integrator=name).x
     theirs = _diffrax_solve(solver, riccati, x0, 1.5, 17, None)
@@ -119,7 +159,7 @@ def test_nfe_rk4_20_steps_is_80():
     assert sol.stats["steps"] == 20 and sol.stats["rejected"] == 0
 
 
-@pytest.mark.parametrize("name", [n for n in FIXED if not on.integrator(n).dynamic_nfe])
+@pytest.mark.parametrize("name", [n for n in FIXED if not on.integrator.get(n).dynamic_nfe])
 @pytest.mark.parametrize("per_step", [False, True])
 def test_nfe_fixed_matches_count(name, per_step):
     f, calls = _count_calls(linear)
@@ -198,3 +238,19 @@ def test_save_all_grid(name):
     tol = 1e-5 if integ.adaptive else 0.1**integ.order  # ~ h^order: the global error scale
     for k in (3, 7):  # every saved state is the state at t_k = k h
         np.testing.assert_allclose(sol.xs[k], linear_exact(k / 10), atol=tol)
+
+
+@pytest.mark.parametrize("name", FIXED + ADAPTIVE)
+def test_every_integrator_is_final_and_named_by_the_registry(name):
+    cls = on.integrator.get(name)
+    assert is_final(cls) and cls.name == name
+    assert cls.adaptive == (name in ADAPTIVE) and cls.adaptive != issubclass(cls, FixedStepIntegrator)
+    with pytest.raises(TypeError, match="final"):
+        type("Sub", (cls,), {})
+
+
+def test_integrator_bases_are_abstract():
+    for base in (on.Integrator, FixedStepIntegrator, ExplicitRK, on.integrators.ThetaMethod,
+                 on.integrators.ReversibleIntegrator, on.integrators.AdaptiveIntegrator):
+        with pytest.raises(TypeError, match="abstract"):
+            base()

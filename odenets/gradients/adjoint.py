@@ -7,25 +7,33 @@ integrator and step count as the forward solve,
 
 from x(t1) (the saved output), a(t1) = dL/dx(t1), g(t1) = 0, giving dL/dx0 = a(t0) and
 dL/dtheta = g(t0). g is integrated as a quadrature along the step (see
-`integrators.base`); with PerStep arguments each step's integral is that step's gradient.
+`integrators.fixed`); with PerStep arguments each step's integral is that step's gradient.
 Nothing per step is stored, so memory does not grow with steps. The gradient is that of the
 ODE, not of the discrete solve: it approaches Backprop as the step shrinks, and x(t) is
 recomputed backwards, which is unstable for strongly contracting dynamics.
+
+Times: with states saved at t_k = t0 + k h (k = 1..N; only t_N = t1 with save="final") and
+c_k = dL/dx(t_k) . f(t_k, x(t_k)), the exact flow gives
+
+    dL/dh = sum_k k c_k,        dL/dt0 (h fixed) = sum_k c_k - a(t0) . f(t0, x0),
+
+i.e. dL/dt1 = a(t1) . f(t1, x1) and dL/dt0 = -a(t0) . f(t0, x0) for a loss on x(t1) alone.
+These cost one evaluation per saved state plus one at t0, made only when a time is
+differentiated. With PerStep arguments the field jumps at every step boundary, which moves
+with the times; that gradient is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from odenets.gradients.base import Gradient, register
-from odenets.gradients.loop import split_args, tree_add, zero_cotangent
+from odenets._abstract import final
+from odenets.gradients.base import Gradient, dot_field, register, saved_cotangents, tree_add, zeros_for_none
 
 
 def _augmented(f, nondiff):
@@ -35,38 +43,48 @@ def _augmented(f, nondiff):
         x, a = xa
         fx, vjp = jax.vjp(lambda x_, d_: f(t, x_, eqx.combine(d_, nondiff)), x, dargs)
         ax, ad = vjp(a)
-        neg = lambda tree: jax.tree.map(lambda v: -v, tree)  # noqa: E731
+        neg = lambda tree: jax.tree.map(lambda v: -v, tree)
         return (fx, neg(ax)), neg(ad)
 
     return fq
 
 
-def _solve(stepper, t0, h, y0, dargs, nargs):
-    @jax.custom_vjp
-    def run(t0, h, y0, dargs, nargs):
-        return stepper.run(t0, h, y0, eqx.combine(dargs, nargs))
+def _solve(stepper, t0, h, y0, args):
+    integ, per, n = stepper.integrator, stepper.per_step, stepper.steps
+    at = lambda tree, k: jax.tree.map(lambda v: v[k], tree)
 
-    def fwd(t0, h, y0, dargs, nargs):
-        state, ys = run(t0, h, y0, dargs, nargs)
-        return (state, ys), (t0, h, stepper.integrator.value(state), dargs, nargs)
+    @eqx.filter_custom_vjp
+    def run(vjp_arg):
+        return stepper.run(*vjp_arg)
 
-    def bwd(res, cts):
-        t0, h, y1, dargs, nargs = res
-        state_ct, ys_ct = cts
-        integ, per = stepper.integrator, stepper.per_step
-        at = lambda tree, k: jax.tree.map(lambda v: v[k], tree)  # noqa: E731
-        a1 = integ.value(state_ct)
-        if stepper.save_all:
-            a1 = tree_add(a1, at(ys_ct, -1))
-        nd_last = at(nargs, -1) if per else nargs
-        fq = _augmented(stepper.f, nd_last) if per else _augmented(stepper.f, nargs)
-        d_last = at(dargs, -1) if per else dargs
+    @run.def_fwd
+    def fwd(perturbed, vjp_arg):
+        times = bool(perturbed[0] or perturbed[1])
+        if times and per:
+            raise ValueError(
+                "gradient 'adjoint' with PerStep arguments has no gradient with respect to t0 or t1 (the "
+                "field jumps at step boundaries that move with them); use gradient 'backprop' or "
+                "'checkpoint' (exact for the discrete solve), or pass t0 and t1 as constants"
+            )
+        state, ys = stepper.run(*vjp_arg)
+        return (state, ys), (integ.value(state), times)
+
+    @run.def_bwd
+    def bwd(res, cts, perturbed, vjp_arg):
+        (y1, times), (state_ct, ys_ct) = res, cts
+        t0, h, y0, args = vjp_arg
+        dargs, nargs = eqx.partition(args, eqx.is_inexact_array)
+        a1 = zeros_for_none(integ.value(state_ct), y1)
         inject = None
-        if stepper.save_all:  # cotangent of x_k arrives at boundary k (k = 1 .. N-1; x_N above)
-            inject = jax.tree.map(lambda v: jnp.concatenate([jnp.zeros_like(v[:1]), v[:-1]]), ys_ct)
+        if stepper.save_all:  # the cotangent of x_k arrives at boundary k (k = 1 .. N-1; x_N in a1)
+            last, inject = saved_cotangents(ys_ct, y1, n)
+            a1 = tree_add(a1, last)
+        zero_t = jnp.zeros((), jnp.result_type(h))
+        t1 = stepper.time(t0, h, jnp.asarray(n, jnp.int32))
+        c1 = dot_field(stepper.f, t1, y1, args, a1) if times else zero_t
 
         def body(carry, x):
-            k, state, g = carry
+            k, state, g, (dt0, dh) = carry
             d_k, n_k, inj = x
             t = stepper.time(t0, h, k)
             d_k = d_k if per else dargs
@@ -76,24 +94,30 @@ def _solve(stepper, t0, h, y0, dargs, nargs):
             state, quad = integ.advance(fq_k, t + h, -h, state, d_k)
             if inj is not None:
                 xk, ak = integ.value(state)
+                if times:
+                    c = dot_field(stepper.f, t, xk, args, inj)
+                    dt0, dh = dt0 + c, dh + k.astype(dh.dtype) * c
                 state = integ.init(fq_k, t, (xk, tree_add(ak, inj)), d_k)
             if per:
-                return (k - 1, state, g), quad
-            return (k - 1, state, tree_add(g, quad)), None
+                return (k - 1, state, g, (dt0, dh)), quad
+            return (k - 1, state, tree_add(g, quad), (dt0, dh)), None
 
-        state = integ.init(fq, t0 + stepper.steps * h, (y1, a1), d_last)
-        carry = (jnp.asarray(stepper.steps - 1, jnp.int32), state, zero_cotangent(dargs))
+        fq = _augmented(stepper.f, at(nargs, -1) if per else nargs)
+        state = integ.init(fq, t1, (y1, a1), at(dargs, -1) if per else dargs)
+        g0 = jax.tree.map(jnp.zeros_like, dargs)
+        carry = (jnp.asarray(n - 1, jnp.int32), state, g0, (c1, c1 * n))
         xs = (dargs if per else None, nargs if per else None, inject)
-        (_, state, g), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True,
+        (_, state, g, (dt0, dh)), g_steps = lax.scan(body, carry, xs, length=n, reverse=True,
                                                      unroll=stepper.unroll)
         _, a0 = integ.value(state)
-        grads = g_steps if per else g
-        return (zero_cotangent(t0), zero_cotangent(h), a0, grads, zero_cotangent(nargs))
+        if times:
+            dt0 = dt0 - dot_field(stepper.f, t0, y0, args, a0)
+        return (dt0 if times else None, dh if times else None, a0, g_steps if per else g)
 
-    run.defvjp(fwd, bwd)
-    return run(t0, h, y0, dargs, nargs)
+    return run((t0, h, y0, args))
 
 
+@final
 @register("adjoint")
 @dataclasses.dataclass(frozen=True)
 class Adjoint(Gradient):
@@ -102,18 +126,15 @@ class Adjoint(Gradient):
     For adaptive integrators: diffrax's BacksolveAdjoint.
     """
 
-    name: ClassVar[str] = "adjoint"
-
     def solve(self, stepper, t0, h, y0, args):
-        dargs, nargs = split_args(args)
-        return _solve(stepper, t0, h, y0, dargs, nargs)
+        return _solve(stepper, t0, h, y0, args)
 
     def nfe_backward(self, stepper):
-        if stepper.integrator.dynamic_nfe:
+        """The backward solve's evaluations (each a VJP of f), re-initialised at every saved state;
+        None with Newton-based steps, and when t0 or t1 are traced: a time gradient adds
+        evaluations that the forward pass cannot foresee."""
+        if stepper.integrator.dynamic_nfe or stepper.traced_times:
             return None
-        i, n = stepper.integrator, stepper.steps
+        i = stepper.integrator
         per_inject = i.nfe_init if stepper.save_all else 0
-        return i.nfe_init + n * (i.nfe_step + (i.nfe_begin if stepper.per_step else 0) + per_inject)
-
-    def diffrax_adjoint(self, integrator):
-        return diffrax.BacksolveAdjoint()
+        return i.nfe_init + stepper.steps * (i.nfe_step + (i.nfe_begin if stepper.per_step else 0) + per_inject)

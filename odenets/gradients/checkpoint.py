@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar
 
-import diffrax
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from odenets import validate
+from odenets._abstract import final
 from odenets.gradients.base import Gradient, register
 
 
+@final
 @register("checkpoint")
 @dataclasses.dataclass(frozen=True)
 class Checkpoint(Gradient):
-    """Exact gradient of the discrete solve with O(sqrt(steps)) memory.
+    """Exact gradient of the discrete solve (times included) with O(sqrt(steps)) memory.
 
     The N steps are split into segments of length s (default ceil(sqrt(N))). The forward
     pass keeps only the state at segment boundaries; the backward pass recomputes one
@@ -26,12 +27,10 @@ class Checkpoint(Gradient):
     integrators: diffrax's RecursiveCheckpointAdjoint (online treeverse checkpointing).
     """
 
-    name: ClassVar[str] = "checkpoint"
     segment: int | None = None
 
     def __post_init__(self):
-        if self.segment is not None and not (isinstance(self.segment, int) and self.segment >= 1):
-            raise ValueError(f"Checkpoint segment must be an int >= 1 or None, got {self.segment!r}")
+        object.__setattr__(self, "segment", validate.optional(validate.integer, "segment", self.segment, low=1))
 
     def segment_length(self, steps: int) -> int:
         return min(steps, self.segment or math.isqrt(steps - 1) + 1)
@@ -42,7 +41,7 @@ class Checkpoint(Gradient):
         body = stepper.body(t0, h, args)
 
         def segment(length):
-            scan = lambda carry, xs: lax.scan(body, carry, xs, length=length, unroll=stepper.unroll)  # noqa: E731
+            scan = lambda carry, xs: lax.scan(body, carry, xs, length=length, unroll=stepper.unroll)
             return jax.checkpoint(scan)
 
         xs = stepper.xs(args)
@@ -58,9 +57,7 @@ class Checkpoint(Gradient):
         return carry[1], ys
 
     def nfe_backward(self, stepper):
+        """One forward solve again, segment by segment (None with Newton-based steps)."""
         if stepper.integrator.dynamic_nfe:
             return None
         return stepper.nfe_forward() - stepper.integrator.nfe_init
-
-    def diffrax_adjoint(self, integrator):
-        return diffrax.RecursiveCheckpointAdjoint()

@@ -1,16 +1,23 @@
 """Adaptive-step integrators, solved by diffrax with a PID step-size controller.
 
 These choose their own steps (the `steps` argument of `odeint` only sets the grid of
-`save="all"`). Gradient strategies map onto diffrax adjoints (see `odenets.gradients`).
+`save="all"`). Each gradient strategy maps onto the diffrax adjoint that plays its role
+(`ADJOINTS`); diffrax sees complex states as (real, imaginary) pairs.
 
 NFE is derived from diffrax's step counts: Dopri5 and Tsit5 are FSAL methods with 6 new
 evaluations per attempted step (accepted or rejected) plus 1 at t0; the test suite checks
 this against a count of actual calls. Kvaerno5 is implicit (ESDIRK): the Newton iterations
 inside its stages are not reported by diffrax, so its "nfe" is None (unknown), never a guess.
+No backward pass is counted either ("nfe_backward" is None): diffrax reports none.
+
+Gradients with respect to t0 and t1 are those of the exact flow: diffrax solves between
+fixed times, and `at_time` gives each end (and each saved state) its time derivative,
+dx(t_k)/dt_k = f(t_k, x(t_k)) and dx(t)/dt0 = -(dx(t)/dx0) f(t0, x0).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import ClassVar
 
@@ -18,45 +25,123 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from odenets.integrators.base import Integrator, register
+from odenets import validate
+from odenets._abstract import final
+from odenets.integrators.base import REGISTRY, Integrator, real_view, register
+
+# gradient strategy name -> the diffrax adjoint that plays its role
+ADJOINTS = {
+    # reverse mode through every step, one checkpoint per step: nothing recomputed
+    "backprop": lambda integ: diffrax.RecursiveCheckpointAdjoint(checkpoints=integ.max_steps),
+    # online treeverse checkpointing
+    "checkpoint": lambda integ: diffrax.RecursiveCheckpointAdjoint(),
+    # the continuous adjoint, solved backwards
+    "adjoint": lambda integ: diffrax.BacksolveAdjoint(),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveIntegrator(Integrator):
-    """Base of diffrax-backed adaptive solvers: tolerances and a step budget."""
+    """A diffrax-backed adaptive solver: tolerances and a step budget."""
 
     adaptive: ClassVar[bool] = True
-    nfe_per_attempt: ClassVar[int | None]
     nfe_start: ClassVar[int] = 1  # f(t0, y0), reused by the initial step-size selection
     rtol: float = 1e-3
     atol: float = 1e-6
     max_steps: int = 4096
 
-    def __post_init__(self):
-        if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(f"rtol and atol must be > 0, got rtol={self.rtol}, atol={self.atol}")
-        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
-            raise ValueError(f"max_steps must be an int >= 1, got {self.max_steps!r}")
+    @property
+    @abc.abstractmethod
+    def nfe_per_attempt(self) -> int | None:
+        """New evaluations per attempted step; None where diffrax does not report them."""
 
+    @abc.abstractmethod
     def diffrax_solver(self) -> diffrax.AbstractSolver:
-        raise NotImplementedError
+        """The diffrax solver this integrator runs."""
 
-    def controller(self) -> diffrax.PIDController:
-        return diffrax.PIDController(rtol=self.rtol, atol=self.atol)
+    def __post_init__(self):
+        for key in ("rtol", "atol"):
+            object.__setattr__(self, key, validate.number(key, getattr(self, key), low=0.0))
+        object.__setattr__(self, "max_steps", validate.integer("max_steps", self.max_steps, low=1))
+
+    def check(self, gradient, *, per_step, unroll):
+        fixed = [n for n in REGISTRY.names() if not REGISTRY.get(n).adaptive]
+        if per_step:
+            raise ValueError(f"PerStep (per-step) arguments need a fixed-step integrator, got integrator "
+                             f"{self.name!r}; valid choices: {', '.join(fixed)}")
+        if unroll is True or unroll not in (False, 1):
+            raise ValueError(f"unroll={unroll!r} applies to fixed-step integrators only; adaptive integrator "
+                             f"{self.name!r} takes its own steps (valid choice for it: unroll=1)")
+        if gradient.name not in ADJOINTS:
+            raise ValueError(f"gradient {gradient.name!r} is not available for adaptive integrator "
+                             f"{self.name!r}; valid choices for it: {', '.join(ADJOINTS)}")
 
     def nfe(self, num_steps):
         if self.nfe_per_attempt is None:
             return None
         return self.nfe_start + self.nfe_per_attempt * num_steps
 
+    def solve(self, field, t0, t1, x0, args, gradient, *, steps, save_all, unroll):
+        ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
+        y0 = at_time(t0, x0, args, field=field, sign=-1)
+        to_real, from_real = real_view(x0)
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: to_real(field(t, from_real(y), a))),
+            self.diffrax_solver(),
+            lax.stop_gradient(t0),
+            lax.stop_gradient(t1),
+            dt0=None,
+            y0=to_real(y0),
+            args=args,
+            saveat=diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True),
+            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
+            adjoint=ADJOINTS[gradient.name](self),
+            max_steps=self.max_steps,
+            throw=False,  # failures are raised below with odenets' own message
+        )
+        ys = from_real(_raise_on_failure(self, sol.result, sol.ys))
+        if save_all:
+            xs = jax.vmap(lambda t, y: at_time(t, y, args, field=field, sign=1))(ts, ys)
+            x = jax.tree.map(lambda v: v[-1], xs)
+        else:
+            xs, x = None, at_time(t1, jax.tree.map(lambda v: v[-1], ys), args, field=field, sign=1)
+        stats = {
+            "nfe": self.nfe(sol.stats["num_steps"]),
+            "nfe_backward": None,
+            "steps": sol.stats["num_accepted_steps"],
+            "rejected": sol.stats["num_rejected_steps"],
+        }
+        return x, xs, stats
 
+
+@eqx.filter_custom_jvp
+def at_time(t, x, args, *, field, sign):
+    """x itself, as the state of the flow of `field` at time t: its derivative with respect to t
+    is sign * f(t, x, args) (sign = 1 for a state reached at t, -1 for the initial state at t0).
+
+    f is evaluated only when t is differentiated.
+    """
+    return x
+
+
+@at_time.def_jvp
+def _at_time_jvp(primals, tangents, *, field, sign):
+    t, x, args = primals
+    dt, dx, _ = tangents
+    if dt is None:
+        return x, dx
+    moved = jax.tree.map(lambda f: f * (sign * dt).astype(f.dtype), field(t, x, args))
+    return x, moved if dx is None else jax.tree.map(jnp.add, dx, moved)
+
+
+@final
 @register("dopri5")
 @dataclasses.dataclass(frozen=True)
 class Dopri5(AdaptiveIntegrator):
     """Dormand-Prince 5(4), FSAL; the usual Neural ODE default."""
 
-    name: ClassVar[str] = "dopri5"
     order: ClassVar[int] = 5
     nfe_per_attempt: ClassVar[int] = 6
 
@@ -64,12 +149,12 @@ class Dopri5(AdaptiveIntegrator):
         return diffrax.Dopri5()
 
 
+@final
 @register("tsit5")
 @dataclasses.dataclass(frozen=True)
 class Tsit5(AdaptiveIntegrator):
     """Tsitouras 5(4), FSAL."""
 
-    name: ClassVar[str] = "tsit5"
     order: ClassVar[int] = 5
     nfe_per_attempt: ClassVar[int] = 6
 
@@ -77,44 +162,17 @@ class Tsit5(AdaptiveIntegrator):
         return diffrax.Tsit5()
 
 
+@final
 @register("kvaerno5")
 @dataclasses.dataclass(frozen=True)
 class Kvaerno5(AdaptiveIntegrator):
     """Kvaerno 5(4), an L-stable ESDIRK method for stiff problems."""
 
-    name: ClassVar[str] = "kvaerno5"
     order: ClassVar[int] = 5
-    nfe_per_attempt: ClassVar[int | None] = None
+    nfe_per_attempt: ClassVar[None] = None
 
     def diffrax_solver(self):
         return diffrax.Kvaerno5()
-
-
-def solve_adaptive(integ: AdaptiveIntegrator, f, t0, t1, y0, args, adjoint, save_ts=None):
-    """Solve with diffrax; returns (final y, ys at `save_ts` or None, stats dict)."""
-    saveat = diffrax.SaveAt(ts=save_ts) if save_ts is not None else diffrax.SaveAt(t1=True)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(f),
-        integ.diffrax_solver(),
-        t0,
-        t1,
-        dt0=None,
-        y0=y0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=integ.controller(),
-        adjoint=adjoint,
-        max_steps=integ.max_steps,
-        throw=False,  # failures are raised below with odenets' own message
-    )
-    ys = _raise_on_failure(integ, sol.result, sol.ys)
-    final = jax.tree.map(lambda y: y[-1], ys)
-    stats = {
-        "nfe": integ.nfe(sol.stats["num_steps"]),
-        "steps": sol.stats["num_accepted_steps"],
-        "rejected": sol.stats["num_rejected_steps"],
-    }
-    return final, (ys if save_ts is not None else None), stats
 
 
 def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):

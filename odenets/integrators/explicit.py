@@ -5,27 +5,39 @@ For y' = f(t, y) and step h, stage i is
     k_i = f(t + c_i h,  y + h * sum_{j<i} a_ij k_j),      y_next = y + h * sum_i b_i k_i.
 
 Classic RK4 here is the 1/6, 1/3, 1/3, 1/6 method with stages at t, t+h/2, t+h/2, t+h
-(torchdiffeq's "rk4" is Kutta's 3/8 rule, a different fourth-order method).
+(torchdiffeq's "rk4" is Kutta's 3/8 rule, a different fourth-order method). A new method is
+one final class with a `tableau` and an `order` (the test suite registers Ralston's this way).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from fractions import Fraction
 from typing import ClassVar
 
-from odenets.integrators.base import Integrator, combine, register
+from odenets._abstract import final
+from odenets.integrators.base import combine, register
+from odenets.integrators.fixed import FixedStepIntegrator
 
 
 @dataclasses.dataclass(frozen=True)
 class ButcherTableau:
-    """Coefficients of an explicit RK method; `a[i]` holds the i entries a_i0 .. a_i,i-1."""
+    """Coefficients of an explicit RK method; `a[i]` holds the i entries a_i0 .. a_i,i-1.
+
+    Entries may be given as exact fractions ("1/6", Fraction(1, 6)) or floats; they are
+    stored as the nearest floats.
+    """
 
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
     c: tuple[float, ...]
 
     def __post_init__(self):
+        exact = lambda row: tuple(float(Fraction(x)) for x in row)
+        object.__setattr__(self, "a", tuple(exact(row) for row in self.a))
+        object.__setattr__(self, "b", exact(self.b))
+        object.__setattr__(self, "c", exact(self.c))
         s = len(self.b)
         if len(self.c) != s or len(self.a) != s or any(len(row) != i for i, row in enumerate(self.a)):
             raise ValueError(f"inconsistent Butcher tableau shapes: {self}")
@@ -40,21 +52,18 @@ class ButcherTableau:
         return len(self.b)
 
 
-def _tableau(a, b, c) -> ButcherTableau:
-    f = lambda x: float(Fraction(x))  # noqa: E731  (exact fractions -> nearest float)
-    return ButcherTableau(tuple(tuple(map(f, r)) for r in a), tuple(map(f, b)), tuple(map(f, c)))
-
-
 @dataclasses.dataclass(frozen=True)
-class ExplicitRK(Integrator):
-    """Base of tableau-driven explicit methods; a subclass sets `tableau` and `order`."""
+class ExplicitRK(FixedStepIntegrator):
+    """A tableau-driven explicit method: a concrete subclass sets `tableau` and `order` only."""
 
-    tableau: ClassVar[ButcherTableau]
+    @property
+    @abc.abstractmethod
+    def tableau(self) -> ButcherTableau:
+        """The method's Butcher tableau (a class attribute on concrete methods)."""
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "tableau" in cls.__dict__:
-            cls.nfe_step = cls.tableau.stages
+    @property
+    def nfe_step(self) -> int:
+        return self.tableau.stages
 
     def advance(self, fq, t, h, y, args):
         tab = self.tableau
@@ -67,45 +76,45 @@ class ExplicitRK(Integrator):
         return combine(y, h, tab.b, ks), combine(None, h, tab.b, qs)
 
 
+@final
 @register("euler")
 @dataclasses.dataclass(frozen=True)
 class Euler(ExplicitRK):
     """Forward Euler, y_next = y + h f(t, y). With h = 1 and PerStep args: a ResNet."""
 
-    name: ClassVar[str] = "euler"
     order: ClassVar[int] = 1
-    tableau: ClassVar[ButcherTableau] = _tableau(a=[[]], b=[1], c=[0])
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((),), b=(1,), c=(0,))
 
 
+@final
 @register("midpoint")
 @dataclasses.dataclass(frozen=True)
 class Midpoint(ExplicitRK):
     """Explicit midpoint: k2 = f(t + h/2, y + h/2 k1), y_next = y + h k2."""
 
-    name: ClassVar[str] = "midpoint"
     order: ClassVar[int] = 2
-    tableau: ClassVar[ButcherTableau] = _tableau(a=[[], ["1/2"]], b=[0, 1], c=[0, "1/2"])
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), ("1/2",)), b=(0, 1), c=(0, "1/2"))
 
 
+@final
 @register("heun")
 @dataclasses.dataclass(frozen=True)
 class Heun(ExplicitRK):
     """Heun (explicit trapezoid): k2 = f(t + h, y + h k1), y_next = y + h (k1 + k2) / 2."""
 
-    name: ClassVar[str] = "heun"
     order: ClassVar[int] = 2
-    tableau: ClassVar[ButcherTableau] = _tableau(a=[[], [1]], b=["1/2", "1/2"], c=[0, 1])
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(a=((), (1,)), b=("1/2", "1/2"), c=(0, 1))
 
 
+@final
 @register("rk4")
 @dataclasses.dataclass(frozen=True)
 class RK4(ExplicitRK):
     """Classic fourth-order Runge-Kutta (weights 1/6, 1/3, 1/3, 1/6; stages at t, t+h/2, t+h/2, t+h)."""
 
-    name: ClassVar[str] = "rk4"
     order: ClassVar[int] = 4
-    tableau: ClassVar[ButcherTableau] = _tableau(
-        a=[[], ["1/2"], [0, "1/2"], [0, 0, 1]],
-        b=["1/6", "1/3", "1/3", "1/6"],
-        c=[0, "1/2", "1/2", 1],
+    tableau: ClassVar[ButcherTableau] = ButcherTableau(
+        a=((), ("1/2",), (0, "1/2"), (0, 0, 1)),
+        b=("1/6", "1/3", "1/3", "1/6"),
+        c=(0, "1/2", "1/2", 1),
     )

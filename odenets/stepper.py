@@ -1,7 +1,7 @@
 """The fixed-step loop that every gradient strategy drives.
 
-`Stepper` is the static description of one solve (integrator, field, step count, depth
-parameterisation, what to save); times and arguments stay dynamic. Step k runs from
+`Stepper` is the static description of one fixed-step solve (integrator, field, step count,
+depth parameterisation, what to save); times and arguments stay dynamic. Step k runs from
 t_k = t0 + k h to t_{k+1} with arguments `args_k` (the shared arguments, or slice k of a
 PerStep stack), and `lax.scan` runs the steps, so compile time does not grow with depth.
 """
@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from odenets.integrators.base import Integrator, without_quadrature
+if TYPE_CHECKING:
+    from odenets.integrators.fixed import FixedStepIntegrator
 
 
 @dataclasses.dataclass(frozen=True)
 class Stepper:
-    integrator: Integrator
+    integrator: FixedStepIntegrator
     f: Callable[[Any, Any, Any], Any]
     steps: int
     per_step: bool
     save_all: bool
     unroll: int | bool = 1  # steps per iteration of every scan over the steps (lax.scan's unroll)
+    traced_times: bool = False  # t0 or t1 traced: they may be differentiated
 
-    @property
-    def fq(self):
-        return without_quadrature(self.f)
+    def fq(self, t, y, args):
+        """The field in the integrators' (dy/dt, quadrature) form, with no quadrature."""
+        return self.f(t, y, args), ()
 
     # -- one step -------------------------------------------------------------------------
     def init(self, t0, y0, args0):
@@ -82,30 +82,9 @@ class Stepper:
         """Plain forward solve: (final integrator state, values at steps 1..N or None)."""
         carry = self.start(t0, y0, args)
         (_, state), ys = lax.scan(self.body(t0, h, args), carry, self.xs(args), length=self.steps,
-                                      unroll=self.unroll)
+                                  unroll=self.unroll)
         return state, ys
 
     def nfe_forward(self) -> int:
         i = self.integrator
         return i.nfe_init + self.steps * (i.nfe_step + (i.nfe_begin if self.per_step else 0))
-
-
-# -- helpers for strategies with a custom backward pass -------------------------------------
-def split_args(args):
-    """(differentiable leaves, the rest): only inexact arrays get cotangents."""
-    return eqx.partition(args, eqx.is_inexact_array)
-
-
-def zero_cotangent(tree):
-    """Zero cotangents for a pytree: zeros for inexact leaves, float0 for the rest."""
-
-    def leaf(x):
-        if eqx.is_inexact_array(x):
-            return jnp.zeros_like(x)
-        return np.zeros(np.shape(x), dtype=jax.dtypes.float0)
-
-    return jax.tree.map(leaf, tree)
-
-
-def tree_add(a, b):
-    return jax.tree.map(jnp.add, a, b)

@@ -1,0 +1,180 @@
+"""No silent wrong answer: probes against closed forms and finite differences.
+
+Each test here pins a result that was once wrong without any error: a zero time gradient, a
+dropped imaginary part, a solve over a NaN interval, a backward evaluation count of 0 where
+the backward pass does evaluate f. Every case must be right or refused with an odenets error;
+never quietly wrong.
+"""
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg
+import numpy as np
+import pytest
+from conftest import ADAPTIVE, FIXED, GRADIENTS, allowed
+from problems import A, X0, linear, riccati
+
+import odenets as on
+
+pytestmark = pytest.mark.usefixtures("strict_promotion")
+
+T0, T1, STEPS = 0.2, 1.1, 64
+ALL_PAIRS = [(i, g) for i in FIXED + ADAPTIVE for g in GRADIENTS if allowed(i, g)]
+
+
+def _integ(name):
+    return on.integrator(name, rtol=1e-10, atol=1e-10) if name in ADAPTIVE else on.integrator(name)
+
+
+def _tol(name, gradient):
+    """How close a gradient must be to the exact ODE gradient: exact methods meet the discrete
+    gradient, so the bound is the method's own error O(h^order) (adaptive: its tolerance)."""
+    if name in ADAPTIVE:
+        return 1e-6
+    return 5.0 * ((T1 - T0) / STEPS) ** on.integrator(name).order + 1e-9
+
+
+# -- 1. gradients with respect to t0 and t1 ------------------------------------------------------
+def _time_grads(f, x0, args, integrator, gradient, save):
+    def loss(t0, t1):
+        sol = on.odeint(f, x0, t0, t1, STEPS, integrator=_integ(integrator), gradient=gradient, args=args,
+                        save=save)
+        states = sol.xs if save == "all" else sol.x[None]
+        weights = jnp.linspace(0.5, 1.5, states.shape[0])[:, None]
+        return jnp.sum(weights * states**2)
+
+    return loss, jax.grad(loss, argnums=(0, 1))
+
+
+def _linear_exact_time_grads(save):
+    """L = sum_k w_k |x(t_k)|^2 with t_k = t0 + (k/N)(t1 - t0) and x(t) = expm(A (t - t0)) x0."""
+    fracs = np.linspace(0.0, 1.0, STEPS + 1) if save == "all" else np.array([1.0])
+    weights = np.linspace(0.5, 1.5, len(fracs))
+    g0 = g1 = 0.0
+    for w, s in zip(weights, fracs):
+        x = np.asarray(jax.scipy.linalg.expm(A * s * (T1 - T0)) @ X0)
+        dldx_dot_f = 2.0 * w * x @ (np.asarray(A) @ x)  # d/dtau |x(tau)|^2 at tau = s (t1 - t0)
+        g1 += dldx_dot_f * s
+        g0 -= dldx_dot_f * s
+    return g0, g1
+
+
+@pytest.mark.parametrize("save", ["final", "all"])
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_time_gradients_match_the_closed_form(integrator, gradient, save):
+    """dL/dt0 and dL/dt1 of x' = A x: never 0, never an internal error; right or refused."""
+    _, grads = _time_grads(linear, X0, A, integrator, gradient, save)
+    try:
+        g0, g1 = grads(T0, T1)
+    except (ValueError, TypeError, NotImplementedError) as err:  # a clear refusal is allowed
+        assert "t0" in str(err) or "t1" in str(err), err
+        assert "custom_vjp" not in str(err) and "Unexpected tangent" not in str(err), err
+        return
+    e0, e1 = _linear_exact_time_grads(save)
+    tol = _tol(integrator, gradient)
+    assert abs(float(g1) - e1) <= tol * max(1.0, abs(e1)), (float(g1), e1)
+    assert abs(float(g0) - e0) <= tol * max(1.0, abs(e0)), (float(g0), e0)
+
+
+@pytest.mark.parametrize("integrator,gradient", [(i, g) for i, g in ALL_PAIRS if i in FIXED])
+def test_time_gradients_of_a_time_dependent_field_match_finite_differences(integrator, gradient):
+    """x' = -2 t x^2 (the field depends on t): exact strategies give the discrete solve's
+    derivative to rounding; the adjoint gives the ODE's, within the method's error."""
+    x0 = jnp.array([0.8])
+    loss, grads = _time_grads(riccati, x0, None, integrator, gradient, "all")
+    g0, g1 = grads(T0, T1)
+    eps = 1e-6
+    fd0 = (loss(T0 + eps, T1) - loss(T0 - eps, T1)) / (2 * eps)
+    fd1 = (loss(T0, T1 + eps) - loss(T0, T1 - eps)) / (2 * eps)
+    tol = 50 * _tol(integrator, gradient) if gradient == "adjoint" else 1e-7
+    np.testing.assert_allclose([g0, g1], [fd0, fd1], rtol=tol, atol=tol)
+
+
+# -- 2. complex states and fields -------------------------------------------------------------------
+H = jnp.array([[1.0, 0.5], [0.5, -1.0]])
+
+
+def schrodinger(t, x, h):
+    """x' = -i H x, complex whatever x is (explicit casts: the tests run with strict promotion)."""
+    return -1j * (h.astype(jnp.complex128) @ x.astype(jnp.complex128))
+
+
+def schrodinger_exact(x0):
+    return jax.scipy.linalg.expm(-1j * H.astype(jnp.complex128) * (T1 - T0)) @ x0.astype(jnp.complex128)
+
+
+@pytest.mark.parametrize("integrator", FIXED + ADAPTIVE)
+def test_a_complex_field_on_a_real_state_is_not_truncated(integrator):
+    """x' = -i H x from a real x0: the imaginary part is kept (or the call is refused), never dropped."""
+    x0 = jnp.array([1.0, 0.0])
+    exact = schrodinger_exact(x0)
+    try:
+        sol = on.odeint(schrodinger, x0, T0, T1, STEPS, integrator=_integ(integrator), args=H)
+    except (ValueError, TypeError) as err:
+        assert "complex" in str(err), err
+        return
+    assert jnp.iscomplexobj(sol.x)
+    np.testing.assert_allclose(sol.x, exact, atol=_tol(integrator, "backprop"))
+
+
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_complex_states_solve_and_differentiate(integrator, gradient):
+    """A complex x0 (times stay real): closed form for the state, finite differences for the
+    gradient of |x(t1)|^2 with respect to a real coupling s in H(s) = H + s sigma_x."""
+    x0 = jnp.array([1.0 + 0.0j, 0.0j])
+    sigma_x = jnp.array([[0.0, 1.0], [1.0, 0.0]])
+
+    def loss(s):
+        sol = on.odeint(schrodinger, x0, T0, T1, STEPS, integrator=_integ(integrator), gradient=gradient,
+                        args=H + s * sigma_x)
+        return jnp.sum(jnp.abs(sol.x[0]) ** 2)
+
+    exact = schrodinger_exact(x0)
+    sol = on.odeint(schrodinger, x0, T0, T1, STEPS, integrator=_integ(integrator), args=H)
+    np.testing.assert_allclose(sol.x, exact, atol=_tol(integrator, "backprop"))
+    eps = 1e-6
+    fd = (loss(0.1 + eps) - loss(0.1 - eps)) / (2 * eps)
+    tol = 50 * _tol(integrator, gradient) if gradient == "adjoint" else 1e-6
+    np.testing.assert_allclose(jax.grad(loss)(0.1), fd, rtol=tol, atol=tol)
+
+
+# -- 3. non-finite times ------------------------------------------------------------------------------
+@pytest.mark.parametrize("t0,t1", [(0.0, np.nan), (np.nan, 1.0), (0.0, np.inf), (-np.inf, 0.0)])
+@pytest.mark.parametrize("integrator", FIXED + ADAPTIVE)
+def test_non_finite_times_are_refused(integrator, t0, t1):
+    with pytest.raises(ValueError, match=r"t0 and t1 must be finite"):
+        on.odeint(linear, X0, t0, t1, 4, integrator=integrator, args=A)
+
+
+# -- 4. backward evaluation counts ------------------------------------------------------------------
+def _counted(f):
+    calls = [0]
+
+    def counted(t, x, args):
+        # the callback takes x: a callback without operands would be hoisted out of the loop
+        jax.debug.callback(lambda _: calls.__setitem__(0, calls[0] + 1), x)
+        return f(t, x, args)
+
+    return counted, calls
+
+
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_nfe_backward_is_right_or_unknown(integrator, gradient):
+    """stats["nfe_backward"] equals the evaluations the backward pass really makes, or is None."""
+    f, calls = _counted(linear)
+    tolerances = {"rtol": 1e-6, "atol": 1e-6} if integrator in ADAPTIVE else {}
+    integ = on.integrator(integrator, **tolerances)
+
+    def solve(x0):
+        return on.odeint(f, x0, T0, T1, 8, integrator=integ, gradient=gradient, args=A)
+
+    sol = jax.jit(solve)(X0)
+    jax.block_until_ready(sol.x)
+    forward = calls[0]
+    calls[0] = 0
+    jax.block_until_ready(jax.jit(jax.grad(lambda x0: jnp.sum(solve(x0).x ** 2)))(X0))
+    jax.effects_barrier()
+    backward = calls[0] - forward
+    claimed = sol.stats["nfe_backward"]
+    if claimed is not None:
+        assert int(claimed) == backward, (claimed, backward)
