@@ -15,8 +15,8 @@ from odenets.fields import stack
 from odenets.gradients import Gradient
 from odenets.integrators import Integrator
 from odenets.perstep import PerStep
-from odenets.solve import Solution, odeint, resolve_solver
-from odenets.validate import choice, integer, number
+from odenets.solve import Solution, check_grid, odeint, resolve_solver
+from odenets.validate import choice
 
 PARAMS = ("shared", "per_step")
 
@@ -54,7 +54,8 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
     Forward and backward vector-field evaluations as `odeint` counts them (`Solution.stats`),
     for ODE blocks; scan-based stages (plain, momentum, Hamiltonian, dense) count one per layer
     forward and 0 backward. -1 where any stage's count is unknown (Kvaerno5, Newton re-solves)
-    or the model has not been called yet; 0 for a model without stages. Reads concrete values:
+    (adaptive solves and Backprop through implicit steps, whose backward pass counts are
+    not known) or the model has not been called yet; 0 for a model without stages. Reads concrete values:
     call it outside jit, on the model (or the state) a train step returned.
     """
     totals = {"nfe": 0, "nfe_backward": 0}
@@ -64,14 +65,6 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
                 n = int(np.asarray(getattr(node, key)[...]))
                 totals[key] = -1 if (n < 0 or totals[key] < 0) else totals[key] + n
     return totals
-
-
-def _check_grid(steps, t0, t1) -> None:
-    """steps an int >= 1; t0 and t1 finite and different."""
-    integer("steps", steps, 1)
-    number("t0", t0)
-    if number("t1", t1) == float(t0):
-        raise ValueError(f"t1 must differ from t0, got t0 = t1 = {t0}")
 
 
 @final
@@ -103,7 +96,7 @@ class ODEBlock(Counted):
         rngs: nnx.Rngs,
     ):
         choice("params", params, PARAMS)
-        _check_grid(steps, t0, t1)
+        check_grid(steps, t0, t1)
         self.integrator, self.gradient = resolve_solver(integrator, gradient, per_step=params == "per_step",
                                                         unroll=unroll)
         self.params, self.steps, self.t0, self.t1, self.unroll = params, int(steps), float(t0), float(t1), unroll
