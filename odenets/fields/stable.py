@@ -10,6 +10,7 @@ K^T is the true adjoint of K.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -55,52 +56,8 @@ def _kernel(channels, ndim, kernel_size, param_dtype, rngs):
     return nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), shape, param_dtype))
 
 
-@final
-class AntisymmetricField(nnx.Module):
-    """F(t, x) = sigma((K - K^T - damping I) x + b): Haber & Ruthotto's antisymmetric field.
-
-    The linear part A = K - K^T - damping I has eigenvalues -damping + i w (K - K^T is
-    antisymmetric, so its spectrum is imaginary): forward propagation neither explodes nor
-    decays much when h |w| is small, for any parameters. F is autonomous (t is ignored).
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        ndim: int = 0,
-        kernel_size: int = 3,
-        damping: float = 0.01,
-        activation: Callable = jnp.tanh,
-        param_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        _check(channels, ndim, kernel_size)
-        if damping < 0:
-            raise ValueError(f"damping must be >= 0, got {damping}")
-        self.ndim, self.damping, self.activation = ndim, damping, activation
-        self.kernel = _kernel(channels, ndim, kernel_size, param_dtype, rngs)
-        self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
-
-    def linear(self, x):
-        """A x = (K - K^T - damping I) x, the pre-activation without the bias."""
-        w = self.kernel[...]
-        return apply_operator(w - transpose_kernel(w, self.ndim), x, self.ndim) - self.damping * x
-
-    def __call__(self, t, x):
-        return self.activation(self.linear(x) + self.bias[...].astype(x.dtype))
-
-
-@final
-class HamiltonianField(nnx.Module):
-    """The two halves of Haber & Ruthotto's Hamiltonian network, sharing one operator K:
-
-        dy/dt = K sigma(K^T z + c),     dz/dt = -K^T sigma(K y + b)
-
-    a (separable) Hamiltonian system in (y, z); `__call__(t, (y, z))` returns (dy/dt, dz/dt)
-    for `odeint` on the pair, and the leapfrog (Verlet) step of the models uses `dy` and `dz`
-    on their own. F is autonomous (t is ignored).
-    """
+class OperatorField(nnx.Module):
+    """Abstract: a stable field built on one square operator K (`kernel`), see the module docstring."""
 
     def __init__(
         self,
@@ -115,6 +72,51 @@ class HamiltonianField(nnx.Module):
         _check(channels, ndim, kernel_size)
         self.ndim, self.activation = ndim, activation
         self.kernel = _kernel(channels, ndim, kernel_size, param_dtype, rngs)
+
+    @abc.abstractmethod
+    def __call__(self, t, x): ...
+
+
+@final
+class AntisymmetricField(OperatorField):
+    """F(t, x) = sigma((K - K^T - damping I) x + b): Haber & Ruthotto's antisymmetric field.
+
+    The linear part A = K - K^T - damping I has eigenvalues -damping + i w (K - K^T is
+    antisymmetric, so its spectrum is imaginary): forward propagation neither explodes nor
+    decays much when h |w| is small, for any parameters. F is autonomous (t is ignored).
+    Options as `OperatorField` (ndim, kernel_size, activation, param_dtype) plus `damping`.
+    """
+
+    def __init__(self, channels: int, *, damping: float = 0.01, param_dtype=jnp.float32, rngs: nnx.Rngs,
+                 **options):
+        if damping < 0:
+            raise ValueError(f"damping must be >= 0, got {damping}")
+        super().__init__(channels, param_dtype=param_dtype, rngs=rngs, **options)
+        self.damping = damping
+        self.bias = nnx.Param(jnp.zeros((channels,), param_dtype))
+
+    def linear(self, x):
+        """A x = (K - K^T - damping I) x, the pre-activation without the bias."""
+        w = self.kernel[...]
+        return apply_operator(w - transpose_kernel(w, self.ndim), x, self.ndim) - self.damping * x
+
+    def __call__(self, t, x):
+        return self.activation(self.linear(x) + self.bias[...].astype(x.dtype))
+
+
+@final
+class HamiltonianField(OperatorField):
+    """The two halves of Haber & Ruthotto's Hamiltonian network, sharing one operator K:
+
+        dy/dt = K sigma(K^T z + c),     dz/dt = -K^T sigma(K y + b)
+
+    a (separable) Hamiltonian system in (y, z); `__call__(t, (y, z))` returns (dy/dt, dz/dt)
+    for `odeint` on the pair, and the leapfrog (Verlet) step of the models uses `dy` and `dz`
+    on their own. F is autonomous (t is ignored).
+    """
+
+    def __init__(self, channels: int, *, param_dtype=jnp.float32, rngs: nnx.Rngs, **options):
+        super().__init__(channels, param_dtype=param_dtype, rngs=rngs, **options)
         self.bias_y = nnx.Param(jnp.zeros((channels,), param_dtype))
         self.bias_z = nnx.Param(jnp.zeros((channels,), param_dtype))
 
