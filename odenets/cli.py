@@ -108,9 +108,12 @@ def run(argv: list[str]) -> None:
     check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)))
     directory = config_dir()
 
+    failures: list[str] = []  # a sweep's failed jobs: the other jobs still run
+
     @hydra.main(config_path=str(directory) if directory else None, config_name=PRIMARY, version_base="1.3")
     def task(cfg):
         from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
         from odenets.train.loop import Diverged, Interrupted, fit
         from odenets.train.rundir import table
@@ -119,12 +122,20 @@ def run(argv: list[str]) -> None:
         run_dir = Path(hydra_cfg.runtime.output_dir)
         config = OmegaConf.to_container(cfg, resolve=True)
         again = bool(config.pop("resume", False)) or resume
+        sweep = hydra_cfg.mode == RunMode.MULTIRUN
+
+        def failed(err: Exception, code: int):
+            if not sweep:
+                _fail(str(err), code)
+            failures.append(f"job {hydra_cfg.job.num} ({run_dir}): {err}")
+            print(f"odenets: job {hydra_cfg.job.num} failed, the sweep goes on: {err}", file=sys.stderr)
+
         try:
             summary = fit(config, run_dir, resume=again)
         except Diverged as err:
-            _fail(str(err), 1)
+            return failed(err, 1)
         except (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError) as err:
-            _fail(str(err))
+            return failed(err, 2)
         except KeyboardInterrupt as err:  # one line: where it stopped, and how to go on
             command = ["odenets", "run", *hydra_cfg.overrides.task, f"hydra.run.dir={run_dir}"]
             if isinstance(err, Interrupted):
@@ -142,6 +153,8 @@ def run(argv: list[str]) -> None:
     store()
     sys.argv = ["odenets run", *argv]
     task()
+    if failures:
+        _fail(f"{len(failures)} job(s) of the sweep failed (the others finished):\n  " + "\n  ".join(failures), 1)
 
 
 def report(argv: list[str]) -> None:

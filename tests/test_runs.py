@@ -159,3 +159,27 @@ def test_train_and_test_records_count_epochs_alike(tmp_path):
         same_step = [r for r in records if r["split"] == "train" and r["step"] == test["step"]]
         assert same_step and all(r["epoch"] == test["epoch"] for r in same_step)
     assert min(r["epoch"] for r in records) == 1
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "odenets.cli", "run", "experiment=toy", "optim.epochs=1",
+                               "train.progress=false"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    runs = sorted((tmp_path / "runs" / "toy").iterdir())
+    assert len(runs) == 2 and all((r / "summary.json").exists() for r in runs)
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failing_job_finishes_the_others_and_reports_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "odenets.cli", "run", "-m", "experiment=toy", "optim.epochs=2",
+                           "optim=sgd", "optim.clip_norm=null", "optim.lr=1e30,0.01", "train.progress=false",
+                           f"hydra.sweep.dir={sweep}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "1 job(s) of the sweep failed (the others finished)" in done.stderr and "job 0" in done.stderr
+    status = [json.loads((sweep / str(k) / "summary.json").read_text())["status"] for k in (0, 1)]
+    assert status == ["diverged", "completed"]

@@ -37,8 +37,8 @@ GROUPS = ("data", "model", "integrator", "gradient", "optim")
 NAME_RESOLVER = "odenets_run_name"
 
 HYDRA = {  # how Hydra runs a job: where its directory goes, what it logs
-    "run": {"dir": "runs/${name}/${now:%Y-%m-%d_%H-%M-%S}"},
-    "sweep": {"dir": "runs/multirun/${now:%Y-%m-%d_%H-%M-%S}", "subdir": "${hydra.job.num}"},
+    "run": {"dir": "runs/${name}/${now:%Y-%m-%d_%H-%M-%S-%f}"},
+    "sweep": {"dir": "runs/multirun/${now:%Y-%m-%d_%H-%M-%S-%f}", "subdir": "${hydra.job.num}"},
     "job": {"chdir": False},
     "job_logging": {"root": {"level": "WARNING"}},  # library INFO logs (XLA, checkpointing) off the terminal
 }
