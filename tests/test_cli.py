@@ -143,18 +143,23 @@ def test_defaults_that_depend_on_the_data_follow_it():
         assert s.cfg["model"]["kind"] is None and s.n_params > 0
 
 
-def test_an_integrator_registered_in_one_class_runs_from_the_command_line(tmp_path):
-    """A user's module registers Ralston's method (tests/extensions.py); `odenets run` takes it."""
+@pytest.mark.parametrize("extension", [["integrator=ralston"], ["model=scaled_resnet", "data=xor"]])
+def test_classes_registered_in_one_class_each_run_from_the_command_line(tmp_path, extension):
+    """A user's module registers Ralston's method, a ReZero family and an XOR dataset
+    (tests/extensions.py); `odenets run` takes them with no other edit."""
     assert "ralston" in on.integrator.names()
     entry = "import sys, extensions; from odenets.cli import main; main(sys.argv[1:])"
     path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
-    done = subprocess.run([sys.executable, "-c", entry, "run", "experiment=toy", "integrator=ralston",
+    done = subprocess.run([sys.executable, "-c", entry, "run", "experiment=toy", *extension,
                            "optim.epochs=1", "train.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
                           cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path},
                           timeout=600)
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (summary["integrator"], summary["nfe_forward"]) == ("ralston", 2 * 4)
+    if "integrator=ralston" in extension:  # two stages a step, four steps
+        assert (summary["integrator"], summary["nfe_forward"]) == ("ralston", 2 * 4)
+    else:
+        assert (summary["model"], summary["data"]) == ("scaled_resnet", "xor") and summary["test_accuracy"] > 0.6
 
 
 # ---- refusals: before any run directory --------------------------------------------------------------
