@@ -60,7 +60,7 @@ def fd_check(loss, state, x0, grads, eps=1e-6):
     leaves, tree = jax.tree.flatten(state)
     keys = jax.random.split(jax.random.key(42), len(leaves))
     v = tree.unflatten([jax.random.normal(k, p.shape, p.dtype) for k, p in zip(keys, leaves)])
-    shift = lambda s: jax.tree.map(lambda p, d: p + s * d, state, v)  # noqa: E731
+    shift = lambda s: jax.tree.map(lambda p, d: p + s * d, state, v)
     fd = (loss(shift(eps), x0)[0] - loss(shift(-eps), x0)[0]) / (2 * eps)
     ours = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(v)))
     return float(abs(ours - fd) / max(abs(fd), 1e-30))
@@ -79,7 +79,7 @@ def fmt(v):
 
 def table(rows, header):
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    line = lambda cells: "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
     print(line(header))
     print("  ".join("-" * w for w in widths))
     for r in rows:

@@ -5,8 +5,9 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-import odenets as on  # noqa: E402
 import extensions  # noqa: E402, F401  (registers the test suite's own integrator, family and dataset)
+
+import odenets as on  # noqa: E402
 from odenets.solve import resolve_solver  # noqa: E402
 
 FIXED = [n for n in on.integrator.names() if not on.integrator.get(n).adaptive]

@@ -14,9 +14,9 @@ from typing import ClassVar
 import numpy as np
 
 import odenets as on
+from odenets._abstract import final
 from odenets.data import register as register_dataset
 from odenets.data.toy import Toy
-from odenets._abstract import final
 from odenets.integrators import ButcherTableau, ExplicitRK
 from odenets.integrators.base import register as register_integrator
 

@@ -244,7 +244,7 @@ def test_ctrl_c_prints_one_line_and_the_resume_command_it_prints_works(tmp_path)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     metrics = run / "metrics.jsonl"
-    saved = lambda: any(p.name.isdigit() for p in (run / "checkpoints").glob("*"))  # noqa: E731
+    saved = lambda: any(p.name.isdigit() for p in (run / "checkpoints").glob("*"))
     while not (metrics.exists() and '"test"' in metrics.read_text() and saved()) and time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
         time.sleep(0.2)
@@ -271,7 +271,7 @@ def test_four_devices_match_one(tmp_path):
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     one, four = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "four"))
     assert (one["devices"], four["devices"]) == (1, 4)
-    loss = lambda d: [r["loss"] for r in read_metrics(tmp_path / d) if r["split"] == "train"]  # noqa: E731
+    loss = lambda d: [r["loss"] for r in read_metrics(tmp_path / d) if r["split"] == "train"]
     np.testing.assert_allclose(loss("four"), loss("one"), rtol=1e-5)
     assert abs(one["test_accuracy"] - four["test_accuracy"]) <= 1 / 500
 

@@ -82,7 +82,7 @@ def test_nnx_grad_through_odeint_matches_finite_differences():
     graphdef, params = nnx.split(field)
     leaves, tree = jax.tree.flatten(params)
     v = tree.unflatten([jax.random.normal(jax.random.key(i), p.shape, p.dtype) for i, p in enumerate(leaves)])
-    at = lambda s: loss(nnx.merge(graphdef, jax.tree.map(lambda p, d: p + s * d, params, v)))  # noqa: E731
+    at = lambda s: loss(nnx.merge(graphdef, jax.tree.map(lambda p, d: p + s * d, params, v)))
     fd = (at(1e-6) - at(-1e-6)) / 2e-6
     ours = sum(jnp.vdot(g, d) for g, d in zip(jax.tree.leaves(nnx.state(grads)), jax.tree.leaves(v)))
     assert abs(ours - fd) < 1e-7 * abs(fd), (ours, fd)

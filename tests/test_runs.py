@@ -6,7 +6,6 @@ the result with an uninterrupted run bit for bit.
 """
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -64,7 +63,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     whole = time.monotonic() - began  # kill points are drawn over the span of one whole run
     rng = random.Random(0)
     run_dir, kills, points = tmp_path / "killed", [], []
-    for attempt in range(40):
+    for _ in range(40):
         proc = start(run_dir, *(["--resume"] if (run_dir / "config.yaml").exists() else []))
         at = rng.uniform(0.1, 0.95) * whole
         deadline = time.monotonic() + at

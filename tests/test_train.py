@@ -61,7 +61,7 @@ def test_resume_reaches_the_same_metrics_as_an_uninterrupted_run(tmp_path):
     assert stopped["status"] == "stopped" and stopped["epochs"] == 1
     resumed = fit(tiny(), tmp_path / "resumed", resume=True)
     drop = ("epoch_time_s", "step_time_ms", "examples_per_s")
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]  # noqa: E731
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in drop} for r in rs]
     assert strip(read_metrics(tmp_path / "resumed")) == strip(read_metrics(tmp_path / "full"))
     assert resumed["test_accuracy"] == full["test_accuracy"] and resumed["test_loss"] == full["test_loss"]
 

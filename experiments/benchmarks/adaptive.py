@@ -96,7 +96,7 @@ def run_row(cfg, solver, save, mode, params, x0, arrays: list) -> dict:
     best, outs, repeats = timed(cfg, fns, (params, x0))
     unpack = (lambda o: (o[0], o[1][0], o[1][1], None)) if mode == "forward" else (
         lambda o: (o[0][0], o[0][1][0], o[0][1][1], o[1]))
-    (loss, states, stats, grads), (_, _, dstats, _) = unpack(outs["odenets"]), unpack(outs["diffrax"])
+    (_, states, stats, grads), (_, _, dstats, _) = unpack(outs["odenets"]), unpack(outs["diffrax"])
     a, b = (primitive_counts(p, params, x0) for p in programs.values())
     diff = {k: a[k] - b[k] for k in sorted(set(a) | set(b)) if a[k] != b[k]}
     row = dict(solver=solver, save=save, mode=mode, ours_s=best["odenets"], diffrax_s=best["diffrax"],
