@@ -148,8 +148,8 @@ def test_non_finite_parameters_stop_before_the_next_step(tmp_path, monkeypatch):
         ({"optim.epochs": 2.5}, r"optim.epochs must be an int >= 1, got optim.epochs=2.5"),
         ({"seed": -1}, r"seed must be an int >= 0"),
         ({"model.integrator": "rk4"}, r"unknown model family 'node' key\(s\) \['integrator'\]; valid keys: width"),
-        ({"model.family": "resnet", "integrator": {"name": "dopri5"}}, r"per-step parameters need a fixed-step "
-         r"integrator.* use a family with one shared field \(model=node"),
+        ({"model.family": "resnet", "integrator": {"name": "dopri5"}}, r"PerStep \(per-step\) arguments need a "
+         r"fixed-step integrator.* use a family with one shared field \(model=node"),
         ({"model.family": "plain"}, r"model family 'plain' takes no integrator \(got integrator=rk4\); families "
                                     r"that take one: resnet, node"),
         ({"optim.batch_size": 1000}, r"optim.batch_size=1000 exceeds the 256 training examples"),
