@@ -104,6 +104,7 @@ def _as_field(f, args):
     if isinstance(module, nnx.Module):
         if args is not None:
             raise ValueError("an NNX module `f` carries its own parameters: pass args=None")
+        _check_stateless(module)
         graphdef, state = nnx.split(module)
 
         def field(t, x, s):
@@ -113,6 +114,23 @@ def _as_field(f, args):
     if not callable(f):
         raise TypeError(f"f must be a function f(t, x, args) or an NNX module, got {type(f).__name__}")
     return f, args
+
+
+def _check_stateless(module):
+    """Refuse layers that update state on every call (Dropout's rng counter, BatchNorm's batch
+    statistics in training mode): a solve traces f inside loops, where such updates cannot escape."""
+    for path, node in nnx.iter_graph(module):
+        where = ".".join(map(str, path)) or type(module).__name__
+        if isinstance(node, nnx.Dropout) and not node.deterministic and node.rate > 0:
+            raise ValueError(
+                f"f contains nnx.Dropout at {where!r} in training mode (rate={node.rate}, deterministic=False): "
+                f"its random mask cannot be drawn inside an ODE solve. Use Dropout outside the vector field, "
+                f"nnx.Dropout(..., deterministic=True) or rate=0, or call .eval() on the model first")
+        if isinstance(node, nnx.BatchNorm) and not node.use_running_average:
+            raise ValueError(
+                f"f contains nnx.BatchNorm at {where!r} in training mode (use_running_average=False): its batch "
+                f"statistics cannot be updated inside an ODE solve. Use nnx.GroupNorm or nnx.LayerNorm in the "
+                f"vector field, nnx.BatchNorm(..., use_running_average=True), or call .eval() on the model first")
 
 
 def _check_per_step(args, steps):
