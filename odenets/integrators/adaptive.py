@@ -203,9 +203,9 @@ def _messages(integ: AdaptiveIntegrator) -> list[str]:
     hint = "loosen rtol/atol, or use an implicit integrator (kvaerno5) if the problem is stiff"
     return [
         f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
-        f"reaching t1; if the state stays bounded, raise max_steps (e.g. "
-        f"{type(integ).__name__}(max_steps={4 * integ.max_steps})) or {hint}; if it grows without bound "
-        f"the solution blows up before t1: check the vector field",
+        f"reaching t1; raise max_steps (e.g. {type(integ).__name__}(max_steps={4 * integ.max_steps})) or "
+        f"{hint}; if the state grows without bound instead, the solution blows up before t1: check the "
+        f"vector field",
         f"odeint: adaptive integrator {integ.name!r} failed: the state or f became non-finite (NaN/Inf) "
         f"or the step size underflowed; check the vector field for values that grow without bound, or {hint}",
     ]
