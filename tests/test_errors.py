@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 from conftest import FIXED, GRADIENTS
+from flax import nnx
 from problems import mlp_field, mlp_params
 
 import odenets as on
