@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from odenets._registry import Registry
@@ -104,8 +105,8 @@ def concrete(tree) -> bool:
 
 
 def all_finite(tree) -> bool:
-    """Every entry of every (concrete) leaf finite: one reduction per leaf."""
-    return all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(tree))
+    """Every entry of every (concrete) leaf finite: one numpy reduction per leaf (no JAX dispatch)."""
+    return all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(tree))
 
 
 def blowup_message(name: str, where: str) -> str:
