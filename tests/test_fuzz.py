@@ -7,6 +7,7 @@ names the argument at fault. What is never acceptable: an internal traceback, a 
 non-finite result from finite inputs, or a result for an input that should have been refused.
 """
 
+import collections
 import math
 import traceback
 from pathlib import Path
@@ -22,6 +23,7 @@ import odenets as on
 
 PACKAGE = str(Path(on.__file__).resolve().parent)
 TRIED = {"cases": 0, "refused": 0}
+REASONS = collections.Counter()  # the first words of each refusal
 TIMES = [0.0, 1.0, -1.0, 0.25, 2.0, math.nan, math.inf, -math.inf]
 DTYPES = ["float32", "float64", "complex64", "complex128", "int32", "bool"]
 SHAPES = [(), (3,), (2, 3)]
@@ -89,6 +91,7 @@ def test_odeint_works_or_refuses_with_an_odenets_error(integrator, gradient, x0,
             jax.grad(lambda x: sum(jnp.sum(jnp.real(v)) for v in jax.tree.leaves(solve(x).x)))(x0)
     except (ValueError, TypeError) as err:
         TRIED["refused"] += 1
+        REASONS[" ".join(str(err).split()[:4])] += 1
         frames = traceback.extract_tb(err.__traceback__)
         assert frames and frames[-1].filename.startswith(PACKAGE), (
             f"{type(err).__name__} raised outside odenets: {frames[-1].filename}: {err}")
@@ -106,4 +109,5 @@ def test_report_the_number_of_fuzzed_cases():
     if TRIED["cases"] == 0:
         pytest.skip("the fuzz test did not run in this process")
     print(f"fuzzed odeint calls: {TRIED['cases']} ({TRIED['refused']} refused with an odenets error)")
+    print("refusals by kind:", dict(REASONS.most_common()))
     assert TRIED["cases"] >= 400
