@@ -104,6 +104,7 @@ def _as_field(f, args):
     if isinstance(module, nnx.Module):
         if args is not None:
             raise ValueError("an NNX module `f` carries its own parameters: pass args=None")
+        _check_stateless(module)
         graphdef, state = nnx.split(module)
 
         def field(t, x, s):
@@ -113,6 +114,23 @@ def _as_field(f, args):
     if not callable(f):
         raise TypeError(f"f must be a function f(t, x, args) or an NNX module, got {type(f).__name__}")
     return f, args
+
+
+def _check_stateless(module):
+    """Refuse layers that update state on every call (Dropout's rng counter, BatchNorm's batch
+    statistics in training mode): a solve traces f inside loops, where such updates cannot escape."""
+    for path, node in nnx.iter_graph(module):
+        where = ".".join(map(str, path)) or type(module).__name__
+        if isinstance(node, nnx.Dropout) and not node.deterministic and node.rate > 0:
+            raise ValueError(
+                f"f contains nnx.Dropout at {where!r} in training mode (rate={node.rate}, deterministic=False): "
+                f"its random mask cannot be drawn inside an ODE solve. Use Dropout outside the vector field, "
+                f"nnx.Dropout(..., deterministic=True) or rate=0, or call .eval() on the model first")
+        if isinstance(node, nnx.BatchNorm) and not node.use_running_average:
+            raise ValueError(
+                f"f contains nnx.BatchNorm at {where!r} in training mode (use_running_average=False): its batch "
+                f"statistics cannot be updated inside an ODE solve. Use nnx.GroupNorm or nnx.LayerNorm in the "
+                f"vector field, nnx.BatchNorm(..., use_running_average=True), or call .eval() on the model first")
 
 
 def _check_per_step(args, steps):
@@ -237,7 +255,14 @@ def odeint(
     with respect to t0 and t1 are exact for Backprop, Checkpoint and Reversible (the discrete
     solve's) and those of the ODE for Adjoint and adaptive integrators.
 
-    Everything is checked before any compute; jit, vmap and grad all apply.
+    Everything is checked before any compute; jit, vmap and grad all apply. Forward mode (jvp,
+    jacfwd, hessian) works with gradient "backprop" or "checkpoint" and a fixed-step integrator;
+    other pairs refuse it with a TypeError that says so. Second-order reverse mode (grad of
+    grad) works through explicit fixed-step solves and Adjoint; it is not available through
+    implicit or adaptive Backprop/Checkpoint (JAX cannot transpose their while loops).
+    A state that becomes non-finite in a solve with concrete values is an error naming the
+    step (or time) where it happened; under jit or grad the NaN is returned (a training loop
+    sees it as divergence), with no cost in the loop.
     """
     per_step = isinstance(f, PerStep) or isinstance(args, PerStep)
     integ, grad = resolve_solver(integrator, gradient, per_step=per_step, unroll=unroll)
@@ -250,6 +275,22 @@ def odeint(
     args = _in_precision(args, x0)
     x0 = _state_dtypes(field, x0, args)
     t0, t1 = _times(t0, t1, x0)
-    x, xs, stats = integ.solve(_in_state_dtype(field), t0, t1, x0, args, grad, steps=steps,
-                               save_all=save == "all", unroll=unroll)
+    try:
+        x, xs, stats = integ.solve(_in_state_dtype(field), t0, t1, x0, args, grad, steps=steps,
+                                   save_all=save == "all", unroll=unroll)
+    except TypeError as err:  # JAX's words for a custom VJP met by jvp: say which pairs do support it
+        if "forward-mode" not in str(err):
+            raise
+        raise TypeError(forward_mode_message(integ, grad)) from None
     return Solution(x, xs, stats)
+
+
+def forward_mode_message(integ: Integrator, grad: Gradient) -> str:
+    """Forward mode (jax.jvp, jax.jacfwd, jax.hessian) runs through the steps themselves, so it
+    needs a fixed-step integrator differentiated by Backprop or Checkpoint; Adjoint, Reversible
+    and every adaptive solve define reverse mode only (a custom VJP)."""
+    fixed = [n for n in INTEGRATORS.names() if not INTEGRATORS.get(n).adaptive]
+    return (f"forward-mode differentiation (jax.jvp, jax.jacfwd, jax.hessian) through odeint with integrator "
+            f"{integ.name!r} and gradient {grad.name!r} is not supported: that pair defines reverse mode only. "
+            f"Use gradient 'backprop' or 'checkpoint' with a fixed-step integrator ({', '.join(fixed)}), or "
+            f"reverse mode (jax.grad, jax.jacrev)")

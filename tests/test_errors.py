@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import FIXED, GRADIENTS
+from flax import nnx
 from problems import mlp_field, mlp_params
 
 import odenets as on
@@ -187,3 +188,43 @@ def test_numpy_integers_are_accepted():
 def test_unroll_is_for_fixed_step_integrators():
     rejects(r"unroll=True applies to fixed-step integrators only; adaptive integrator 'dopri5'.*unroll=1",
             integrator="dopri5", unroll=True)
+
+
+
+class LayerField(nnx.Module):
+    """A vector field module around one extra layer, `layer(rngs)` (dropout or a normalisation)."""
+
+    def __init__(self, layer):
+        rngs = nnx.Rngs(0)
+        self.lin = nnx.Linear(3, 3, rngs=rngs, param_dtype=jnp.float64)
+        self.layer = layer(rngs)
+
+    def __call__(self, t, x):
+        return jnp.tanh(self.layer(self.lin(x)))
+
+
+@pytest.mark.parametrize("layer,match", [
+    (lambda r: nnx.Dropout(0.5, rngs=r),
+     r"nnx\.Dropout at 'layer' in training mode \(rate=0\.5, deterministic=False\).*deterministic=True"),
+    (lambda r: nnx.BatchNorm(3, rngs=r, param_dtype=jnp.float64),
+     r"nnx\.BatchNorm at 'layer' in training mode \(use_running_average=False\).*GroupNorm or nnx\.LayerNorm"),
+])
+def test_stateful_layers_in_the_field_are_refused_naming_what_works(layer, match):
+    with pytest.raises(ValueError, match=match):
+        on.odeint(LayerField(layer), X0, 0.0, 1.0, 4)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda r: nnx.Dropout(0.5, deterministic=True),
+    lambda r: nnx.BatchNorm(3, use_running_average=True, rngs=r, param_dtype=jnp.float64),
+    lambda r: nnx.GroupNorm(3, num_groups=1, rngs=r, param_dtype=jnp.float64),
+])
+def test_what_the_refusal_suggests_works(layer):
+    with jax.numpy_dtype_promotion("standard"):  # flax's norms promote float64 with float32 themselves
+        assert on.odeint(LayerField(layer), X0, 0.0, 1.0, 4).x.shape == X0.shape
+
+
+def test_eval_mode_makes_stateful_layers_usable():
+    field = LayerField(lambda r: nnx.Dropout(0.5, rngs=r))
+    field.eval()
+    assert on.odeint(field, X0, 0.0, 1.0, 4).x.shape == X0.shape

@@ -6,15 +6,18 @@ the backward pass does evaluate f. Every case must be right or refused with an o
 never quietly wrong.
 """
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg
 import numpy as np
 import pytest
 from conftest import ADAPTIVE, FIXED, GRADIENTS, allowed
-from problems import A, X0, linear, riccati
+from problems import X0, A, linear, riccati
 
 import odenets as on
+from odenets.gradients.adjoint import ReconstructionWarning
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
@@ -178,3 +181,101 @@ def test_nfe_backward_is_right_or_unknown(integrator, gradient):
     claimed = sol.stats["nfe_backward"]
     if claimed is not None:
         assert int(claimed) == backward, (claimed, backward)
+
+
+# -- 5. non-array leaves in args --------------------------------------------------------------------
+def _with_static_args(t, x, args):
+    return -args["scale"] * args["fn"](x) if args["name"] == "sine" else x
+
+
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_non_array_leaves_in_args_are_static(integrator, gradient):
+    """A function and a string among the arguments: every pair treats them as static and gives
+    the same gradient as the field written over the array alone."""
+
+    def loss(w, static):
+        f, args = (_with_static_args, {"fn": jnp.sin, "name": "sine", "scale": w}) if static else (
+            lambda t, x, a: -a * jnp.sin(x), w)
+        return jnp.sum(on.odeint(f, X0, T0, T1, 8, integrator=_integ(integrator), gradient=gradient, args=args).x)
+
+    w = jnp.asarray(0.7)
+    np.testing.assert_allclose(loss(w, True), loss(w, False), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(loss)(w, True), jax.grad(loss)(w, False), rtol=1e-12)
+
+
+# -- 6. mixed-precision states ----------------------------------------------------------------------
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_mixed_precision_states_keep_each_leaf_dtype(integrator, gradient):
+    """A float32 leaf beside a float64 leaf: each keeps its dtype in the state and in the gradient."""
+    x0 = {"a": jnp.ones(2, jnp.float32), "b": jnp.ones(3, jnp.float64)}
+    decay = lambda t, x, a: jax.tree.map(lambda v: -v, x)
+    solve = lambda x: on.odeint(decay, x, T0, T1, STEPS, integrator=_integ(integrator), gradient=gradient).x
+    x1 = solve(x0)
+    assert {k: v.dtype for k, v in x1.items()} == {"a": jnp.float32, "b": jnp.float64}
+    for v in x1.values():
+        np.testing.assert_allclose(v, np.exp(-(T1 - T0)), rtol=max(1e-4, _tol(integrator, gradient)))
+    g = jax.grad(lambda x: sum(jnp.sum(v.astype(jnp.float64)) for v in solve(x).values()))(x0)
+    assert {k: v.dtype for k, v in g.items()} == {"a": jnp.float32, "b": jnp.float64}
+
+
+# -- 7. a solution that blows up ----------------------------------------------------------------------
+BLOWUP = r"became non-finite \(NaN or Inf\) (in step \d+ of 40, between t=[\d.]+ and t=[\d.]+|near t=[\d.]+)"
+
+
+@pytest.mark.parametrize("integrator", FIXED + ADAPTIVE)
+def test_a_state_that_blows_up_is_reported_with_where_and_the_fix(integrator):
+    """x' = x^2 from x0 = 1 blows up at t = 1: an error naming the step (or time) and the fix,
+    never "raise max_steps", an internal callback error or a silent NaN."""
+    with pytest.raises(ValueError, match=BLOWUP + r".*smaller step h \(more steps\), an implicit"):
+        on.odeint(lambda t, x, a: x**2, jnp.ones(1), 0.0, 2.0, 40, integrator=integrator)
+
+
+def test_under_jit_a_blow_up_reaches_the_caller_as_nan():
+    """Under jit no check runs in the loop (no cost): the non-finite state is returned, which a
+    training loop reports as divergence."""
+    x1 = jax.jit(lambda x: on.odeint(lambda t, y, a: y**2, x, 0.0, 2.0, 40).x)(jnp.ones(1))
+    assert not bool(jnp.isfinite(x1).all())
+
+
+# -- 8. forward mode --------------------------------------------------------------------------------
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_forward_mode_works_or_names_the_pairs_that_support_it(integrator, gradient):
+    """jax.jvp through fixed-step Backprop/Checkpoint equals reverse mode; every other pair raises
+    odenets' TypeError naming what works, not JAX's custom_vjp error."""
+    fn = lambda x0: on.odeint(linear, x0, T0, T1, 8, integrator=_integ(integrator), gradient=gradient, args=A).x
+    direction = jnp.array([1.0, 0.0])
+    if integrator in FIXED and gradient in ("backprop", "checkpoint"):
+        tangent = jax.jvp(fn, (X0,), (direction,))[1]
+        np.testing.assert_allclose(tangent, jax.jacrev(fn)(X0) @ direction, rtol=1e-10)
+        loss = lambda x: jnp.sum(fn(x) ** 2)
+        np.testing.assert_allclose(jax.hessian(loss)(X0), jax.jacfwd(jax.jacfwd(loss))(X0), rtol=1e-8)
+        return
+    refusal = (rf"forward-mode differentiation .* integrator '{integrator}' and gradient '{gradient}' is not "
+               rf"supported.*Use gradient 'backprop' or 'checkpoint'")
+    with pytest.raises(TypeError, match=refusal):
+        jax.jvp(fn, (X0,), (direction,))
+
+
+# -- 9. the adjoint's reconstruction of x(t0) ----------------------------------------------------------
+def _adjoint_grad(a, integrator):
+    growth = lambda t, x, a_: a_ * x
+    loss = lambda x0: jnp.sum(on.odeint(growth, x0, 0.0, 1.0, 100, integrator=integrator, gradient="adjoint",
+                                        args=a).x)
+    grad = jax.jit(jax.grad(loss))(jnp.ones(2))
+    jax.block_until_ready(grad)
+    jax.effects_barrier()
+    return grad
+
+
+@pytest.mark.parametrize("integrator", ["euler", "rk4"])
+def test_the_adjoint_warns_when_its_reconstruction_drifts(integrator):
+    """x' = 50 x over 100 steps: the backward solve does not return to x0; the warning gives the drift."""
+    with pytest.warns(ReconstructionWarning, match=r"\|x_rebuilt - x0\| = [\d.e+-]+, [\d.e+-]+ relative to "
+                                                   r"\|x0\| = 1\.41 \(tolerance 0\.01\)"):
+        _adjoint_grad(50.0, integrator)
+
+
+def test_the_adjoint_is_silent_when_its_reconstruction_holds():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReconstructionWarning)
+        _adjoint_grad(-1.0, "rk4")

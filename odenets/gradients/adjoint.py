@@ -26,10 +26,12 @@ with the times; that gradient is refused.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from odenets._abstract import final
@@ -109,12 +111,41 @@ def _solve(stepper, t0, h, y0, args):
         xs = (dargs if per else None, nargs if per else None, inject)
         (_, state, g, (dt0, dh)), g_steps = lax.scan(body, carry, xs, length=n, reverse=True,
                                                      unroll=stepper.unroll)
-        _, a0 = integ.value(state)
+        x0_rebuilt, a0 = integ.value(state)
+        warn_on_drift(x0_rebuilt, y0)
         if times:
             dt0 = dt0 - dot_field(stepper.f, t0, y0, args, a0)
         return (dt0 if times else None, dh if times else None, a0, g_steps if per else g)
 
     return run((t0, h, y0, args))
+
+
+DRIFT_RTOL = 1e-2
+
+
+class ReconstructionWarning(UserWarning):
+    """The adjoint's backward solve rebuilt an x(t0) far from the true x0: its gradient is unreliable."""
+
+
+def _warn(drift2, size2):
+    """drift2, size2: per leaf, the squared norms of x_rebuilt - x0 and of x0 (batched under vmap)."""
+    drift = float(np.max(np.sqrt(sum(np.asarray(d, np.float64) for d in drift2))))
+    size = float(np.max(np.sqrt(sum(np.asarray(s, np.float64) for s in size2))))
+    if not drift <= DRIFT_RTOL * max(size, 1e-30):  # NaN drift warns too
+        warnings.warn(
+            f"gradient 'adjoint': the backward solve rebuilt x(t0) with |x_rebuilt - x0| = {drift:.3g}, "
+            f"{drift / max(size, 1e-30):.3g} relative to |x0| = {size:.3g} (tolerance {DRIFT_RTOL:g}): the "
+            f"reversed dynamics amplify errors (backsolve adjoints fail on such dynamics), so the gradient "
+            f"is unreliable. Use gradient 'backprop', 'checkpoint' or 'reversible' (exact for the discrete "
+            f"solve), or more steps", ReconstructionWarning, stacklevel=2)
+
+
+def warn_on_drift(rebuilt, x0):
+    """Warn (at run time, under jit too) when the x(t0) that the backward pass reconstructs departs
+    from the true x0 by more than DRIFT_RTOL |x0| (Euclidean norms over the whole state)."""
+    sq = lambda v: lax.stop_gradient(jnp.sum(jnp.abs(v) ** 2))
+    drift2 = [sq(a - b) for a, b in zip(jax.tree.leaves(rebuilt), jax.tree.leaves(x0))]
+    jax.debug.callback(_warn, drift2, [sq(v) for v in jax.tree.leaves(x0)])
 
 
 @final

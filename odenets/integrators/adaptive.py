@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import ClassVar
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from odenets import validate
 from odenets._abstract import final
-from odenets.integrators.base import REGISTRY, Integrator, real_view, register
+from odenets.integrators.base import REGISTRY, Integrator, blowup_message, concrete, real_view, register
 
 # gradient strategy name -> the diffrax adjoint that plays its role
 ADJOINTS = {
@@ -87,21 +89,30 @@ class AdaptiveIntegrator(Integrator):
         ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
         y0 = at_time(t0, x0, args, field=field, sign=-1)
         to_real, from_real = real_view(x0)
-        sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(lambda t, y, a: to_real(field(t, from_real(y), a))),
-            self.diffrax_solver(),
-            lax.stop_gradient(t0),
-            lax.stop_gradient(t1),
-            dt0=None,
-            y0=to_real(y0),
-            args=args,
-            saveat=diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True),
-            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
-            adjoint=ADJOINTS[gradient.name](self),
-            max_steps=self.max_steps,
-            throw=False,  # failures are raised below with odenets' own message
-        )
-        ys = from_real(_raise_on_failure(self, sol.result, sol.ys))
+
+        def diffeqsolve(saveat, adjoint=ADJOINTS[gradient.name](self)):
+            return diffrax.diffeqsolve(
+                diffrax.ODETerm(lambda t, y, a: to_real(field(t, from_real(y), a))),
+                self.diffrax_solver(),
+                lax.stop_gradient(t0),
+                lax.stop_gradient(t1),
+                dt0=None,
+                y0=to_real(y0),
+                args=args,
+                saveat=saveat,
+                stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
+                adjoint=adjoint,
+                max_steps=self.max_steps,
+                throw=False,  # failures are raised below with odenets' own message
+            )
+
+        sol = diffeqsolve(diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True))
+        if concrete(sol.result):
+            if sol.result != diffrax.RESULTS.successful:
+                self._failed(diffeqsolve(diffrax.SaveAt(steps=True), diffrax.RecursiveCheckpointAdjoint()), x0)
+            ys = from_real(sol.ys)
+        else:
+            ys = from_real(_raise_on_failure(self, sol.result, sol.ys))
         if save_all:
             xs = jax.vmap(lambda t, y: at_time(t, y, args, field=field, sign=1))(ts, ys)
             x = jax.tree.map(lambda v: v[-1], xs)
@@ -114,6 +125,19 @@ class AdaptiveIntegrator(Integrator):
             "rejected": sol.stats["num_rejected_steps"],
         }
         return x, xs, stats
+
+    def _failed(self, sol, x0):
+        """Raise for a failed solve whose values are concrete, naming the time it reached: a state
+        that grew without bound there is a blow-up; otherwise the step budget or stiffness."""
+        reached = np.asarray(sol.ts)
+        last = int(np.sum(np.isfinite(reached))) - 1
+        t = float(reached[last]) if last >= 0 else float(sol.t0)
+        size = max(float(np.max(np.abs(np.asarray(v[last])), initial=0.0)) for v in jax.tree.leaves(sol.ys))
+        scale = max(float(np.max(np.abs(np.asarray(v)), initial=0.0)) for v in jax.tree.leaves(x0))
+        exhausted = sol.result == diffrax.RESULTS.max_steps_reached
+        if exhausted and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
+            raise ValueError(_messages(self)[0] + f" (it reached t={t:.6g})")
+        raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
 
 
 @eqx.filter_custom_jvp
@@ -175,19 +199,23 @@ class Kvaerno5(AdaptiveIntegrator):
         return diffrax.Kvaerno5()
 
 
-def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
-    """An unsuccessful adaptive solve is an error at run time (under jit too), never a wrong answer."""
+def _messages(integ: AdaptiveIntegrator) -> list[str]:
     hint = "loosen rtol/atol, or use an implicit integrator (kvaerno5) if the problem is stiff"
+    return [
+        f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
+        f"reaching t1; raise max_steps (e.g. {type(integ).__name__}(max_steps={4 * integ.max_steps})) or "
+        f"{hint}; if the state grows without bound instead, the solution blows up before t1: check the "
+        f"vector field",
+        f"odeint: adaptive integrator {integ.name!r} failed: the state or f became non-finite (NaN/Inf) "
+        f"or the step size underflowed; check the vector field for values that grow without bound, or {hint}",
+    ]
+
+
+def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
+    """An unsuccessful adaptive solve is an error at run time (under jit), never a wrong answer."""
     failed = result != diffrax.RESULTS.successful
     exhausted = result == diffrax.RESULTS.max_steps_reached
-    messages = [
-        f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
-        f"reaching t1; raise max_steps (e.g. {type(integ).__name__}(max_steps={4 * integ.max_steps})) "
-        f"or {hint}",
-        f"odeint: adaptive integrator {integ.name!r} failed (step size underflow, non-finite values or a "
-        f"failed Newton solve); check the vector field for NaN/Inf, {hint}",
-    ]
     leaf = jax.tree.leaves(ys)[0]
-    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, 1), messages)
+    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, 1), _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])

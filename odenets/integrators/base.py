@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from odenets._registry import Registry
@@ -75,21 +76,45 @@ def combine(base, h, coeffs, terms):
 
 
 def real_view(like):
-    """(to_real, from_real) for pytrees shaped like `like`: complex leaves become (re, im) pairs.
+    """(to_real, from_real) for pytrees shaped like `like`: complex leaves become (re, im) pairs,
+    and every real part is widened to the widest precision among the leaves.
 
-    Solvers outside JAX's core (diffrax, optimistix's Newton) are exact on real numbers only;
-    they see the real view, and z = re + i im is rebuilt on the way out (differentiably).
+    Solvers outside JAX's core (diffrax, optimistix's Newton) are exact on real numbers of one
+    dtype only; they see the real view, and each leaf is rebuilt in its own dtype on the way out
+    (z = re + i im for complex leaves, differentiably), so a float32 leaf beside a float64 leaf
+    stays float32.
     """
     leaves, tree = jax.tree.flatten(like)
+    dtypes = [jnp.result_type(v) for v in leaves]
     kinds = [jnp.iscomplexobj(v) for v in leaves]
+    wide = max((jnp.finfo(d).dtype for d in dtypes), key=lambda d: d.itemsize)
 
     def to_real(x):
-        return [(v.real, v.imag) if c else v for v, c in zip(jax.tree.leaves(x), kinds)]
+        up = lambda v: v.astype(wide)
+        return [(up(v.real), up(v.imag)) if c else up(v) for v, c in zip(jax.tree.leaves(x), kinds)]
 
     def from_real(r):
-        return tree.unflatten([lax.complex(*v) if c else v for v, c in zip(r, kinds)])
+        return tree.unflatten([(lax.complex(*v) if c else v).astype(d) for v, c, d in zip(r, kinds, dtypes)])
 
     return to_real, from_real
+
+
+def concrete(tree) -> bool:
+    """Whether every leaf holds a value now (no tracer): checks on results can run in Python."""
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(tree))
+
+
+def all_finite(tree) -> bool:
+    """Every entry of every (concrete) leaf finite: one numpy reduction per leaf (no JAX dispatch)."""
+    return all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(tree))
+
+
+def blowup_message(name: str, where: str) -> str:
+    """The one message for a state that became non-finite during a solve (`where`: when)."""
+    return (f"odeint: the state became non-finite (NaN or Inf) {where} with integrator {name!r}, from a finite "
+            f"x0: the solution blows up or the steps are too large. Try a smaller step h (more steps), an "
+            f"implicit (backward_euler, trapezoid) or adaptive (dopri5, kvaerno5) integrator, and check the "
+            f"vector field f for values that grow without bound")
 
 
 REGISTRY: Registry[Integrator] = Registry("integrator", Integrator)

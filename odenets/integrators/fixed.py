@@ -21,8 +21,9 @@ from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from odenets.integrators.base import Integrator
+from odenets.integrators.base import Integrator, all_finite, blowup_message, concrete
 from odenets.perstep import PerStep
 from odenets.stepper import Stepper
 
@@ -72,6 +73,8 @@ class FixedStepIntegrator(Integrator):
         stepper = Stepper(self, field, steps, per_step, save_all, unroll, traced_times=traced)
         state, ys = gradient.solve(stepper, t0, (t1 - t0) / steps, x0, args.tree if per_step else args)
         xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, ys) if save_all else None
+        if concrete(self.value(state)) and not all_finite(self.value(state)):
+            self._blowup(field, t0, t1, x0, args, steps, xs)
         stats = {
             "nfe": stepper.nfe_forward() + self.extra_nfe(state),
             "nfe_backward": gradient.nfe_backward(stepper),
@@ -79,3 +82,19 @@ class FixedStepIntegrator(Integrator):
             "rejected": 0,
         }
         return self.value(state), xs, stats
+
+    def _blowup(self, field, t0, t1, x0, args, steps, xs):
+        """Raise the blow-up error naming the first step whose end state is non-finite (found
+        from the saved states, or by solving again with them: only on this failure path)."""
+        if xs is None:
+            stepper = Stepper(self, field, steps, isinstance(args, PerStep), True)
+            h = (t1 - t0) / steps
+            _, ys = stepper.run(t0, h, x0, args.tree if isinstance(args, PerStep) else args)
+            xs = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, ys)
+        bad = np.zeros(steps + 1, bool)
+        for v in jax.tree.leaves(xs):
+            bad |= ~np.isfinite(np.asarray(v)).reshape(steps + 1, -1).all(axis=1)
+        k = int(np.argmax(bad)) if bad.any() else steps
+        t = lambda j: float(t0 + (t1 - t0) * j / steps)
+        raise ValueError(blowup_message(self.name, f"in step {k} of {steps}, between t={t(k - 1):.6g} and "
+                                                   f"t={t(k):.6g}"))

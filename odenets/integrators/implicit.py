@@ -18,6 +18,7 @@ import abc
 import dataclasses
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
@@ -37,7 +38,10 @@ def _default_tol(y) -> float:
 class ThetaMethod(FixedStepIntegrator):
     """A theta method. `rtol`/`atol` are Newton's tolerances (None: set from the dtype).
 
-    The state is (y, evaluations made by Newton so far); `extra_nfe` reads the counter.
+    The state is (y, evaluations made by Newton so far); `extra_nfe` reads the counter. A step
+    whose Newton solve fails (no convergence in `max_iters`, a non-finite f) gives a NaN state,
+    which `odeint` reports with the step where it happened (and which a training loop sees as
+    divergence), never optimistix's internal error.
     """
 
     dynamic_nfe: ClassVar[bool] = True
@@ -86,10 +90,12 @@ class ThetaMethod(FixedStepIntegrator):
 
         tol = _default_tol(y)
         solver = optx.Newton(rtol=self.rtol or tol, atol=self.atol or tol)
-        sol = optx.root_find(residual, solver, to_real(y), args=(rhs, t1, h, args), max_steps=self.max_iters)
-        y1 = from_real(sol.value)
+        sol = optx.root_find(residual, solver, to_real(y), args=(rhs, t1, h, args), max_steps=self.max_iters,
+                             throw=False)
+        ok = sol.result == optx.RESULTS.successful
+        y1 = jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), from_real(sol.value))
         count = count + sol.stats["num_steps"].astype(jnp.int32)
-        q_shape = jax.eval_shape(fq, t1, y1, args)[1]
+        q_shape = eqx.filter_eval_shape(fq, t1, y1, args)[1]
         if not jax.tree.leaves(q_shape):  # no quadrature: its empty structure, as fq returns it
             return (y1, count), q_shape
         _, q1 = fq(t1, y1, args)
