@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import odenets as on
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -27,6 +29,7 @@ def run_script(relative: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_and_its_gradients_check_out():
     out = run_script("demo.py", "--steps", "8")
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["node"], ["resnet"])]

@@ -35,7 +35,16 @@ import numpy as np
 from jax import lax
 
 from odenets._abstract import final
-from odenets.gradients.base import Gradient, dot_field, register, saved_cotangents, tree_add, zeros_for_none
+from odenets.gradients.base import (
+    Gradient,
+    custom_vjp_solve,
+    dot_field,
+    layer,
+    register,
+    saved_cotangents,
+    tree_add,
+    zeros_for_none,
+)
 
 
 def _augmented(f, nondiff):
@@ -53,11 +62,7 @@ def _augmented(f, nondiff):
 
 def _solve(stepper, t0, h, y0, args):
     integ, per, n = stepper.integrator, stepper.per_step, stepper.steps
-    at = lambda tree, k: jax.tree.map(lambda v: v[k], tree)
-
-    @eqx.filter_custom_vjp
-    def run(vjp_arg):
-        return stepper.run(*vjp_arg)
+    run = custom_vjp_solve(stepper)
 
     @run.def_fwd
     def fwd(perturbed, vjp_arg):
@@ -104,8 +109,8 @@ def _solve(stepper, t0, h, y0, args):
                 return (k - 1, state, g, (dt0, dh)), quad
             return (k - 1, state, tree_add(g, quad), (dt0, dh)), None
 
-        fq = _augmented(stepper.f, at(nargs, -1) if per else nargs)
-        state = integ.init(fq, t1, (y1, a1), at(dargs, -1) if per else dargs)
+        fq = _augmented(stepper.f, layer(nargs, -1) if per else nargs)
+        state = integ.init(fq, t1, (y1, a1), layer(dargs, -1) if per else dargs)
         g0 = jax.tree.map(jnp.zeros_like, dargs)
         carry = (jnp.asarray(n - 1, jnp.int32), state, g0, (c1, c1 * n))
         xs = (dargs if per else None, nargs if per else None, inject)

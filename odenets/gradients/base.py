@@ -74,3 +74,19 @@ def dot_field(f, t, x, args, ct):
 
 REGISTRY: Registry[Gradient] = Registry("gradient", Gradient)
 register = REGISTRY.register
+
+
+def layer(tree, k):
+    """Slice k of every leaf of a per-step pytree (leading axis = steps)."""
+    return jax.tree.map(lambda v: v[k], tree)
+
+
+def custom_vjp_solve(stepper):
+    """`stepper.run` as an equinox custom-VJP function of vjp_arg = (t0, h, y0, args): the
+    strategy attaches its own forward (`def_fwd`: what it keeps) and backward (`def_bwd`)."""
+
+    @eqx.filter_custom_vjp
+    def run(vjp_arg):
+        return stepper.run(*vjp_arg)
+
+    return run

@@ -19,17 +19,21 @@ import jax.numpy as jnp
 from jax import lax
 
 from odenets._abstract import final
-from odenets.gradients.base import Gradient, register, saved_cotangents, tree_add, zeros_for_none
+from odenets.gradients.base import (
+    Gradient,
+    custom_vjp_solve,
+    layer,
+    register,
+    saved_cotangents,
+    tree_add,
+    zeros_for_none,
+)
 from odenets.integrators.base import REGISTRY as INTEGRATORS
 
 
 def _solve(stepper, t0, h, y0, args):
     integ, per = stepper.integrator, stepper.per_step
-    at = lambda tree, k: jax.tree.map(lambda v: v[k], tree)
-
-    @eqx.filter_custom_vjp
-    def run(vjp_arg):
-        return stepper.run(*vjp_arg)
+    run = custom_vjp_solve(stepper)
 
     @run.def_fwd
     def fwd(perturbed, vjp_arg):
@@ -74,7 +78,7 @@ def _solve(stepper, t0, h, y0, args):
         xs = (dargs if per else None, nargs if per else None, y_cts)
         (_, _, ct0, g, (dt0, dh)), g_steps = lax.scan(body, carry, xs, length=stepper.steps, reverse=True,
                                                       unroll=stepper.unroll)
-        d0, n0 = (at(dargs, 0), at(nargs, 0)) if per else (dargs, nargs)
+        d0, n0 = (layer(dargs, 0), layer(nargs, 0)) if per else (dargs, nargs)
         _, vjp0 = jax.vjp(lambda y, d, t_: stepper.init(t_, y, eqx.combine(d, n0)), y0, d0, t0)
         y0_ct, d0_ct, t0_ct = vjp0(ct0)
         if per:
