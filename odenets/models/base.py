@@ -77,6 +77,8 @@ class Family(abc.ABC):
     options: ClassVar[tuple[str, ...]] = _OptionNames()
     takes_integrator: ClassVar[bool] = False
     takes_gradient: ClassVar[bool] = False
+    # options whose unset (None) value follows the width: name -> d, resolved to max(1, width // d)
+    width_fractions: ClassVar[dict[str, int]] = {}
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # None means not given
@@ -88,6 +90,8 @@ class Family(abc.ABC):
         optional(integer, "groups", self.groups, 1)
         boolean("downsample", self.downsample)
         optional(choice, "stem", self.stem, STEMS.names())
+        for key in self.width_fractions:
+            optional(integer, key, getattr(self, key), 1)
 
     @property
     def ndim(self) -> int:
@@ -129,7 +133,8 @@ class Family(abc.ABC):
             raise ValueError(
                 f"input_shape={input_shape} is too small for stem {stem!r} (spatial sizes {sizes} after it)"
             )
-        return dataclasses.replace(self, kind=kind, groups=groups, stem=stem)
+        fractions = {k: getattr(self, k) or max(1, self.width // d) for k, d in self.width_fractions.items()}
+        return dataclasses.replace(self, kind=kind, groups=groups, stem=stem, **fractions)
 
     @abc.abstractmethod
     def stage(self, channels: int, rngs: nnx.Rngs) -> tuple[nnx.Module, int]:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from odenets._abstract import final
 from odenets.fields import AntisymmetricField, FieldMaker, HamiltonianField, HighwayField
 from odenets.models.base import REGISTRY, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.stages import AugmentedBlock, DenseBlock, HamiltonianBlock, MomentumBlock, PlainBlock
-from odenets.validate import integer, number, optional
+from odenets.validate import number
 
 register = REGISTRY.register
 
@@ -101,14 +101,7 @@ class AugmentedNeuralODE(SharedODE):
     augment  extra zero channels (None: max(1, width // 4))"""
 
     augment: int | None = None
-
-    def __post_init__(self):
-        super().__post_init__()
-        optional(integer, "augment", self.augment, 1)
-
-    def resolve(self, input_shape):
-        spec = super().resolve(input_shape)
-        return dataclasses.replace(spec, augment=spec.augment or max(1, spec.width // 4))
+    width_fractions: ClassVar[dict[str, int]] = {"augment": 4}
 
     def stage(self, channels, rngs):
         wide = channels + self.augment
@@ -150,17 +143,11 @@ class DenseNet(Layered):
     growth  channels each layer adds (None: max(1, width // 2))"""
 
     growth: int | None = None
+    width_fractions: ClassVar[dict[str, int]] = {"growth": 2}
 
     def field_choices(self):
         return DENSE_LAYERS
 
-    def __post_init__(self):
-        super().__post_init__()
-        optional(integer, "growth", self.growth, 1)
-
-    def resolve(self, input_shape):
-        spec = super().resolve(input_shape)
-        return dataclasses.replace(spec, growth=spec.growth or max(1, spec.width // 2))
 
     def stage(self, channels, rngs):
         block = DenseBlock(
