@@ -75,7 +75,8 @@ def _arnoldi(matvec, n, k, rng, iters, dtype):
         raise ValueError(f"method='arnoldi' finds k < n - 1 eigenvalues, got k={k} for n={n}: use method='exact'")
     op = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda v: matvec(v[:, None])[:, 0], dtype=dtype)
     v0 = rng.standard_normal(n).astype(dtype)
-    mu = scipy.sparse.linalg.eigs(op, k=k, which="LM", v0=v0, maxiter=max(iters, 10 * n), return_eigenvectors=False)
+    mu = scipy.sparse.linalg.eigs(op, k=k, which="LM", v0=v0, maxiter=max(iters, 10 * n),
+                                  return_eigenvectors=False)
     return _by_modulus(mu, k)
 
 

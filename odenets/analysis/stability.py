@@ -76,7 +76,7 @@ def _matrix_one(integ: FixedStepIntegrator, z):
     return jnp.stack(columns, axis=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _matrix_fn(integ: FixedStepIntegrator) -> Callable:
     return jax.jit(jax.vmap(functools.partial(_matrix_one, integ)))
 
