@@ -12,12 +12,16 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
+import numpy as np
 from flax import nnx
 
 from odenets import cli
+from odenets import data as datasets
 from odenets._abstract import final
 from odenets.train.checkpoints import Checkpoints
-from odenets.train.loop import fit, setup
+from odenets.train.config import RunConfig, build_model
+from odenets.train.loop import fit
 
 
 @final
@@ -39,13 +43,19 @@ def train(overrides: list[str], run_dir: Path) -> Trained:
     """
     cfg = cli.compose(["train.progress=false", *overrides])
     summary = fit(cfg, run_dir)
-    s = setup(cfg)
+    run = RunConfig.parse(cfg)
+    data = datasets.load(run.data, seed=run.seed)
+    # the state's structure without initialising it (nnx.eval_shape): the checkpoint fills in the values
+    graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: build_model(run, data.input_shape, data.output_dim)),
+                                       nnx.Param, ...)
+    opt_state = jax.eval_shape(run.optim.transform(max(1, summary["steps"])).init, params)
+    like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), (params, rest, opt_state))
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
     try:
-        restored = ckpt.restore_latest(s.state)
+        restored = ckpt.restore_latest(like)
     finally:
         ckpt.close()
     if restored is None:
         raise RuntimeError(f"training into {run_dir} wrote no checkpoint (status {summary['status']!r})")
     (params, rest, _), _ = restored
-    return Trained(nnx.merge(s.graphdef, params, rest), s.data, summary, Path(run_dir))
+    return Trained(nnx.merge(graphdef, params, rest), data, summary, Path(run_dir))
