@@ -85,14 +85,17 @@ def _critical_h(method: str, lam: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _solver(graphdef, method: str, steps: int, t1: float):
-    """x(t1) of dx/dt = F(x) - gamma x (F = merge(graphdef, state)) by `steps` steps of `method`, jitted."""
+    """x(t1) of dx/dt = F(x) - gamma x (F = merge(graphdef, state)) by `steps` steps of `method`, jitted,
+    one solve per sample (vmap): an implicit step then solves a system of one sample's size, not the batch's."""
 
     def g(t, x, args):
         state, gamma = args
         return nnx.merge(graphdef, state)(t, x) - gamma * x
 
-    return jax.jit(lambda state, gamma, x0: on.odeint(g, x0, 0.0, t1, steps, integrator=method,
-                                                      args=(state, gamma)).x)
+    def one(state, gamma, x0):
+        return on.odeint(g, x0, 0.0, t1, steps, integrator=method, args=(state, gamma)).x
+
+    return jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
 
 
 @final
