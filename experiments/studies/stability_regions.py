@@ -125,7 +125,7 @@ class StabilityRegions(studies.Study):
         chunk = options.resolution**2
         grid = np.linspace(-4, 1, 101)[None, :] + 1j * np.linspace(-3.5, 3.5, 141)[:, None]
         r_max, angles = 8.0, np.pi * np.array([0.52, 0.6, 0.75, 0.9, 1.0])
-        rays = np.linspace(r_max / 2000, r_max, 2000)[None, :] * np.exp(1j * angles)[:, None]
+        rays = np.linspace(r_max / 1000, r_max, 1000)[None, :] * np.exp(1j * angles)[:, None]
         parts = [spectra[n].eigenvalues for n in MODELS] + [grid, rays]
         sizes = np.cumsum([p.size for p in parts])[:-1]
         every = np.concatenate([p.reshape(-1) for p in parts])

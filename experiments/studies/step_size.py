@@ -60,13 +60,13 @@ _NODE = ("data=spirals", "model=node", "model.kind=mlp", "model.time=false", "mo
          "model.depth=8", "integrator=rk4", "optim.lr=0.01")
 
 
-ANGLES = np.linspace(0.5 * np.pi, 1.5 * np.pi, 721)  # rays into the left half-plane, 0.25 degrees apart
+ANGLES = np.linspace(0.5 * np.pi, 1.5 * np.pi, 361)  # rays into the left half-plane, 0.5 degrees apart
 
 
 @functools.cache
-def _reach(method: str, r_max: float = 100.0, n: int = 1500) -> np.ndarray:
+def _reach(method: str, r_max: float = 100.0, n: int = 800) -> np.ndarray:
     """How far the method's region reaches from 0 along each ray r e^{i theta}, theta in ANGLES: the first
-    r (on a geometric grid from 1e-3 to r_max, 0.6% apart) with |R| > 1; inf if none up to r_max, 0 if the
+    r (on a geometric grid from 1e-3 to r_max, 1.5% apart) with |R| > 1; inf if none up to r_max, 0 if the
     ray starts outside. One evaluation of `analysis.stable` per method."""
     r = np.geomspace(1e-3, r_max, n)
     outside = ~analysis.stable(method, r[None, :] * np.exp(1j * ANGLES)[:, None])
@@ -79,7 +79,7 @@ def _critical_h(method: str, lam: np.ndarray) -> np.ndarray:
     leaves the region along its ray (the nearest of ANGLES; conjugates share the reach)."""
     theta = np.mod(np.angle(lam), 2 * np.pi)
     theta = np.where(theta > 1.5 * np.pi, 3 * np.pi - theta, theta)  # lower half: reflect (regions are symmetric)
-    idx = np.clip(np.rint((theta - 0.5 * np.pi) / (np.pi / 720)).astype(int), 0, len(ANGLES) - 1)
+    idx = np.clip(np.rint((theta - 0.5 * np.pi) / (np.pi / (len(ANGLES) - 1))).astype(int), 0, len(ANGLES) - 1)
     return _reach(method)[idx] / np.abs(lam)
 
 
@@ -182,7 +182,7 @@ class StepSize(studies.Study):
     sizes = {
         "smoke": Options(node=(*_NODE, "data.n_train=200", "data.n_test=100", "model.width=8", "optim.epochs=3",
                                "optim.batch_size=50"),
-                         steps=(1, 4, 16), reference=256, inputs=32, depth=4, width=8, epochs=3, batch_size=50),
+                         steps=(4, 16), reference=256, inputs=32, depth=4, width=8, epochs=3, batch_size=50),
         "full": Options(node=(*_NODE, "data.n_train=1000", "data.n_test=500", "model.width=16", "optim.epochs=20",
                               "optim.batch_size=100"),
                         steps=(1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 32, 48, 64, 128), reference=2048,
