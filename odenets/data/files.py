@@ -141,7 +141,7 @@ def check_trajectory_arrays(path: Path, arrays: dict[str, np.ndarray], keys: dic
             i = int(bad[0])
             raise ValueError(
                 f"dataset 'npz': {path}: the observation times {t_name!r} (shape {ts.shape}) must be strictly "
-                f"increasing, but {t_name}[{i + 1}] = {ts[i + 1]} follows {t_name}[{i}] = {ts[i]}; sort the "
+                f"increasing, but {t_name}[{i + 1}] = {ts[i + 1]:g} follows {t_name}[{i}] = {ts[i]:g}; sort the "
                 f"times (and the states with them) and drop repeated times")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
