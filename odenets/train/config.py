@@ -129,6 +129,13 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) 
         **solver, **_options(cfg.model)))
 
 
+def build_trajectory_model(cfg: RunConfig, dim: int, ts) -> nnx.Module:
+    """The model cfg.model describes for trajectory data: initial states (B, dim) -> their states at ts."""
+    solver = {k: getattr(cfg, k) for k in SOLVERS if getattr(cfg, k) is not None}
+    return _in_group("model", lambda: models.trajectory(
+        cfg.model["family"], dim=dim, ts=ts, rngs=nnx.Rngs(cfg.seed), **solver, **_options(cfg.model)))
+
+
 # ---- parsing ------------------------------------------------------------------------------------------
 
 
