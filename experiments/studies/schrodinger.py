@@ -34,6 +34,8 @@ from odenets import study as studies
 from odenets._abstract import final
 from odenets.analysis.stability import TOL
 
+from ._plots import log_ticks
+
 RK4_EDGE = 2.0 * np.sqrt(2.0)  # |R(iy)| = 1 at |y| = 2 sqrt(2) for RK4 (closed form, checked in the study)
 COMPARE_BELOW = 1e100  # predicted and measured norms are compared where both are finite and below this
 EDGE_GRID = np.linspace(0.0, 10.0, 10001)  # y on which the imaginary-axis interval |R(iy)| <= 1 is read
@@ -294,23 +296,13 @@ def write(options: Options, methods: list[str], cases: list[dict], axis: dict, r
                                  "predicted norm psi_N", "measured norm psi_N", "max rel. dev.",
                                  "overflow step", "error vs exact psi_N", "max drift E_n - E_0 (Ha)"], rows,
                  caption="Norm and energy after N steps: predicted from R(z) and the spectrum of H (lambda_max = "
-                         "max abs lambda), measured through odeint; max rel. dev. = max over steps of abs(measured "
-                         "/ predicted norm - 1), over the steps before the overflow step (the first with a norm "
-                         "> 1e100 or non-finite); error and drift are 2-norms and abs values")
+                         "max abs lambda), measured through odeint; max rel. dev. = max over steps of "
+                         "abs(measured / predicted norm - 1), over the steps before the overflow step (the "
+                         "first with a norm > 1e100 or non-finite); error and drift are 2-norms and abs values")
     report.value("imaginary_axis_edge", edges)
     report.value("energy_e0", {f"{c['system']}@{c['h']}": c["e0"] for c in cases})
     _figures(cases, methods, axis, report, plt)
     _findings(cases, methods, edges, report)
-
-
-def _log_ticks(ax) -> None:
-    """At most 6 plain-text decades on a log y axis (norms span up to 300 decades; mathtext labels for each
-    would dominate the study's run time)."""
-    from matplotlib import ticker
-
-    ax.yaxis.set_major_locator(ticker.LogLocator(numticks=6))
-    ax.yaxis.set_minor_locator(ticker.NullLocator())
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0e}"))
 
 
 def _figures(cases, methods, axis, report, plt) -> None:
@@ -330,7 +322,7 @@ def _figures(cases, methods, axis, report, plt) -> None:
             ax.set_title(f"{case['system']}, h = {case['h']} au, h max|lambda| = {case['zmax']:.3g}", fontsize=9)
             ax.set_xlabel("t (au)")
             ax.set_ylabel(ylabel)
-            _log_ticks(ax)
+            log_ticks(ax)
             ax.legend(fontsize="x-small")
         report.figure(key, fig, f"{title} vs time per method (log scale)"
                       + ("; dotted: predicted from R(z) and the spectrum of H" if key == "norm" else
@@ -344,7 +336,7 @@ def _figures(cases, methods, axis, report, plt) -> None:
         ax.set_title(f"{case['system']}, h = {case['h']} au", fontsize=9)
         ax.set_xlabel("t (au)")
         ax.set_ylabel("|E_n - E_0| (Ha)")
-        _log_ticks(ax)
+        log_ticks(ax)
         ax.legend(fontsize="x-small")
     report.figure("energy_drift", fig, "energy drift |<H>_n - E_0| vs time (normalised expectation, log scale)")
     fig, ax = plt.subplots(figsize=(6, 3.8))
