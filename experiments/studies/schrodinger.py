@@ -37,6 +37,7 @@ from odenets.analysis.stability import TOL
 from ._plots import log_ticks
 
 RK4_EDGE = 2.0 * np.sqrt(2.0)  # |R(iy)| = 1 at |y| = 2 sqrt(2) for RK4 (closed form, checked in the study)
+PLOT_ABOVE = 1e250  # norms past this are left out of the figures (log-axis transforms overflow near 1e308)
 COMPARE_BELOW = 1e100  # predicted and measured norms are compared where both are finite and below this
 EDGE_GRID = np.linspace(0.0, 10.0, 10001)  # y on which the imaginary-axis interval |R(iy)| <= 1 is read
 PLOT_GRID = np.linspace(0.0, 4.0, 401)  # y of the |R(iy)| figure
@@ -305,9 +306,15 @@ def write(options: Options, methods: list[str], cases: list[dict], axis: dict, r
     _findings(cases, methods, edges, report)
 
 
+def _plotted(y: np.ndarray) -> np.ndarray:
+    """y with the values a log axis cannot draw (<= 0, non-finite, past PLOT_ABOVE) as gaps."""
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(y) & (y > 0) & (y < PLOT_ABOVE), y, np.nan)
+
+
 def _figures(cases, methods, axis, report, plt) -> None:
     shown = [m for m in methods if m in SHOWN] or methods
-    width = 4.2 * len(cases)
+    width = 4.6 * len(cases)
     for key, title, ylabel in (("norm", "norm", "||psi_n||"),
                                ("norm_deviation", "norm deviation", "| ||psi_n|| - 1 |")):
         fig, axes = plt.subplots(1, len(cases), figsize=(width, 3.6), squeeze=False)
@@ -315,15 +322,16 @@ def _figures(cases, methods, axis, report, plt) -> None:
             for i, name in enumerate(shown):
                 run = case["methods"][name]
                 y = run["norm"] if key == "norm" else np.abs(run["norm"] - 1.0)
-                ax.semilogy(case["t"], np.where(np.isfinite(y) & (y > 0), y, np.nan), color=f"C{i}", label=name)
+                ax.semilogy(case["t"], _plotted(y), color=f"C{i}", label=name)
                 if key == "norm":
-                    ax.semilogy(case["t"], run["predicted"], color="k", linestyle=":", linewidth=0.9,
+                    ax.semilogy(case["t"], _plotted(run["predicted"]), color="k", linestyle=":", linewidth=0.9,
                                 label="predicted" if i == 0 else None)
             ax.set_title(f"{case['system']}, h = {case['h']} au, h max|lambda| = {case['zmax']:.3g}", fontsize=9)
             ax.set_xlabel("t (au)")
             ax.set_ylabel(ylabel)
             log_ticks(ax)
             ax.legend(fontsize="x-small")
+        fig.tight_layout()
         report.figure(key, fig, f"{title} vs time per method (log scale)"
                       + ("; dotted: predicted from R(z) and the spectrum of H" if key == "norm" else
                          "; Trapezoid (Crank-Nicolson) stays at rounding, RK4 below its edge decays slightly"))
@@ -331,13 +339,14 @@ def _figures(cases, methods, axis, report, plt) -> None:
     for ax, case in zip(axes[0], cases, strict=True):
         for i, name in enumerate(methods):
             drift = np.abs(case["methods"][name]["energy"] - case["e0"])
-            drift = np.where(np.isfinite(drift) & (drift > 0), drift, np.nan)
+            drift = _plotted(drift)
             ax.semilogy(case["t"], drift, color=f"C{i}", label=name)
         ax.set_title(f"{case['system']}, h = {case['h']} au", fontsize=9)
         ax.set_xlabel("t (au)")
         ax.set_ylabel("|E_n - E_0| (Ha)")
         log_ticks(ax)
         ax.legend(fontsize="x-small")
+    fig.tight_layout()
     report.figure("energy_drift", fig, "energy drift |<H>_n - E_0| vs time (normalised expectation, log scale)")
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, name in enumerate(methods):
