@@ -256,7 +256,23 @@ def train_linear(options: Options, run: Run, ts, x0, y) -> dict:
     out["steps_s"] = (time.perf_counter() - start) / max(len(out["losses"]) - 1, 1)
     out["wall_s"] = out.get("compile_s", 0.0) + out["steps_s"] * max(len(out["losses"]) - 1, 0)
     out["final_rates"] = rates(params)
+    out["solver_steps"] = (run.steps * (len(ts) - 1) if run.steps else
+                           adaptive_steps(run.integrator, params["field"], ts, x0, y))
     return out
+
+
+def adaptive_steps(integrator: str, field_params, ts, x0, y) -> int:
+    """Accepted + rejected steps of an adaptive solve of the trained linear field over every observation
+    interval, each from the observed states at its start (odeint's stats; the NFE of an adaptive implicit
+    solve is not counted, its steps are)."""
+    a = linear_matrix(field_params["log_rates"][...], field_params["angle"][...])
+    total = 0
+    for i in range(len(ts) - 1):
+        start = x0 if i == 0 else y[:, i]
+        sol = on.odeint(lambda t, x, m: x @ m.T, start, float(ts[i]), float(ts[i + 1]), integrator=integrator,
+                        args=a)
+        total += int(sol.stats["steps"]) + int(sol.stats["rejected"])
+    return total
 
 
 def fit_robertson(options: Options, integrator: str, report: studies.Report) -> dict:
@@ -273,6 +289,7 @@ def fit_robertson(options: Options, integrator: str, report: studies.Report) -> 
         "train": {"progress": False, "log_every": 1000},
     }
     run_dir = report.subdir(f"robertson_{integrator}")
+    start = time.perf_counter()
     try:
         summary = fit(cfg, run_dir)
     except Exception as err:  # noqa: BLE001 - a run that fails is a measured outcome
@@ -282,7 +299,8 @@ def fit_robertson(options: Options, integrator: str, report: studies.Report) -> 
     test = [r["loss"] for r in records if r["split"] == "test"]
     finite = all(math.isfinite(r.get("grad_norm", 0.0)) for r in records if r["split"] == "train")
     status = summary["status"] if finite else "diverged (non-finite gradients)"
-    return {"integrator": integrator, **summary, "status": status, "first_test_mse": test[0] if test else None}
+    return {"integrator": integrator, **summary, "status": status, "first_test_mse": test[0] if test else None,
+            "test_curve": test, "total_s": time.perf_counter() - start}
 
 
 def write(options, ts, edges, runs, results, robertson, report) -> None:
@@ -325,24 +343,40 @@ def write(options, ts, edges, runs, results, robertson, report) -> None:
         final = res["losses"][-1] if res["losses"] else float("nan")
         rows.append([run.integrator, run.role, run.steps, h, z, edges.get(run.integrator), status,
                      res["losses"][0] if res["losses"] else None, final,
-                     f"{res['final_rates'][0]:.4g}, {res['final_rates'][1]:.4g}", res["nfe"], res["nfe_backward"],
-                     res.get("compile_s"), res["steps_s"], res["wall_s"]])
+                     f"{res['final_rates'][0]:.4g}, {res['final_rates'][1]:.4g}", res["solver_steps"], res["nfe"],
+                     res["nfe_backward"], res.get("compile_s"), res["steps_s"], res["wall_s"]])
         res.update(status=status, final=final, h=h, z=z)
     report.table("linear", ["integrator", "run", "steps/interval", "h widest", "h lambda_max", "edge", "status",
-                            "initial loss", "final loss", "learned rates", "NFE fwd", "NFE bwd", "compile (s)",
+                            "initial loss", "final loss", "learned rates", "solver steps", "NFE fwd", "NFE bwd",
+                            "compile (s)",
                             "s/step", "wall (s)"], rows,
                  caption="Linear stiff system (true rates "
                          f"{options.rates[0]:g}, {options.rates[1]:g}): h lambda_max on the widest interval "
                          "against the method's real-axis edge; NFE of one forward call and its backward pass "
-                         "(-1: not known, Newton and adaptive steps)")
+                         "(-1: not known, Newton and adaptive steps); solver steps: all intervals of one forward "
+                         "call (adaptive: accepted + rejected, with the trained field)")
     if robertson:
         report.table("robertson", ["integrator", "status", "first test MSE", "final test MSE",
-                                   "test rel. error", "NFE fwd", "NFE bwd", "wall (s)", "note"],
+                                   "test rel. error", "NFE fwd", "NFE bwd", "training wall (s)",
+                                   "run wall incl. compile (s)", "note"],
                      [[r["integrator"], r.get("status"), r.get("first_test_mse"), r.get("test_mse"),
                        r.get("test_rel_error"), r.get("nfe_forward"), r.get("nfe_backward"), r.get("wall_time_s"),
-                       r.get("error", "")] for r in robertson],
+                       r.get("total_s"), r.get("error", "")] for r in robertson],
                      caption="Robertson kinetics through the trajectory task (`fit`)")
     _figures(options, runs, results, report, plt)
+    if robertson:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for i, r in enumerate(robertson):
+            curve = np.asarray(r.get("test_curve") or [], float)
+            if curve.size:
+                ax.semilogy(np.arange(1, curve.size + 1), np.where(np.isfinite(curve), curve, np.nan), marker="o",
+                            color=f"C{i}", label=f"{r['integrator']} ({r.get('status')})")
+        log_ticks(ax)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test MSE")
+        ax.legend(fontsize="x-small")
+        report.figure("robertson", fig, "Robertson through the trajectory task: test MSE per epoch per solver "
+                      "(each run's fitted trajectories: runs/robertson_<solver>/figures)")
     _findings(options, edges, runs, results, robertson, report)
 
 
