@@ -184,7 +184,8 @@ class Schrodinger(studies.Study):
         "smoke": Options(methods=SHOWN, steps=200, chain_sites=33),
         "full": Options(),
     }
-    smoke_expect = ("euler_norm_as_predicted", "trapezoid_conserves_norm", "rk4_edge", "reversible_heun_edge")
+    smoke_expect = ("euler_norm_as_predicted", "trapezoid_conserves_norm", "rk4_edge", "reversible_heun_edge",
+                    "every_method_as_predicted")
 
     def run(self, options: Options, report: studies.Report) -> None:
         methods = check(options)
