@@ -103,7 +103,7 @@ def step_spectra(
     method: str = "exact",
     k: int = 6,
     batched: bool = True,
-    iters: int = 200,
+    iters: int = 500,
     seed: int = 0,
 ) -> StepSpectrum | list[StepSpectrum]:
     """Eigenvalues of h dF_k/dx at every step k of a forward solve, at the states it passes through.
