@@ -27,7 +27,7 @@ from jax import lax
 
 from odenets.analysis._field import as_field
 from odenets.analysis.stability import carried_size, fixed_step
-from odenets.analysis.steps import _ode_block, stage_inputs
+from odenets.analysis.steps import ode_stages
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import Integrator
 from odenets.models import Classifier, ODEBlock
@@ -161,14 +161,6 @@ def observe_model(model: Classifier | ODEBlock, x, y=None, *, loss: Callable | N
         raise ValueError("observe_model of a Classifier needs the labels y (the loss is cross-entropy)")
     y = jnp.asarray(y)
     graphdef, state = nnx.split(model)
-    out = []
-    for s, stage, x_in in stage_inputs(model, jnp.asarray(x)):
-        found = _ode_block(stage)
-        if found is None:
-            continue
-        block, prepare = found
-        out.append(observe_block(block, prepare(x_in), Downstream(graphdef, s), loss_args=(state, y)))
-    if not out:
-        raise ValueError(f"model family {model.family!r} has no ODE stages (ODEBlock) to observe")
-    return out
+    return [observe_block(block, x_in, Downstream(graphdef, s), loss_args=(state, y))
+            for s, block, x_in in ode_stages(model, jnp.asarray(x))]
 
