@@ -54,15 +54,6 @@ def test_stability_function_matches_exp_to_the_order(name):
     assert np.all(errors[1] < 1.0 * 0.01 ** (order + 1)), (name, errors[1])
 
 
-@pytest.mark.parametrize("name", SINGLE)
-def test_stability_function_is_one_odeint_step(name):
-    """For methods that carry y only, R(z) is x(1) of one odeint step of x' = z x from x = 1."""
-    z = Z[:4]
-    sol = on.odeint(lambda t, x, a: a * x, jnp.ones(4, jnp.complex128), 0.0, 1.0, 1, integrator=name,
-                    args=jnp.asarray(z))
-    np.testing.assert_allclose(analysis.stability_function(name)(z), sol.x, rtol=1e-10)
-
-
 @pytest.mark.parametrize("name", CARRYING)
 def test_a_carried_state_gives_the_amplification_matrix_roots(name):
     """Reversible Heun on (y, z, f(z)): M has eigenvalues z +- sqrt(z^2 + 1) and 0; the dominant

@@ -92,8 +92,10 @@ def amplification_matrix(integrator: Integrator | str, z) -> np.ndarray:
     """
     integ = fixed_step(integrator)
     z = np.asarray(z)
-    flat = jnp.asarray(z.reshape(-1), _complex_dtype())
-    m = np.asarray(_matrix_fn(integ)(flat))
+    flat = z.reshape(-1)
+    size = max(16, 1 << max(flat.size - 1, 0).bit_length())  # a power of two: few compiled shapes
+    padded = jnp.asarray(np.pad(flat, (0, size - flat.size)), _complex_dtype())
+    m = np.asarray(_matrix_fn(integ)(padded))[: flat.size]
     return m.reshape(z.shape + m.shape[1:])
 
 
