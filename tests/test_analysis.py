@@ -87,6 +87,8 @@ def test_plot_regions_labels_and_legend():
     ax = analysis.plot_regions(["euler", "rk4", "reversible_heun"], eigenvalues={"trained": Z[:5]}, resolution=60)
     assert ax.get_xlabel() == r"Re$(h\lambda)$" and ax.get_ylabel() == r"Im$(h\lambda)$"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["euler", "rk4", "reversible_heun", "trained"]
+    segment = [line for line in ax.get_lines() if line.get_linewidth() == 4]  # reversible Heun: no interior
+    assert len(segment) == 1 and np.nanmax(np.abs(segment[0].get_ydata())) == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ValueError, match="valid choices"):
         analysis.plot_regions(["dopri5"])
     matplotlib.pyplot.close("all")

@@ -47,10 +47,6 @@ def fixed_step(integrator: Integrator | str) -> FixedStepIntegrator:
     return integ
 
 
-def _complex_dtype():
-    return jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64
-
-
 def _inexact(leaf) -> bool:
     return jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
 
@@ -88,14 +84,15 @@ def amplification_matrix(integrator: Integrator | str, z) -> np.ndarray:
     The carried state is whatever the integrator's `init` returns (its floating-point parts): for
     reversible Heun (y, z, f(z)), m = 3, and f(z) = lambda z holds on every state a solve
     reaches, so the third eigenvalue of M is 0 and the other two are those of the 2 x 2 map on
-    (y, z), mu = z +- sqrt(z^2 + 1).
+    (y, z), mu = z +- sqrt(z^2 + 1). Computed in complex128 whatever jax_enable_x64 says.
     """
     integ = fixed_step(integrator)
     z = np.asarray(z)
     flat = z.reshape(-1)
     size = max(16, 1 << max(flat.size - 1, 0).bit_length())  # a power of two: few compiled shapes
-    padded = jnp.asarray(np.pad(flat, (0, size - flat.size)), _complex_dtype())
-    m = np.asarray(_matrix_fn(integ)(padded))[: flat.size]
+    with jax.enable_x64(True):  # complex128 whatever the caller's precision: regions to rounding
+        padded = jnp.asarray(np.pad(flat, (0, size - flat.size)), jnp.complex128)
+        m = np.asarray(_matrix_fn(integ)(padded))[: flat.size]
     return m.reshape(z.shape + m.shape[1:])
 
 
