@@ -29,7 +29,8 @@ from odenets import validate
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import FixedStepIntegrator, Integrator
 
-ROOTS = ("dominant", "principal")
+# which eigenvalue of M(z) is R(z): the one with the highest score
+ROOTS = {"dominant": np.abs, "principal": lambda mu: -np.abs(mu - 1)}
 TOL = 1e-9  # |R(z)| <= 1 + TOL counts as stable (rounding on the edge of a region)
 
 
@@ -118,15 +119,14 @@ def stability_function(integrator: Integrator | str, *, root: str = "dominant") 
     Adaptive integrators are refused with a ValueError naming the fixed-step choices.
     """
     integ = fixed_step(integrator)
-    root = validate.choice("root", root, ROOTS)
+    score = ROOTS[validate.choice("root", root, ROOTS)]
 
     def R(z) -> np.ndarray:
         m = amplification_matrix(integ, z)
         if m.shape[-1] == 1:
             return m[..., 0, 0]
         mu = np.linalg.eigvals(m)
-        score = np.abs(mu) if root == "dominant" else -np.abs(mu - 1)
-        return np.take_along_axis(mu, np.argmax(score, axis=-1)[..., None], axis=-1)[..., 0]
+        return np.take_along_axis(mu, np.argmax(score(mu), axis=-1)[..., None], axis=-1)[..., 0]
 
     R.__doc__ = f"R(z) of {integ.name!r} ({root} root): z complex array -> complex array of its shape."
     R.integrator = integ
