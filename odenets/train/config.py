@@ -28,9 +28,10 @@ import odenets as on
 from odenets import data as datasets
 from odenets import models, validate
 from odenets._abstract import final
+from odenets.study import StudyConfig
 from odenets.train.optim import Optimizer, optimizer
 
-TOP_KEYS = ("seed", "name", "data", "model", "integrator", "gradient", "optim", "train")
+TOP_KEYS = ("seed", "name", "data", "model", "integrator", "gradient", "optim", "train", "study")
 SOLVERS = {"integrator": on.integrator, "gradient": on.gradient}
 NOT_OPTIONS = ("input_shape", "num_classes", *SOLVERS)  # given by the data and the solver groups
 
@@ -194,6 +195,7 @@ class RunConfig:
     train: TrainConfig
     seed: int = 0
     name: str | None = None
+    study: StudyConfig | None = None  # a study (odenets.study) runs instead of training
 
     @classmethod
     def parse(cls, cfg: dict) -> RunConfig:
@@ -221,15 +223,17 @@ class RunConfig:
         gradient = _solver(cfg, family, "gradient")
         solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if v is not None}
         _in_group("model", lambda: models.family(family, **_options(model), **solver))  # checks needing no data
-        return cls(data, model, integrator, gradient, optim, train, seed, name)
+        study = None if cfg.get("study") is None else StudyConfig.parse(cfg["study"])
+        return cls(data, model, integrator, gradient, optim, train, seed, name, study)
 
     def to_dict(self) -> dict[str, Any]:
         """The config with every default filled in (what config.yaml records)."""
         group = lambda obj: None if obj is None else {"name": obj.name, **_values(obj)}
+        study = {} if self.study is None else {"study": self.study.to_dict()}
         return {
             "name": self.name, "seed": self.seed, "data": group(self.data), "model": dict(self.model),
             "integrator": group(self.integrator), "gradient": group(self.gradient), "optim": group(self.optim),
-            "train": dataclasses.asdict(self.train),
+            "train": dataclasses.asdict(self.train), **study,
         }
 
 

@@ -9,7 +9,7 @@ import yaml
 
 from odenets.train.metrics import METRICS_FILE, read_metrics
 
-OUTPUTS = (METRICS_FILE, "summary.json", "checkpoints")
+OUTPUTS = (METRICS_FILE, "summary.json", "checkpoints", "results.json")
 
 
 _HELD: dict[Path, object] = {}  # run directory -> its open lock file, held until the process exits
