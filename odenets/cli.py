@@ -130,8 +130,9 @@ def _check_study(name: str, job: list[str], resume: bool, where: str) -> None:
     ignored = [o for o in job if o.lstrip("+~").split("=")[0].split(".")[0] not in STUDY_KEYS]
     if ignored:
         _fail(f"experiment={name} is a study: it chooses its own data, models and solvers, so "
-              f"{', '.join(ignored)} would be ignored; a study takes study.size=smoke|full, +study.<option>=value, seed, name and "
-              f"hydra.* (its options: the dataclass in experiments/studies/{name}.py){where}")
+              f"{', '.join(ignored)} would be ignored; a study takes study.size=smoke|full, "
+              f"+study.<option>=value, seed, name and hydra.* (its options: the dataclass in "
+              f"experiments/studies/{name}.py){where}")
     if resume:
         _fail(f"experiment={name} is a study: it has no --resume; run it again (a new directory){where}")
 
