@@ -1,6 +1,7 @@
 """The `odenets` command line.
 
-    odenets run [--resume] [-m] experiment=NAME key=value ...   train (Hydra config groups)
+    odenets run [--resume] [-m] experiment=NAME key=value ...   train (Hydra config groups), or run a study:
+    odenets run experiment=STUDY [study.size=smoke]             report.md, figures, results.json (odenets.study)
     odenets report RUN_DIR [RUN_DIR ...] [--out DIR]            side-by-side table + curves -> report.md
     odenets bench [--quick] [--cases ...]                       benchmarks vs peers (source checkout)
 
@@ -62,10 +63,33 @@ def compose(overrides=()) -> dict:
             else initialize(config_path=None, version_base="1.3"))
     with init:
         cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
+        model = _model_for_data(cfg, overrides)
+        if model is not None:  # the default model follows the data's task: compose again with it
+            cfg = hydra_compose(PRIMARY, overrides=[f"model={model}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
     with open_dict(cfg):
         del cfg["hydra"], cfg["resume"]
+        if cfg["study"] is None:  # a training run: no study key, as its config.yaml records it
+            del cfg["study"]
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def _model_for_data(cfg, overrides) -> str | None:
+    """The model a run takes when none was chosen (by the command line or the experiment) and the
+    data's task has its own default (Defaults.model_for_task); None when the composed one stands."""
+    from odenets import data as datasets
+    from odenets.train.config import Defaults
+
+    defaults = Defaults()
+    chosen = any(o.lstrip("+~").split("=")[0] == "model" for o in overrides)
+    if chosen or cfg.hydra.runtime.choices.get("model") != defaults.model or not cfg.get("data"):
+        return None
+    try:
+        spec = dict(cfg.data)
+        task = datasets.dataset(spec.pop("name"), **spec).task
+    except (ValueError, TypeError, KeyError):
+        return None  # a bad data config: RunConfig.parse names it
+    return dict(defaults.model_for_task).get(task)
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -80,7 +104,10 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
-def check(overrides: list[str], multirun: bool = False) -> None:
+STUDY_KEYS = ("experiment", "seed", "name", "study", "hydra")  # what a study's command line may set
+
+
+def check(overrides: list[str], multirun: bool = False, resume: bool = False) -> None:
     """Compose and parse every job's config; the first bad one fails the command at once."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -88,11 +115,26 @@ def check(overrides: list[str], multirun: bool = False) -> None:
     from odenets.train.config import RunConfig
 
     for job in _jobs(overrides, multirun):
+        where = f" (job {' '.join(job)})" if multirun else ""
         try:
-            RunConfig.parse(compose(job))
+            parsed = RunConfig.parse(compose(job))
         except (ValueError, TypeError, KeyError, HydraException, OmegaConfBaseException) as err:
-            where = f" (job {' '.join(job)})" if multirun else ""
             _fail(f"{err}{where}".strip())
+        if parsed.study is not None:
+            _check_study(parsed.study.name, job, resume, where)
+
+
+def _check_study(name: str, job: list[str], resume: bool, where: str) -> None:
+    """A study chooses its own data, models and solvers: a training override would be ignored, so it is
+    refused; a study has no --resume (it runs again, in minutes, into a new directory)."""
+    ignored = [o for o in job if o.lstrip("+~").split("=")[0].split(".")[0] not in STUDY_KEYS]
+    if ignored:
+        _fail(f"experiment={name} is a study: it chooses its own data, models and solvers, so "
+              f"{', '.join(ignored)} would be ignored; a study takes study.size=smoke|full, "
+              f"+study.<option>=value, seed, name and hydra.* (its options: the dataclass in "
+              f"experiments/studies/{name}.py){where}")
+    if resume:
+        _fail(f"experiment={name} is a study: it has no --resume; run it again (a new directory){where}")
 
 
 def run(argv: list[str]) -> None:
@@ -105,7 +147,7 @@ def run(argv: list[str]) -> None:
     resume = "--resume" in argv
     argv = [a for a in argv if a != "--resume"]
     overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]
-    check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)))
+    check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)), resume=resume)
     directory = config_dir()
 
     failures: list[str] = []  # a sweep's failed jobs: the other jobs still run
@@ -130,6 +172,8 @@ def run(argv: list[str]) -> None:
             failures.append(f"job {hydra_cfg.job.num} ({run_dir}): {err}")
             print(f"odenets: job {hydra_cfg.job.num} failed, the sweep goes on: {err}", file=sys.stderr)
 
+        if config.get("study") is not None:
+            return _study(config, run_dir, failed)
         try:
             summary = fit(config, run_dir, resume=again)
         except Diverged as err:
@@ -155,6 +199,21 @@ def run(argv: list[str]) -> None:
     task()
     if failures:
         _fail(f"{len(failures)} job(s) of the sweep failed (the others finished):\n  " + "\n  ".join(failures), 1)
+
+
+def _study(config: dict, run_dir: Path, failed) -> None:
+    """One study run: its findings in a line each, then where the report is."""
+    from odenets.study import run_config
+
+    try:
+        results = run_config(config, run_dir)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, KeyError) as err:
+        return failed(err, 2)
+    lines = [f"  {'holds' if f['holds'] else 'DOES NOT HOLD'}: {key}: {f['measured']}"
+             for key, f in results["findings"].items()]
+    print("\n".join([f"study {results['study']} ({results['size']}): {results['findings_held']} of "
+                      f"{results['findings_total']} findings hold, {results['wall_time_s']:.1f} s", *lines, "",
+                      f"run directory: {run_dir}", f"report: {run_dir / 'report.md'}"]))
 
 
 def report(argv: list[str]) -> None:

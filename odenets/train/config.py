@@ -28,9 +28,10 @@ import odenets as on
 from odenets import data as datasets
 from odenets import models, validate
 from odenets._abstract import final
+from odenets.study import StudyConfig
 from odenets.train.optim import Optimizer, optimizer
 
-TOP_KEYS = ("seed", "name", "data", "model", "integrator", "gradient", "optim", "train")
+TOP_KEYS = ("seed", "name", "data", "model", "integrator", "gradient", "optim", "train", "study")
 SOLVERS = {"integrator": on.integrator, "gradient": on.gradient}
 NOT_OPTIONS = ("input_shape", "num_classes", *SOLVERS)  # given by the data and the solver groups
 
@@ -61,10 +62,13 @@ class Defaults:
     """The option of each config group a run takes when none is chosen, and the seed.
 
     integrator / gradient None: the model family's own (a ResNet's Euler, a Neural ODE's RK4).
+    `model_for_task`: the model a run takes when none is chosen and the data's task is not
+    classification (a trajectory set trains a Neural ODE: `odenets run data=spiral_ode`).
     """
 
     data: str = "mnist1d"
     model: str = "resnet"
+    model_for_task: tuple[tuple[str, str], ...] = (("trajectory", "node"),)
     integrator: str | None = None
     gradient: str | None = None
     optim: str = "adam"
@@ -128,6 +132,13 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) 
         **solver, **_options(cfg.model)))
 
 
+def build_trajectory_model(cfg: RunConfig, dim: int, ts) -> nnx.Module:
+    """The model cfg.model describes for trajectory data: initial states (B, dim) -> their states at ts."""
+    solver = {k: getattr(cfg, k) for k in SOLVERS if getattr(cfg, k) is not None}
+    return _in_group("model", lambda: models.trajectory(
+        cfg.model["family"], dim=dim, ts=ts, rngs=nnx.Rngs(cfg.seed), **solver, **_options(cfg.model)))
+
+
 # ---- parsing ------------------------------------------------------------------------------------------
 
 
@@ -187,6 +198,7 @@ class RunConfig:
     train: TrainConfig
     seed: int = 0
     name: str | None = None
+    study: StudyConfig | None = None  # a study (odenets.study) runs instead of training
 
     @classmethod
     def parse(cls, cfg: dict) -> RunConfig:
@@ -214,15 +226,17 @@ class RunConfig:
         gradient = _solver(cfg, family, "gradient")
         solver = {k: v for k, v in (("integrator", integrator), ("gradient", gradient)) if v is not None}
         _in_group("model", lambda: models.family(family, **_options(model), **solver))  # checks needing no data
-        return cls(data, model, integrator, gradient, optim, train, seed, name)
+        study = None if cfg.get("study") is None else StudyConfig.parse(cfg["study"])
+        return cls(data, model, integrator, gradient, optim, train, seed, name, study)
 
     def to_dict(self) -> dict[str, Any]:
         """The config with every default filled in (what config.yaml records)."""
         group = lambda obj: None if obj is None else {"name": obj.name, **_values(obj)}
+        study = {} if self.study is None else {"study": self.study.to_dict()}
         return {
             "name": self.name, "seed": self.seed, "data": group(self.data), "model": dict(self.model),
             "integrator": group(self.integrator), "gradient": group(self.gradient), "optim": group(self.optim),
-            "train": dataclasses.asdict(self.train),
+            "train": dataclasses.asdict(self.train), **study,
         }
 
 

@@ -66,6 +66,7 @@ def primary() -> dict:
         **{group: None for group in GROUPS},
         "seed": defaults.seed,
         "resume": False,
+        "study": None,  # experiment=<study> sets {name, size}: the run is that study (odenets.study)
         "train": dataclasses.asdict(TrainConfig()),
         "hydra": HYDRA,
     }

@@ -1,0 +1,106 @@
+"""The study mechanism (odenets.study) and every registered study at its smoke size.
+
+Each study's smoke run must write report.md, its figures and results.json, and show the
+direction of its effect: every finding it names in `smoke_expect` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from odenets import cli
+from odenets import study as studies
+from odenets._abstract import final
+
+REGISTRY = studies.load()
+STUDIES = [n for n in REGISTRY.names() if not REGISTRY.get(n).aggregate]
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_study_smoke(name, tmp_path):
+    results = studies.run_config(cli.compose([f"experiment={name}", "study.size=smoke"]), tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+    figures = sorted((tmp_path / "figures").glob("*.png"))
+    assert figures and all(f"figures/{f.name}" in report for f in figures)
+    cls = REGISTRY.get(name)
+    assert cls.smoke_expect, f"study {name} names no finding its smoke size must show"
+    for key in cls.smoke_expect:
+        finding = results["findings"][key]
+        assert finding["holds"], f"{name}: {key}: expected {finding['expected']}, measured {finding['measured']}"
+    assert results["tables"], f"{name} writes no table"
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_every_study_has_its_config_and_both_sizes(name):
+    cfg = cli.compose([f"experiment={name}"])
+    assert cfg["study"]["name"] == name and cfg["study"]["size"] == "full"
+    assert set(studies.SIZES) <= set(REGISTRY.get(name).sizes)
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    n: int = 3
+
+
+@final
+class _Toy(studies.Study):
+    """A study whose one finding holds and one does not: both are reported, neither hidden."""
+
+    title = "toy"
+    claim = "squares grow"
+    sizes = {"smoke": _Options(2), "full": _Options(5)}
+    smoke_expect = ("grows",)
+
+    def run(self, options, report):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        squares = [k * k for k in range(options.n)]
+        report.table("squares", ["k", "k^2"], [[k, s] for k, s in enumerate(squares)])
+        fig, ax = plt.subplots()
+        ax.plot(squares, label="k^2")
+        report.figure("squares", fig, "squares")
+        report.finding("grows", squares[-1] > squares[0], "growth", f"{squares[0]} -> {squares[-1]}")
+        report.finding("shrinks", squares[-1] < squares[0], "decay", f"{squares[0]} -> {squares[-1]}")
+
+
+def test_report_keeps_findings_that_do_not_hold(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY._table, "_toy", _Toy)
+    monkeypatch.setattr(_Toy, "name", "_toy", raising=False)
+    results = studies.run({"name": "_toy", "size": "full", "n": 4}, tmp_path)
+    assert results["tables"]["squares"]["rows"] == [[0, 0], [1, 1], [2, 4], [3, 9]]
+    assert results["findings"]["grows"]["holds"] and not results["findings"]["shrinks"]["holds"]
+    report = (tmp_path / "report.md").read_text()
+    assert "`shrinks` **does not reproduce**" in report and "1 of 2 findings hold" in report
+    with pytest.raises(ValueError, match="unknown study '_toy' key.*'m'.*valid keys: n"):
+        studies.run({"name": "_toy", "m": 1}, tmp_path)
+    with pytest.raises(ValueError, match="study.size.*'huge'.*smoke, full"):
+        studies.run({"name": "_toy", "size": "huge"}, tmp_path)
+    with pytest.raises(ValueError, match="unknown study 'nope'; valid choices: .*all_studies"):
+        studies.run({"name": "nope"}, tmp_path)
+
+
+def test_all_studies_writes_an_index(tmp_path):
+    only = STUDIES[:1]
+    results = studies.run({"name": "all_studies", "size": "smoke", "only": tuple(only)}, tmp_path)
+    assert [row[0] for row in results["tables"]["index"]["rows"]] == only
+    assert (tmp_path / "runs" / only[0] / "report.md").exists()
+    assert all(key.startswith(f"{only[0]}.") for key in results["findings"])
+
+
+def test_a_study_refuses_training_overrides_and_resume(tmp_path, capsys):
+    for argv in (["experiment=all_studies", "integrator=rk4"], ["experiment=all_studies", "optim.lr=0.1"],
+                 ["--resume", "experiment=all_studies"]):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["run", *argv, f"hydra.run.dir={tmp_path / 'x'}"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert "is a study" in err and ("would be ignored" in err or "no --resume" in err)
+    assert not (tmp_path / "x").exists()
