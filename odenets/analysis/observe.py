@@ -42,7 +42,8 @@ class Observation(NamedTuple):
     states:    (N + 1, ...) x_k (odeint's save="all").
     residuals: (N, ...) F_k(t_k, x_k), the residual branch's output at the state entering step k
                (h F_k is forward Euler's update; other methods evaluate F_k at more points).
-    grads:     (N + 1, ...) dL/dx_k.
+    grads:     (N + 1, ...) dL/dx_k (complex states: JAX's convention for a real L, the conjugate
+               of dL/dRe x_k + i dL/dIm x_k).
     loss:      L(x_N).
     """
 
