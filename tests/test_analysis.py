@@ -22,6 +22,8 @@ Z = np.concatenate([RNG.normal(size=12) * 1.5 + 1j * RNG.normal(size=12) * 1.5, 
 SINGLE = [n for n in FIXED if analysis.carried_size(n) == 1]
 CARRYING = [n for n in FIXED if analysis.carried_size(n) > 1]
 TAYLOR2 = lambda z: 1 + z + z**2 / 2
+HERMITIAN = np.array([[1.0, 0.5], [0.5, -1.0]])
+ENERGIES, MODES = np.linalg.eigh(HERMITIAN)
 
 
 # -- stability functions ------------------------------------------------------------------------------
@@ -250,6 +252,17 @@ def test_observe_gradients_match_finite_differences(name):
         np.testing.assert_allclose(obs.grads[k], fd, rtol=1e-6, atol=1e-8)
 
 
+def test_observe_complex_states_agree_with_jax_grad_through_the_solve():
+    """x' = -i H x, L = |x_N,0|^2: dL/dx_0 of the VJP chain is jax.grad of L(odeint(x0)) (same convention)."""
+    H = jnp.asarray(HERMITIAN, jnp.complex128)
+    f = lambda t, x, a: -1j * (a @ x)
+    loss = lambda x: jnp.abs(x[0]) ** 2
+    x0 = jnp.array([0.6 + 0.2j, -0.3j])
+    obs = analysis.observe(f, x0, 0.0, 1.0, 4, "rk4", loss, args=H)
+    direct = jax.grad(lambda x: loss(on.odeint(f, x, 0.0, 1.0, 4, integrator="rk4", args=H).x))(x0)
+    np.testing.assert_allclose(obs.grads[0], direct, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("name", CARRYING + ADAPTIVE[:1])
 def test_observe_refuses_integrators_without_a_step_map_of_x(name):
     with pytest.raises(ValueError, match="valid choices: euler"):
@@ -277,8 +290,6 @@ def test_observe_model_gradients_are_those_of_the_classifier_loss():
 # -- complex states through odeint ---------------------------------------------------------------------
 # test_reliability solves x' = -i H x for every (integrator, gradient) pair against exp(-iHt) and checks
 # jax.grad with respect to H; here: the discrete solution in closed form, and gradients through x0.
-HERMITIAN = np.array([[1.0, 0.5], [0.5, -1.0]])
-ENERGIES, MODES = np.linalg.eigh(HERMITIAN)
 
 
 def _schrodinger(s, integrator, gradient="backprop", steps=8):
