@@ -97,6 +97,18 @@ def test_uniform_and_interval_solves_agree():
     np.testing.assert_allclose(intervals(x), a, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("family", [n for n in models.family.names() if models.family.get(n).takes_trajectories])
+def test_every_trajectory_family_starts_at_the_data_and_observes_the_state(family):
+    ts = np.array([0.0, 0.3, 0.5, 1.5])
+    model = models.trajectory(family, dim=3, ts=ts, width=8, depth=2)
+    x = jnp.arange(6.0).reshape(2, 3) / 6
+    path = model(x)
+    assert path.shape == (2, 4, 3) and np.array_equal(path[:, 0], x)
+    assert models.solver_stats(model)["nfe"] == 3 * 2 * 4  # intervals x steps x RK4 stages
+    with pytest.raises(ValueError, match=r"takes initial states \(B, 3\), got shape \(2, 2\)"):
+        model(x[:, :2])
+
+
 def test_a_classifier_family_is_refused_before_the_data_is_built(tmp_path, monkeypatch):
     from odenets.data.trajectories import Robertson
 

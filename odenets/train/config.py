@@ -62,10 +62,13 @@ class Defaults:
     """The option of each config group a run takes when none is chosen, and the seed.
 
     integrator / gradient None: the model family's own (a ResNet's Euler, a Neural ODE's RK4).
+    `model_for_task`: the model a run takes when none is chosen and the data's task is not
+    classification (a trajectory set trains a Neural ODE: `odenets run data=spiral_ode`).
     """
 
     data: str = "mnist1d"
     model: str = "resnet"
+    model_for_task: tuple[tuple[str, str], ...] = (("trajectory", "node"),)
     integrator: str | None = None
     gradient: str | None = None
     optim: str = "adam"
