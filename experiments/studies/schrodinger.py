@@ -401,7 +401,8 @@ def _findings(cases, methods, edges, report) -> None:
                        f"RK4 (edge |y| = 2 sqrt 2 = {RK4_EDGE:.4f}; from its R: {edges['rk4']:.4f}): below the "
                        "edge the norm decays slightly and never grows; past it the norm blows up (> 10)",
                        "; ".join(f"{c['system']} h={c['h']} (h max|lambda| {c['zmax']:.3g}): ||psi_N|| "
-                                 f"{r['norm'][-1]:.6g}, predicted {r['predicted'][-1]:.6g}" for c, r in rs)
+                                 f"{r['norm'][-1]:.6g} (1 - ||psi_N|| = {1 - r['norm'][-1]:.3g}), predicted "
+                                 f"{r['predicted'][-1]:.6g}" for c, r in rs)
                        + ("" if below and above else "; needs one case below and one above the edge") + ".")
     if "reversible_heun" in methods:
         rs = runs("reversible_heun")
