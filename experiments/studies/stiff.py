@@ -392,6 +392,11 @@ def _figures(options, runs, results, report, plt) -> None:
                              marker="x" if res["status"] == "diverged" else None, label=label)
             fast = [r[1] for r in res["rates"]]
             axes[1].plot(np.arange(len(fast)), fast, color=f"C{i}", label=label)
+    diverged = [f"{r.integrator} ({r.role}): step {s['diverged_at']}, loss {s['losses'][-1]:.3g}"
+                for r, s in zip(runs, results, strict=True) if s["diverged_at"] is not None]
+    if diverged:  # a non-finite loss has no point on a log axis: say where it happened
+        axes[0].text(0.02, 0.02, "diverged:\n" + "\n".join(diverged), transform=axes[0].transAxes, fontsize=7,
+                     va="bottom")
     axes[1].axhline(max(options.rates), color="k", linestyle=":", label="true fast rate")
     log_ticks(axes[0])
     axes[0].set_xlabel("training step")
