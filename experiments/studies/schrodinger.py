@@ -318,15 +318,14 @@ def _plotted(y: np.ndarray) -> np.ndarray:
 def _figures(cases, methods, axis, report, plt) -> None:
     shown = [m for m in methods if m in SHOWN] or methods
     width = 4.6 * len(cases)
-    for key, title, ylabel in (("norm", "norm", "||psi_n||"),
-                               ("norm_deviation", "norm deviation", "| ||psi_n|| - 1 |")):
-        fig, axes = plt.subplots(1, len(cases), figsize=(width, 3.6), squeeze=False)
-        for ax, case in zip(axes[0], cases, strict=True):
+    fig, axes = plt.subplots(2, len(cases), figsize=(width, 7.0), squeeze=False)
+    for row, ylabel in enumerate(("||psi_n||", "| ||psi_n|| - 1 |")):
+        for ax, case in zip(axes[row], cases, strict=True):
             for i, name in enumerate(shown):
                 run = case["methods"][name]
-                y = run["norm"] if key == "norm" else np.abs(run["norm"] - 1.0)
+                y = run["norm"] if row == 0 else np.abs(run["norm"] - 1.0)
                 ax.semilogy(case["t"], _plotted(y), color=f"C{i}", label=name)
-                if key == "norm":
+                if row == 0:
                     ax.semilogy(case["t"], _plotted(run["predicted"]), color="k", linestyle=":", linewidth=0.9,
                                 label="predicted" if i == 0 else None)
             ax.set_title(f"{case['system']}, h = {case['h']} au, h max|lambda| = {case['zmax']:.3g}", fontsize=9)
@@ -334,10 +333,10 @@ def _figures(cases, methods, axis, report, plt) -> None:
             ax.set_ylabel(ylabel)
             log_ticks(ax)
             ax.legend(fontsize="x-small")
-        fig.tight_layout()
-        report.figure(key, fig, f"{title} vs time per method (log scale)"
-                      + ("; dotted: predicted from R(z) and the spectrum of H" if key == "norm" else
-                         "; Trapezoid (Crank-Nicolson) stays at rounding, RK4 below its edge decays slightly"))
+    fig.tight_layout()
+    report.figure("norm", fig, "norm (top; dotted: predicted from R(z) and the spectrum of H) and its deviation "
+                  "from 1 (bottom) vs time per method, log scale: Trapezoid (Crank-Nicolson) stays at rounding, "
+                  "RK4 below its edge decays slightly, Euler grows")
     fig, axes = plt.subplots(1, len(cases), figsize=(width, 3.6), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         for i, name in enumerate(methods):
