@@ -166,7 +166,8 @@ class AdjointAccuracy(studies.Study):
         report.setup(
             f"Field f(x; theta) = tanh(x W1 + b1) W2 - c m * x on R^{o.width} (hidden {o.hidden}, "
             f"W ~ N(0, 1/fan_in), b1 ~ N(0, 0.01), seed {report.seed}), m = 1 on the first {o.width // 2} "
-            f"coordinates, batch {o.batch} of x0 ~ N(0, I), loss mean |x(1)|^2, t in [0, 1], float64 throughout. Reference dL/dtheta: RK4 + "
+            f"coordinates, batch {o.batch} of x0 ~ N(0, I), loss mean |x(1)|^2, t in [0, 1], float64 throughout. "
+            f"Reference dL/dtheta: RK4 + "
             f"Backprop with {o.reference_steps} steps (error O(h^4) ~ {o.reference_steps ** -4.0:.0e}). Error = "
             f"|g - g_ref| / |g_ref| over all parameters; gap = |g - g_backprop| / |g_backprop| at the same "
             "integrator and steps (how far a strategy is from the exact gradient of the discrete solve). "
@@ -308,8 +309,9 @@ class AdjointAccuracy(studies.Study):
                 bp = runs.get((i, "backprop", tol))
                 errs.setdefault((i, g), []).append(rel(grads, g_ref))
                 rows.append([i, g, tol, errs[i, g][-1], rel(grads, bp[0]) if bp else None, nfe, temp, drift])
-        report.table("tolerances", ["integrator", "gradient", "rtol = atol", "error vs reference", "gap to backprop",
-                                    "forward NFE", "temp bytes", "warning drift"], rows,
+        columns = ["integrator", "gradient", "rtol = atol", "error vs reference", "gap to backprop", "forward NFE",
+                   "temp bytes", "warning drift"]
+        report.table("tolerances", columns, rows,
                      "Adaptive steps (diffrax PID controller), c = 0")
         conv = {k: e[0] / max(e[-1], 1e-300) for k, e in errs.items()}
         report.finding("tolerance_converges", all(r >= 100 for r in conv.values()),
@@ -323,10 +325,10 @@ class AdjointAccuracy(studies.Study):
                      rel(runs[i, "backprop", tol][0], g_ref)) for i, tol in adj]
             report.finding(
                 "adaptive_adjoint_not_discrete", all(gap >= 0.1 * err for _, _, gap, err in gaps),
-                "Adaptive Adjoint (diffrax BacksolveAdjoint) is not the gradient of the discrete solve: its gap to "
-                "Backprop is of the order of the solver's error (>= 0.1 x Backprop's error), not rounding.",
-                "; ".join(f"{i} tol {tol:g}: gap {gap:.2g} vs Backprop error {err:.2g}" for i, tol, gap, err in gaps)
-                + ".")
+                "Adaptive Adjoint (diffrax BacksolveAdjoint) is not the gradient of the discrete solve: its gap "
+                "to Backprop is of the order of the solver's error (>= 0.1 x Backprop's error), not rounding.",
+                "; ".join(f"{i} tol {tol:g}: gap {gap:.2g} vs Backprop error {err:.2g}"
+                          for i, tol, gap, err in gaps) + ".")
             ratio = [errs[i, "adjoint"][k] / errs[i, "backprop"][k] for i in {i for i, _ in adj}
                      for k in range(len(o.tolerances))]
             report.note(f"On the smooth field the adaptive Adjoint's error against the continuous gradient is "
@@ -352,7 +354,7 @@ class AdjointAccuracy(studies.Study):
             g_ref = ref(rate)
             runs = {(i, g): grad_of(i, g, n, rate) for i, g in pairs}
             back = {i: _backward_drift(grad_of.x0, grad_of.params, rate, i, n) for i in {i for i, _ in pairs}}
-            for (i, g), (grads, nfe, temp, drift) in runs.items():
+            for (i, g), (grads, _, _, drift) in runs.items():
                 bp = runs.get((i, "backprop"))
                 err = rel(grads, g_ref)
                 series.setdefault((i, g), []).append(err)
@@ -371,8 +373,9 @@ class AdjointAccuracy(studies.Study):
             adj, bp = last[i, "adjoint"], last[i, "backprop"]
             holds = adj[4] >= 0.1 and adj[4] >= 100 * bp[4] and adj[6] is not None and adj[6] > 0.01
             report.finding(
-                "unstable_adjoint_fails", holds, f"With strongly contracting dynamics (c = {c:g}) the reverse-time "
-                "reconstruction is unstable: Adjoint's gradient is badly wrong (error >= 0.1 and >= 100x Backprop's) and "
+                "unstable_adjoint_fails", holds, f"With strongly contracting dynamics (c = {c:g}) the reverse-"
+                "time reconstruction is unstable: Adjoint's gradient is badly wrong (error >= 0.1 and >= 100x "
+                "Backprop's) and "
                 "odenets' ReconstructionWarning reports the drift (> 1%).",
                 f"{i}, {n} steps: Adjoint error {adj[4]:.3g}, Backprop error {bp[4]:.3g}, warning drift "
                 f"{adj[6] if adj[6] is None else format(adj[6], '.3g')} (reverse solve: {adj[7]:.3g}).")

@@ -232,7 +232,8 @@ class MemoryDepth(studies.Study):
             axes[1].loglog(o.depths, [1e6 * t for t in per_step[m]], marker="o", label=m)
         L = np.asarray(o.depths, np.float64)
         for p, ls in ((1.0, ":"), (0.5, "-.")):
-            axes[0].loglog(L, temp["backprop"][0] * (L / L[0]) ** p, color="gray", linestyle=ls, label=f"~ L^{p:g}")
+            axes[0].loglog(L, temp["backprop"][0] * (L / L[0]) ** p, color="gray", linestyle=ls,
+                           label=f"~ L^{p:g}")
         axes[0].set(xlabel="depth L (steps)", ylabel="XLA temporary bytes", title="memory of jit(value_and_grad)")
         axes[1].set(xlabel="depth L (steps)", ylabel="microseconds per step", title="time per step (median)")
         for ax in axes:
@@ -260,7 +261,8 @@ class MemoryDepth(studies.Study):
             for m in ("checkpoint", "backprop"):
                 fn, args = _builder(m, _integrator_for(m, o.integrator), stack, depth, o)
                 got[m] = compiled(fn, *args)[1]
-            rows.append([depth, s, depth % s, got["checkpoint"], got["backprop"], got["checkpoint"] / got["backprop"]])
+            cp, bp = got["checkpoint"], got["backprop"]
+            rows.append([depth, s, depth % s, cp, bp, cp / bp])
         report.table("checkpoint_tail", ["L", "segment s", "tail L mod s", "checkpoint temp bytes",
                                          "backprop temp bytes", "checkpoint / backprop"], rows,
                      "Checkpoint at depths that its segment length does not divide")
