@@ -64,41 +64,48 @@ def _integrator_for(gradient: str, preferred: str) -> str:
     raise ValueError(f"no fixed-step integrator accepts gradient {gradient!r}")
 
 
-def _model(method: str, o: Options, depth: int) -> nnx.Module:
-    """The per-step fields (a stack of `depth` MLPFields) or the Momentum ResNet block, with parameters drawn
-    by numpy (kernels N(0, 1/fan_in), biases 0): the structure comes from nnx.eval_shape, so no initializer
-    is compiled at each depth."""
+SHARED = "shared"  # one field for every step (a Neural ODE), for the Checkpoint tail check
+
+
+def _model(kind: str, o: Options, depth: int) -> nnx.Module:
+    """`depth` per-step MLPFields (a stack), the Momentum ResNet block, or one shared MLPField (kind SHARED),
+    with parameters drawn by numpy (kernels N(0, 1/fan_in), biases 0): the structure comes from
+    nnx.eval_shape, so no initializer is compiled at each depth."""
     make = lambda r: on.fields.MLPField(o.width, o.hidden, time=False, rngs=r)
-    if method == MOMENTUM:
+    if kind == MOMENTUM:
         gamma = family.get(MOMENTUM).gamma
         abstract = nnx.eval_shape(lambda: MomentumBlock(make, steps=depth, gamma=gamma, rngs=nnx.Rngs(0)))
+    elif kind == SHARED:
+        abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
     else:
         abstract = nnx.eval_shape(lambda: on.fields.stack(make, depth, nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng(0)
 
-    def draw(leaf):
+    def draw(path, leaf):
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
-        if len(leaf.shape) == 3:  # (steps, fan_in, fan_out) kernels
-            return jnp.asarray(rng.standard_normal(leaf.shape) / math.sqrt(leaf.shape[1]), leaf.dtype)
+        if "kernel" in jax.tree_util.keystr(path):  # (..., fan_in, fan_out)
+            return jnp.asarray(rng.standard_normal(leaf.shape) / math.sqrt(leaf.shape[-2]), leaf.dtype)
         return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
 
-    return nnx.merge(graphdef, jax.tree.map(draw, state))
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
 
 
 def _x0(o: Options):
     return jnp.asarray(np.random.default_rng(1).standard_normal((o.batch, o.width)), jnp.float32)
 
 
-def _builder(method: str, integrator: str | None, model: nnx.Module, depth: int, o: Options):
-    """(value_and_grad(params, rest, x0), (params, rest, x0)) for one method on one model."""
+def _builder(method: str, integrator: str | None, model: nnx.Module, depth: int, o: Options, shared=False):
+    """(value_and_grad(params, rest, x0), (params, rest, x0)) for one method on one model (a stack, the
+    Momentum ResNet block, or a single shared field)."""
     if method == MOMENTUM:
         forward = lambda m, x: m(x)
     else:
 
         def forward(m, x):
-            return on.odeint(on.PerStep(m), x, 0.0, 1.0, depth, integrator=integrator, gradient=method).x
+            f = m if shared else on.PerStep(m)
+            return on.odeint(f, x, 0.0, 1.0, depth, integrator=integrator, gradient=method).x
 
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
@@ -107,6 +114,11 @@ def _builder(method: str, integrator: str | None, model: nnx.Module, depth: int,
         return nnx.value_and_grad(lambda m_: jnp.mean(forward(m_, x0) ** 2))(m)
 
     return value_and_grad, (params, rest, _x0(o))
+
+
+def _pack(built):
+    """(fn, *args) from _builder's (fn, args)."""
+    return (built[0], *built[1])
 
 
 def _momentum_inverse_error(model: nnx.Module, o: Options) -> float:
@@ -163,12 +175,13 @@ class MemoryDepth(studies.Study):
             "when fewer than two qualify).")
 
         temp, per_step = {m: [] for m in methods}, {m: [] for m in methods}
-        momentum_top = None
+        inverse = {}  # depth -> the Momentum ResNet's forward-then-inverse error
         for depth in o.depths:
-            stack = _model("backprop", o, depth)
+            stack = _model("stack", o, depth)
             for method, integ in methods.items():
                 model = _model(MOMENTUM, o, depth) if method == MOMENTUM else stack
-                momentum_top = model if method == MOMENTUM else momentum_top
+                if method == MOMENTUM:
+                    inverse[depth] = _momentum_inverse_error(model, o)
                 fn, args = _builder(method, integ, model, depth, o)
                 executable, nbytes = compiled(fn, *args)
                 temp[method].append(nbytes)
@@ -208,7 +221,7 @@ class MemoryDepth(studies.Study):
                 f"p = {slope[m]:.3f} over L = {', '.join(map(str, fit_depths))} (all depths: {slope_all[m]:.3f}); "
                 f"{temp[m][0]:,} B at L = {o.depths[0]}, {temp[m][-1]:,} B at L = {o.depths[-1]}.")
         if o.momentum:
-            self._momentum(o, momentum_top, temp, report)
+            self._momentum(o, inverse, temp, report)
         if o.tail_depths:
             self._tail(o, temp, report)
         s, top = segments[o.depths[-1]], o.depths[-1]
@@ -242,36 +255,58 @@ class MemoryDepth(studies.Study):
         report.figure("memory_vs_depth", fig, "Temporary memory (left) and time per step (right) against depth, "
                                               "log-log")
 
-    def _momentum(self, o: Options, model: nnx.Module, temp: dict, report: studies.Report) -> None:
-        inverse = _momentum_inverse_error(model, o)
-        report.value("momentum_inverse_error", inverse)
+    def _momentum(self, o: Options, inverse: dict, temp: dict, report: studies.Report) -> None:
+        """How far MomentumBlock.inverse rebuilds x0: each inverse step divides by gamma, so rounding grows
+        like gamma^-L (the reason Sander et al. store the bits their multiplication by gamma loses)."""
+        gamma, eps = family.get(MOMENTUM).gamma, float(np.finfo(np.float32).eps)
+        rows = [[L, err, eps * gamma ** (-L)] for L, err in inverse.items()]
+        report.table("momentum_inverse", ["L", "|x0_rebuilt - x0| / |x0|", "eps32 * gamma^-L"], rows,
+                     f"Momentum ResNet (gamma = {gamma}): forward then MomentumBlock.inverse in float32")
+        exact = [L for L, err in inverse.items() if err <= 1e-3]
         report.note(
-            f"The Momentum ResNet is invertible in practice: forward then MomentumBlock.inverse over "
-            f"L = {o.depths[-1]} steps rebuilds x0 to {inverse:.2g} relative (float32), so the O(1) backward "
-            f"pass of Sander et al. is possible; odenets' MomentumBlock does not implement it (its gradient is "
-            f"backprop through the scan), which is why its memory tracks Backprop's "
-            f"({temp[MOMENTUM][-1]:,} vs {temp['backprop'][-1]:,} B at L = {o.depths[-1]}).")
+            f"MomentumBlock.inverse rebuilds x0 to {', '.join(f'{e:.2g}' for e in inverse.values())} relative at "
+            f"L = {', '.join(map(str, inverse))} (float32): usable (<= 1e-3) up to L = "
+            f"{max(exact) if exact else 'none of these'}; beyond, the division by gamma = {gamma} in every "
+            f"inverse step amplifies rounding like gamma^-L. An O(1)-memory backward pass (Sander et al. 2021) "
+            f"therefore needs a short network, gamma near 1, or the bits that the multiplication by gamma "
+            f"discards stored exactly (Maclaurin, Duvenaud & Adams 2015). odenets' MomentumBlock has no custom "
+            f"backward pass: it backpropagates through its scan, which is why its memory "
+            f"tracks Backprop's ({temp[MOMENTUM][-1]:,} vs {temp['backprop'][-1]:,} B at L = {o.depths[-1]}).")
 
     def _tail(self, o: Options, temp: dict, report: studies.Report) -> None:
-        """Checkpoint where s does not divide L: the steps split into L // s segments and a shorter tail."""
-        rows = []
+        """Checkpoint where s does not divide L: the steps split into L // s segments and a shorter tail;
+        per-step parameters (the sweep's) beside one shared field, at the tail depth and the nearest square."""
+        rows, integ = [], _integrator_for("checkpoint", o.integrator)
         for depth in o.tail_depths:
             s = on.Checkpoint().segment_length(depth)
-            got, stack = {}, _model("backprop", o, depth)
-            for m in ("checkpoint", "backprop"):
-                fn, args = _builder(m, _integrator_for(m, o.integrator), stack, depth, o)
-                got[m] = compiled(fn, *args)[1]
-            cp, bp = got["checkpoint"], got["backprop"]
-            rows.append([depth, s, depth % s, cp, bp, cp / bp])
-        report.table("checkpoint_tail", ["L", "segment s", "tail L mod s", "checkpoint temp bytes",
+            square = s * s if abs(s * s - depth) <= abs((s - 1) ** 2 - depth) else (s - 1) ** 2
+            for kind, L in (("per-step", depth), ("per-step", square), (SHARED, depth), (SHARED, square)):
+                model = _model(SHARED if kind == SHARED else "stack", o, L)
+                got = {m: compiled(*_pack(_builder(m, integ, model, L, o, shared=kind == SHARED)))[1]
+                       for m in ("checkpoint", "backprop")}
+                s_l = on.Checkpoint().segment_length(L)
+                rows.append([kind, L, s_l, L % s_l, got["checkpoint"], got["backprop"],
+                             got["checkpoint"] / got["backprop"]])
+        report.table("checkpoint_tail", ["parameters", "L", "segment s", "tail L mod s", "checkpoint temp bytes",
                                          "backprop temp bytes", "checkpoint / backprop"], rows,
-                     "Checkpoint at depths that its segment length does not divide")
-        square = {L: temp["checkpoint"][k] / temp["backprop"][k] for k, L in enumerate(o.depths)}
-        worst = max(rows, key=lambda r: r[5])
-        near = min(o.depths, key=lambda L: abs(math.log(L / worst[0])))
+                     "Checkpoint at depths that its segment length does not divide, beside the nearest square")
+        one_field = nnx.state(_model(SHARED, o, 1), nnx.Param)
+        per_step = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(one_field))
+        per = [r for r in rows if r[3] and r[0] != SHARED]
+        shared = {r[1]: r for r in rows if r[0] == SHARED}
+        worst = max(per, key=lambda r: r[6])
+        near = next(r for r in rows if r[0] != SHARED and not r[3] and r is not worst)
         report.finding(
-            "checkpoint_tail", worst[5] <= 1.5 * square[near],
-            "Checkpoint's saving does not depend on whether s = ceil(sqrt L) divides L: its memory relative to "
-            "Backprop's at such a depth stays within 1.5x of that at the nearest depth of the sweep.",
-            f"L = {worst[0]} (s = {worst[1]}, tail {worst[2]}): {worst[3]:,} B = {worst[5]:.2f} x Backprop's; "
-            f"L = {near}: {square[near]:.2f} x Backprop's.")
+            "checkpoint_tail", worst[6] <= 1.5 * near[6],
+            "Checkpoint's saving does not depend on whether s = ceil(sqrt L) divides L: with per-step parameters "
+            "its memory relative to Backprop's stays within 1.5x of that at the nearest square depth.",
+            f"L = {worst[1]} (s = {worst[2]}, tail {worst[3]}): {worst[4]:,} B = {worst[6]:.2f} x Backprop's; "
+            f"L = {near[1]}: {near[4]:,} B = {near[6]:.2f} x Backprop's.")
+        report.note(
+            f"Checkpoint with per-step parameters where s does not divide L: {worst[4] - near[4]:,} B more at "
+            f"L = {worst[1]} than at L = {near[1]}, about one copy of the per-step parameters or their gradients "
+            f"(L x {per_step} floats = {worst[1] * per_step * 4:,} B), which splitting the stacked arrays into "
+            f"whole segments and the tail makes. With one shared field the same depths measure "
+            + ", ".join(f"{r[4]:,} B at L = {L}" for L, r in shared.items())
+            + ": the O(sqrt L) saving holds for the activations, and is lost for per-step parameters at such "
+            "depths.")
