@@ -49,6 +49,7 @@ class Options:
     unstable_integrators: tuple[str, ...] = ("rk4", "reversible_heun")
     unstable_gradients: tuple[str, ...] = ("backprop", "adjoint", "reversible")
     unstable_steps: int = 32
+    reverse_solve: bool = True  # also rebuild x(0) by a reverse-time odeint, beside the warning's drift
     reference_steps: int = 2048  # RK4 + Backprop, float64
     dopri8_check: bool = True  # cross-check the reference with diffrax Dopri8 at rtol = atol = 1e-12
     width: int = 4
@@ -143,7 +144,7 @@ class AdjointAccuracy(studies.Study):
         "smoke": Options(steps=(4, 16), integrators=("reversible_heun",),
                          gradients=("backprop", "adjoint", "reversible"), adaptive=(), dampings=(40.0,),
                          unstable_integrators=("rk4",), unstable_gradients=("backprop", "adjoint"),
-                         reference_steps=1024, dopri8_check=False),
+                         reference_steps=1024, dopri8_check=False, reverse_solve=False),
         "full": Options(),
     }
     smoke_expect = ("backprop_order", "adjoint_gap_shrinks", "reversible_exact", "memory",
@@ -221,13 +222,27 @@ class AdjointAccuracy(studies.Study):
             report.note("Pairs odenets refuses (their own checks): " + "; ".join(
                 f"{i} + {g} ({why})" for i, g, why in refused) + ".")
         self._fixed_findings(o, orders, runs, pairs, report)
+        ratios = [f"{i} {orders[i, 'adjoint']['errs'][-1] / orders[i, 'backprop']['errs'][-1]:.2f}x"
+                  for i, g in pairs if g == "adjoint" and (i, "backprop") in orders]
+        if ratios:
+            report.note(f"At {o.steps[-1]} steps Adjoint's error against the continuous gradient is "
+                        + ", ".join(ratios) + " Backprop's: on this smooth field the continuous adjoint, though "
+                        "not the discrete gradient, is no less accurate a gradient of the ODE.")
+        warned = [(i, n, d) for (i, g, n), (_, _, _, d) in runs.items() if g == "adjoint" and d is not None]
+        if warned:
+            report.note(
+                "On the smooth field (c = 0) the ReconstructionWarning fired for " + ", ".join(
+                    f"{i} at {n} steps (drift {d:.3g})" for i, n, d in warned) + ": the forward and the "
+                "reverse solve are each O(h^p) accurate, so they do not invert each other exactly and the drift "
+                "falls with h; this is discretisation, not an unstable reconstruction, and the gradient errors "
+                "there are those of the table (the 1% threshold flags few-step low-order solves).")
 
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for (integ, grad), v in orders.items():
             style = dict(marker="o", label=f"{integ} + {grad}", linestyle="--" if grad == "adjoint" else "-")
             axes[0].loglog(o.steps, v["errs"], **style)
-            if grad != "backprop" and all(g is not None and g > 0 for g in v["gaps"]):
-                axes[1].loglog(o.steps, v["gaps"], **style)
+            if grad != "backprop" and all(g is not None for g in v["gaps"]):
+                axes[1].loglog(o.steps, np.maximum(v["gaps"], 1e-17), **style)  # exact zeros drawn at 1e-17
         axes[0].set(xlabel="steps N", ylabel="|g - g_ref| / |g_ref|", title="error vs the continuous gradient")
         axes[1].set(xlabel="steps N", ylabel="|g - g_backprop| / |g_backprop|",
                     title="gap to the exact discrete gradient")
@@ -313,6 +328,13 @@ class AdjointAccuracy(studies.Study):
                    "temp bytes", "warning drift"]
         report.table("tolerances", columns, rows,
                      "Adaptive steps (diffrax PID controller), c = 0")
+        temps = {}
+        for r in rows:
+            temps.setdefault((r[0], r[1]), set()).add(r[6])
+        report.note("Adaptive temporary memory over the tolerances: " + ", ".join(
+            f"{i} + {g} " + " to ".join(f"{t:,}" for t in sorted({min(t), max(t)})) + " B"
+            for (i, g), t in temps.items()) + " (Backprop maps to diffrax's RecursiveCheckpointAdjoint with "
+            "max_steps checkpoints, allocated whatever the number of steps taken; Adjoint to BacksolveAdjoint).")
         conv = {k: e[0] / max(e[-1], 1e-300) for k, e in errs.items()}
         report.finding("tolerance_converges", all(r >= 100 for r in conv.values()),
                        f"Tightening the tolerance from {o.tolerances[0]:g} to {o.tolerances[-1]:g} reduces the "
@@ -353,7 +375,8 @@ class AdjointAccuracy(studies.Study):
             rate = _rate(c, o.width)
             g_ref = ref(rate)
             runs = {(i, g): grad_of(i, g, n, rate) for i, g in pairs}
-            back = {i: _backward_drift(grad_of.x0, grad_of.params, rate, i, n) for i in {i for i, _ in pairs}}
+            back = {i: _backward_drift(grad_of.x0, grad_of.params, rate, i, n) if o.reverse_solve else None
+                    for i in {i for i, _ in pairs}}
             for (i, g), (grads, _, _, drift) in runs.items():
                 bp = runs.get((i, "backprop"))
                 err = rel(grads, g_ref)
@@ -361,7 +384,8 @@ class AdjointAccuracy(studies.Study):
                 rows.append([c, c / n, i, g, err, rel(grads, bp[0]) if bp else None, drift,
                              back[i] if g == "adjoint" else None])
                 if g == "adjoint":
-                    series.setdefault((i, "drift"), []).append(drift if drift is not None else back[i])
+                    fallback = back[i] if back[i] is not None else math.nan  # below the warning's 1%
+                    series.setdefault((i, "drift"), []).append(drift if drift is not None else fallback)
         report.table("contracting", ["c", "h c", "integrator", "gradient", "error vs reference", "gap to backprop",
                                      "warning drift", "reverse-solve drift"], rows,
                      f"Contracting field (damping c on half the coordinates), {n} steps: the reverse-time "
@@ -378,13 +402,16 @@ class AdjointAccuracy(studies.Study):
                 "Backprop's) and "
                 "odenets' ReconstructionWarning reports the drift (> 1%).",
                 f"{i}, {n} steps: Adjoint error {adj[4]:.3g}, Backprop error {bp[4]:.3g}, warning drift "
-                f"{adj[6] if adj[6] is None else format(adj[6], '.3g')} (reverse solve: {adj[7]:.3g}).")
+                f"{adj[6] if adj[6] is None else format(adj[6], '.3g')}"
+                + ("" if adj[7] is None else f" (reverse solve: {adj[7]:.3g})") + ".")
         rh = [r for r in rows if r[2] == "reversible_heun" and r[3] == "reversible"]
         if rh:
             report.note("Reversible Heun under contraction: " + "; ".join(
                 f"c = {r[0]:g}: error {r[4]:.3g}, gap to its own Backprop {r[5]:.3g}" for r in rh) + ". Its "
                 "stability region is a segment of the imaginary axis, so strongly damped modes grow in the "
-                "forward solve itself: the Reversible gradient stays the gradient of that (wrong) discrete solve.")
+                "forward solve itself, whatever the gradient; and the algebraic inverse that Reversible runs "
+                "backwards is exact only up to rounding, which those modes amplify once the state has grown "
+                "(the gap to Backprop rises with c).")
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         for (i, g), e in series.items():
             ax = axes[1] if g == "drift" else axes[0]
