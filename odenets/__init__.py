@@ -4,7 +4,7 @@
     dx/dt   = F(t, x; theta(t))                (its continuous limit)
 """
 
-from odenets import fields
+from odenets import analysis, fields
 from odenets.gradients import Adjoint, Backprop, Checkpoint, Gradient, Reversible, gradient
 from odenets.integrators import (
     RK4,
@@ -26,5 +26,5 @@ from odenets.solve import Solution, odeint
 __all__ = [
     "RK4", "Adjoint", "BackwardEuler", "Backprop", "Checkpoint", "Dopri5", "Euler", "Gradient",
     "Heun", "Integrator", "Kvaerno5", "Midpoint", "PerStep", "Reversible", "ReversibleHeun",
-    "Solution", "Trapezoid", "Tsit5", "fields", "gradient", "integrator", "odeint",
+    "Solution", "Trapezoid", "Tsit5", "analysis", "fields", "gradient", "integrator", "odeint",
 ]
