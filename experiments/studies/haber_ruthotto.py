@@ -110,6 +110,17 @@ def step_of(model: str, options: Options, depth: int) -> float:
     return 1.0 if model == "resnet" else options.t1 / depth
 
 
+RELATIVE_TOL = 1e-4  # |Re z| below this fraction of max |z| is rounding (float32 Jacobians)
+
+
+def fraction_stable(model: str, eig) -> float:
+    """The fraction of z = h lambda inside the stability region of the model's step: Euler's disk
+    |1 + z| <= 1, or for the Hamiltonian leapfrog (imaginary z) the segment |z| < 2 of the imaginary axis."""
+    if model == "hamiltonian":
+        return float(np.mean(np.abs(eig) < 2.0))
+    return float(on.analysis.fraction_inside("euler", eig))
+
+
 def train(overrides: list[str], options: Options, seed: int):
     """(Classifier, loop.Setup, test accuracy, train seconds): odenets' jitted train step for `epochs`
     epochs of the config `overrides` describe (no run directory: nothing to resume). epochs=0: the
@@ -356,20 +367,21 @@ class HaberRuthotto(studies.Study):
                     sv = stage_singular_values(model, x) if options.sensitivity else np.full((1, 2), np.nan)
                     h = step_of(name, options, depth)
                     stats = {
-                        "accuracy": accuracy, "h": h, "max_re": float(eig.real.max()), "min_re": float(eig.real.min()),
+                        "accuracy": accuracy, "h": h,
+                        "max_re": float(eig.real.max()), "min_re": float(eig.real.min()),
                         "max_abs_re": float(np.abs(eig.real).max()), "max_abs": float(np.abs(eig).max()),
-                        "frac_re_pos": float(np.mean(eig.real > 1e-6)),
-                        "frac_euler": float(on.analysis.fraction_inside("euler", eig)),
+                        "frac_re_pos": float(np.mean(eig.real > RELATIVE_TOL * np.abs(eig).max())),
+                        "frac_stable": fraction_stable(name, eig),
                         "sigma_max": _number(np.median(sv[:, 0])), "sigma_min": _number(np.median(sv[:, -1])),
                         "train_s": seconds,
                     }
                     results[(dataset, depth, name)] = (stats, model, eig, s)
                     rows.append([dataset, depth, name, h, accuracy, stats["max_re"], stats["min_re"],
-                                 stats["max_abs"], stats["frac_re_pos"], stats["frac_euler"], stats["sigma_max"],
+                                 stats["max_abs"], stats["frac_re_pos"], stats["frac_stable"], stats["sigma_max"],
                                  stats["sigma_min"], seconds])
         report.table("networks", ["data", "depth", "model", "h", "test accuracy", "max Re(h lambda)",
                                   "min Re(h lambda)", "max |h lambda|", "fraction Re > 0",
-                                  "fraction in Euler's region", "median sigma_max", "median sigma_min",
+                                  "fraction in the step's region", "median sigma_max", "median sigma_min",
                                   "train s"], rows,
                      caption="Accuracy, spectra of h dF_k/dx over every layer and test point, and the stage's "
                              "input-output singular values")
@@ -420,7 +432,8 @@ class HaberRuthotto(studies.Study):
         report.figure("accuracy_vs_depth", fig, "Test accuracy as depth grows")
 
         deep = options.depths[-1]
-        planar = [d for d in options.datasets if results[(d, deep, options.models[0])][3].data.x_test.shape[1] == 2]
+        first = options.models[0]
+        planar = [d for d in options.datasets if results[(d, deep, first)][3].data.x_test.shape[1] == 2]
         if planar:
             fig, axes = plt.subplots(len(planar), len(options.models),
                                      figsize=(3.6 * len(options.models), 3.4 * len(planar)), squeeze=False)
@@ -453,16 +466,17 @@ class HaberRuthotto(studies.Study):
             max_re, min_re_over_h = max(w[0] for w in worst), min(w[1] for w in worst)
             report.finding(
                 "antisymmetric_spectrum", max_re <= 1e-6 and min_re_over_h >= -options.damping * (1 + 1e-3),
-                f"antisymmetric fields: Re(h lambda) in [-h gamma, 0] (gamma = {options.damping}): imaginary up to "
-                "the damping.",
+                f"antisymmetric fields: Re(h lambda) in [-h gamma, 0] (gamma = {options.damping}): imaginary up "
+                "to the damping.",
                 f"max Re(h lambda) {max_re:.2e}, min Re(lambda) {min_re_over_h:.4f} (>= -gamma), max |h lambda| "
                 f"{over('antisymmetric', 'max_abs'):.3g}.")
         if "hamiltonian" in options.models:
             ratio = max(results[k][0]["max_abs_re"] / max(results[k][0]["max_abs"], 1e-30)
                         for k in keys if k[2] == "hamiltonian")
             report.finding(
-                "hamiltonian_spectrum", ratio < 1e-4,
-                "Hamiltonian fields: purely imaginary eigenvalues (max |Re| / max |h lambda| < 1e-4).",
+                "hamiltonian_spectrum", ratio < RELATIVE_TOL,
+                f"Hamiltonian fields: purely imaginary eigenvalues (max |Re| / max |h lambda| < "
+                f"{RELATIVE_TOL:g}).",
                 f"max |Re| / max |h lambda| = {ratio:.1e}; max |h lambda| {over('hamiltonian', 'max_abs'):.3g} "
                 "(leapfrog stable below 2).")
         if "resnet" in options.models:
@@ -472,38 +486,64 @@ class HaberRuthotto(studies.Study):
                 "resnet_positive_real", max_re > 1e-3,
                 "standard ResNet: eigenvalues with positive real parts (no structure keeps them out).",
                 f"max Re(h lambda) {max_re:.3g}; on average {frac:.0%} of the eigenvalues have Re > 0.")
-        deep, shallow = options.depths[-1], options.depths[0]
         if len(options.depths) > 1 and options.epochs:
-            for name in options.models:
-                drops = {d: results[(d, shallow, name)][0]["accuracy"] - results[(d, deep, name)][0]["accuracy"]
-                         for d in options.datasets}
-                sig = {d: results[(d, deep, name)][0]["sigma_max"] for d in options.datasets}
-                text = "; ".join(f"{d}: {results[(d, shallow, name)][0]['accuracy']:.3f} -> "
-                                 f"{results[(d, deep, name)][0]['accuracy']:.3f}, sigma_max {_fmt(sig[d]) if sig[d] is not None else '-'}"
-                                 for d in options.datasets)
-                if name in ("antisymmetric", "hamiltonian"):
-                    report.finding(
-                        f"{name}_stable_in_depth", max(drops.values()) <= 0.05,
-                        f"{name}: stable as depth grows {shallow} -> {deep}: test accuracy drops by at most 5 points "
-                        "on every set.", f"{text}.")
-                elif name == "resnet":
-                    report.finding(
-                        "resnet_degrades_in_depth", max(drops.values()) > 0.05,
-                        f"standard ResNet (h = 1): accuracy may degrade as depth grows {shallow} -> {deep} "
-                        "(a drop of more than 5 points on some set).", f"{text}.")
-            stable = [m for m in ("antisymmetric", "hamiltonian") if m in options.models]
-            if stable and "resnet" in options.models:
-                gaps = {(d, depth): max(results[(d, depth, "resnet")][0]["accuracy"]
-                                        - results[(d, depth, m)][0]["accuracy"] for m in stable)
-                        for d in options.datasets for depth in options.depths}
-                worst = max(gaps, key=gaps.get)
-                report.finding(
-                    "stable_competitive", gaps[worst] <= 0.05,
-                    "antisymmetric and Hamiltonian nets classify competitively with the standard ResNet: within 5 "
-                    "points of its test accuracy at every depth and set.",
-                    f"largest shortfall {gaps[worst]:.3f} ({worst[0]}, depth {worst[1]}).")
+            self._depth_findings(options, report, results)
         total = sum(results[k][0]["train_s"] for k in keys)
-        report.note(f"{len(keys)} trainings took {total:.1f} s of training steps in all (compilation aside).")
+        report.note(f"{len(keys)} models; their training loops took {total:.1f} s in all (the train step's "
+                    "compilation included; spectra, sensitivities and figures aside).")
+        if "hamiltonian" in options.models:
+            text = "; ".join(f"{d}, depth {depth}: {results[(d, depth, 'hamiltonian')][0]['max_abs']:.3g}"
+                             for d in options.datasets for depth in options.depths)
+            report.note("The leapfrog of the Hamiltonian net is stable only for |h lambda| < 2 (its step on "
+                        f"imaginary eigenvalues); the largest |h lambda| measured: {text}.")
+
+    def _depth_findings(self, options, report, results) -> None:
+        deep, shallow = options.depths[-1], options.depths[0]
+
+        def stat(d, depth, name, key):
+            return results[(d, depth, name)][0][key]
+
+        for name in options.models:
+            acc = {d: (stat(d, shallow, name, "accuracy"), stat(d, deep, name, "accuracy"))
+                   for d in options.datasets}
+            drop = max(a - b for a, b in acc.values())
+            text = "; ".join(f"{d}: {a:.3f} -> {b:.3f}" for d, (a, b) in acc.items())
+            if name in ("antisymmetric", "hamiltonian"):
+                report.finding(
+                    f"{name}_stable_in_depth", drop <= 0.05,
+                    f"{name}: stable as depth grows {shallow} -> {deep}: test accuracy drops by at most 5 "
+                    "points on every set.", f"test accuracy {text}.")
+            elif name == "resnet":
+                report.finding(
+                    "resnet_degrades_in_depth", drop > 0.05,
+                    f"standard ResNet (h = 1): accuracy may degrade as depth grows {shallow} -> {deep} (a drop of "
+                    "more than 5 points on some set).", f"test accuracy {text}.")
+        stable = [m for m in ("antisymmetric", "hamiltonian") if m in options.models]
+        if not (stable and "resnet" in options.models):
+            return
+        gaps = {(d, depth): max(stat(d, depth, "resnet", "accuracy") - stat(d, depth, m, "accuracy")
+                                for m in stable)
+                for d in options.datasets for depth in options.depths}
+        worst = max(gaps, key=gaps.get)
+        report.finding(
+            "stable_competitive", gaps[worst] <= 0.05,
+            "antisymmetric and Hamiltonian nets classify competitively with the standard ResNet: within 5 points "
+            "of its test accuracy at every depth and set.",
+            f"largest shortfall {gaps[worst]:.3f} ({worst[0]}, depth {worst[1]}).")
+        if options.sensitivity:
+            grows = all(stat(d, deep, "resnet", "sigma_max") > stat(d, shallow, "resnet", "sigma_max")
+                        for d in options.datasets)
+            below = all(stat(d, deep, m, "sigma_max") < stat(d, deep, "resnet", "sigma_max")
+                        for d in options.datasets for m in stable)
+            text = "; ".join(f"{d}: " + ", ".join(f"{m} {stat(d, shallow, m, 'sigma_max'):.3g} -> "
+                                                   f"{stat(d, deep, m, 'sigma_max'):.3g}"
+                                                   for m in ("resnet", *stable))
+                             for d in options.datasets)
+            report.finding(
+                "forward_sensitivity", grows and below,
+                f"forward stability: the largest singular value of the stage's Jacobian grows with depth for the "
+                f"standard ResNet (h = 1) and stays below it, at depth {deep}, for the antisymmetric and "
+                "Hamiltonian nets.", f"median sigma_max, depth {shallow} -> {deep}: {text}.")
 
 
 def _number(value) -> float | None:
