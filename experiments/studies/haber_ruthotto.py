@@ -307,6 +307,7 @@ class HaberRuthotto(studies.Study):
             ax.set_aspect("equal", adjustable="datalim")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
+        fig.tight_layout()
         report.figure("example1_trajectories", fig,
                       "Example 1: the three inputs through 10 layers (squares: inputs), as Fig. 1 of the paper")
 
@@ -413,6 +414,7 @@ class HaberRuthotto(studies.Study):
                 ax.set_ylabel(r"Im$(h\lambda)$")
                 ax.set_title(f"{name}, {dataset}, depth {deep}", fontsize="medium")
                 ax.legend(fontsize="x-small", loc="upper left")
+        fig.tight_layout()
         report.figure("spectra", fig, f"Eigenvalues of h dF_k/dx in the complex plane, every layer, depth {deep}")
 
     def _accuracy_figures(self, options, report, results) -> None:
@@ -443,8 +445,8 @@ class HaberRuthotto(studies.Study):
                     lim = float(np.abs(s.data.x_test).max())
                     xx, yy, cls = decision_grid(model, lim)
                     ax = axes[row, col]
-                    ax.contourf(xx, yy, cls, levels=np.arange(s.data.output_dim + 1) - 0.5, cmap="tab10",
-                                alpha=0.35)
+                    ax.contourf(xx, yy, cls, levels=np.arange(s.data.output_dim + 1) - 0.5,
+                                colors=[plt.cm.tab10(c) for c in range(s.data.output_dim)], alpha=0.3)
                     x, y = s.data.x_test, s.data.y_test
                     ax.scatter(x[:, 0], x[:, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=5,
                                label="test points")
@@ -452,6 +454,7 @@ class HaberRuthotto(studies.Study):
                     ax.set_xlabel("x1")
                     ax.set_ylabel("x2")
                     ax.legend(fontsize="x-small", loc="lower right")
+            fig.tight_layout()
             report.figure("decision_boundaries", fig, f"Decision regions at depth {deep} (title: test accuracy)")
 
     def _findings(self, options, report, results) -> None:
