@@ -521,6 +521,17 @@ class HaberRuthotto(studies.Study):
                     "resnet_degrades_in_depth", drop > 0.05,
                     f"standard ResNet (h = 1): accuracy may degrade as depth grows {shallow} -> {deep} (a drop of "
                     "more than 5 points on some set).", f"test accuracy {text}.")
+        if "resnet_t" in options.models:
+            sig = {(d, depth): stat(d, depth, "resnet_t", "sigma_max") or float("nan")
+                   for d in options.datasets for depth in (shallow, deep)}
+            text = "; ".join(f"{d}: accuracy {stat(d, shallow, 'resnet_t', 'accuracy'):.3f} -> "
+                             f"{stat(d, deep, 'resnet_t', 'accuracy'):.3f}, median sigma_max "
+                             f"{sig[(d, shallow)]:.3g} -> {sig[(d, deep)]:.3g}" for d in options.datasets)
+            report.note(f"The same ResNet fields with h = T / depth (`resnet_t`, T = {options.t1}, one ODE on "
+                        f"[0, T] as the stable nets), depth {shallow} -> {deep}: {text}. Its spectra have "
+                        "eigenvalues with positive real parts as well (table): it differs from the h = 1 ResNet in "
+                        "the end time (T fixed, not T = depth) and from the stable nets in the structure of its "
+                        "field.")
         stable = [m for m in ("antisymmetric", "hamiltonian") if m in options.models]
         if not (stable and "resnet" in options.models):
             return
