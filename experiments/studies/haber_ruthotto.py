@@ -529,9 +529,9 @@ class HaberRuthotto(studies.Study):
                              f"{sig[(d, shallow)]:.3g} -> {sig[(d, deep)]:.3g}" for d in options.datasets)
             report.note(f"The same ResNet fields with h = T / depth (`resnet_t`, T = {options.t1}, one ODE on "
                         f"[0, T] as the stable nets), depth {shallow} -> {deep}: {text}. Its spectra have "
-                        "eigenvalues with positive real parts as well (table): it differs from the h = 1 ResNet in "
-                        "the end time (T fixed, not T = depth) and from the stable nets in the structure of its "
-                        "field.")
+                        "eigenvalues with positive real parts as well (table): it differs from the h = 1 ResNet "
+                        "in the end time (T fixed, not T = depth) and from the stable nets in the structure of "
+                        "its field.")
         stable = [m for m in ("antisymmetric", "hamiltonian") if m in options.models]
         if not (stable and "resnet" in options.models):
             return
