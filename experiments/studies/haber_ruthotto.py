@@ -45,7 +45,7 @@ from odenets import cli
 from odenets import data as datasets
 from odenets import study as studies
 from odenets._abstract import final
-from odenets.fields import HamiltonianField, field_at
+from odenets.fields import field_at
 from odenets.models.stages import HamiltonianBlock
 from odenets.train import loop
 
@@ -163,18 +163,12 @@ def _one_step(graphdef, state, y, z):
     return nnx.merge(graphdef, state).forward(y, z)
 
 
-@functools.cache
-def _one_layer_block(half: int) -> HamiltonianBlock:
-    """A one-layer HamiltonianBlock at `half` channels per half (its layer and h are set per use)."""
-    return HamiltonianBlock(lambda r: HamiltonianField(half, rngs=r), steps=1, h=1.0, rngs=nnx.Rngs(0))
-
-
-def hamiltonian_spectra(block: HamiltonianBlock, x) -> np.ndarray:
-    """Eigenvalues of h dF_k/dx (N, B, C) at the states x_k the leapfrog passes through (x: the
-    stage's input (B, C)); each layer's step is the family's HamiltonianBlock with that layer alone."""
-    half = x.shape[-1] // 2
-    one = nnx.clone(_one_layer_block(half))
-    one.h = block.h
+def hamiltonian_spectra(block: HamiltonianBlock, x) -> tuple[np.ndarray, jax.Array]:
+    """(eigenvalues of h dF_k/dx (N, B, C) at the states x_k the leapfrog passes through, x_N), x the
+    stage's input (B, C); each layer's step is the family's HamiltonianBlock with that layer alone,
+    so x_N equals block(x)."""
+    one = nnx.clone(block)  # the same block, given one layer at a time below
+    one.steps = 1
     y, z = jnp.split(x, 2, axis=-1)
     eigs = []
     for k in range(block.steps):
@@ -185,14 +179,14 @@ def hamiltonian_spectra(block: HamiltonianBlock, x) -> np.ndarray:
                                                   batched=True))
         one.fields = jax.tree.map(lambda v: v[None], layer)  # a stack of one layer
         y, z = _one_step(*nnx.split(one), y, z)
-    return np.stack(eigs)
+    return np.stack(eigs), jnp.concatenate([y, z], axis=-1)
 
 
 def spectra(model, x) -> np.ndarray:
     """Eigenvalues of h dF_k/dx at every layer k and test point, (N, B, C), of the model's one stage."""
     stage = model.stages[0]
     if isinstance(stage, HamiltonianBlock):
-        return hamiltonian_spectra(stage, model.stem(x))
+        return hamiltonian_spectra(stage, model.stem(x))[0]
     (spectrum,) = on.analysis.step_spectra(model, x)
     return np.asarray(spectrum.eigenvalues)
 
