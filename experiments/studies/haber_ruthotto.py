@@ -41,10 +41,11 @@ import numpy as np
 from flax import nnx
 
 import odenets as on
-from odenets import cli
+from odenets import cli, validate
 from odenets import data as datasets
 from odenets import study as studies
 from odenets._abstract import final
+from odenets.data.toy import Toy
 from odenets.fields import field_at
 from odenets.models.stages import HamiltonianBlock
 from odenets.train import loop
@@ -85,6 +86,9 @@ def example1(steps: int, t1: float = 1.0):
 # ---- Part 2: the models ------------------------------------------------------------------------------------
 
 
+MODELS = ("resnet", "resnet_t", "antisymmetric", "hamiltonian")
+
+
 def model_overrides(model: str, options: Options, depth: int) -> list[str]:
     """The model group of one compared net: the family, at `depth` layers of `width` channels.
 
@@ -101,9 +105,7 @@ def model_overrides(model: str, options: Options, depth: int) -> list[str]:
         "antisymmetric": ["model=antisymmetric", *t_over_n, f"model.damping={options.damping}"],
         "hamiltonian": ["model=hamiltonian", *t_over_n],
     }
-    if model not in extra:
-        raise ValueError(f"study.models: unknown model {model!r}; valid choices: {', '.join(extra)}")
-    return [*extra[model], *base]
+    return [*extra[validate.choice("study.models", model, MODELS)], *base]
 
 
 def step_of(model: str, options: Options, depth: int) -> float:
@@ -220,7 +222,7 @@ def decision_grid(model, lim: float, n: int = 120):
 class Options:
     depths: tuple[int, ...] = (4, 16, 64)  # layers of the one stage
     datasets: tuple[str, ...] = ("spirals", "peaks")  # 2-D classification sets (odenets.data)
-    models: tuple[str, ...] = ("resnet", "resnet_t", "antisymmetric", "hamiltonian")
+    models: tuple[str, ...] = MODELS
     width: int = 8  # channels of the stage (even: the Hamiltonian splits it into y, z)
     t1: float = 5.0  # T of the nets with h = T / depth
     damping: float = 0.01  # gamma of the antisymmetric field
@@ -232,6 +234,23 @@ class Options:
     spectrum_points: int = 32  # test points whose trajectories the spectra are taken along
     sensitivity: bool = True  # the stage's input-output singular values
     reference_steps: int = 1000  # Euler steps for the near-exact Example 1 flow
+
+    def __post_init__(self):
+        for depth in self.depths:
+            validate.integer("study.depths", depth, 1)
+        for model in self.models:
+            validate.choice("study.models", model, MODELS)
+        toys = [n for n in datasets.dataset.names() if issubclass(datasets.dataset.get(n), Toy)]
+        for dataset in self.datasets:
+            validate.choice("study.datasets", dataset, toys)  # the generated classification sets
+        validate.integer("study.width", self.width, 2)
+        if self.width % 2:
+            raise ValueError(f"study.width={self.width} must be even (the Hamiltonian net splits it into y, z)")
+        validate.integer("study.epochs", self.epochs, 0)
+        validate.integer("study.spectrum_points", self.spectrum_points, 1)
+        validate.integer("study.reference_steps", self.reference_steps, 1)
+        validate.number("study.t1", self.t1, low=0.0)
+        validate.number("study.damping", self.damping, low=0.0, open_low=False)
 
 
 @final
