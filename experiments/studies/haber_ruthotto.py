@@ -124,23 +124,28 @@ def fraction_stable(model: str, eig) -> float:
 
 
 def train(overrides: list[str], options: Options, seed: int):
-    """(Classifier, loop.Setup, test accuracy, train seconds): odenets' jitted train step for `epochs`
-    epochs of the config `overrides` describe (no run directory: nothing to resume). epochs=0: the
-    initial parameters, not evaluated (accuracy None)."""
+    """(Classifier, loop.Setup, test accuracy, train seconds, diverged): odenets' jitted train step for
+    `epochs` epochs of the config `overrides` describe (no run directory: nothing to resume). epochs=0:
+    the initial parameters, not evaluated (accuracy None). A loss or parameters that become non-finite
+    (checked once per epoch) stop the training: diverged, accuracy None."""
     cfg = cli.compose([*overrides, f"optim.epochs={max(options.epochs, 1)}",
                        f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}", f"seed={seed}",
                        "train.progress=false"])
     s = loop.setup(cfg)
-    state, accuracy, start = s.state, None, time.perf_counter()
+    state, accuracy, diverged, start = s.state, None, False, time.perf_counter()
     if options.epochs:
         train_step, eval_step = loop.make_steps(s)
         x, y = s.data.x_train, s.data.y_train
         for epoch in range(options.epochs):
             for idx in datasets.batches(len(x), options.batch_size, seed=seed, epoch=epoch):
-                state, _ = train_step(state, x[idx], y[idx])
-        accuracy = float(loop.evaluate(s, eval_step, state)["accuracy"])
+                state, metrics = train_step(state, x[idx], y[idx])
+            if not (bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))):
+                diverged = True
+                break
+        if not diverged:
+            accuracy = float(loop.evaluate(s, eval_step, state)["accuracy"])
     params, rest, _ = state
-    return nnx.merge(s.graphdef, params, rest), s, accuracy, time.perf_counter() - start
+    return nnx.merge(s.graphdef, params, rest), s, accuracy, time.perf_counter() - start, diverged
 
 
 # ---- Part 2: spectra and sensitivity --------------------------------------------------------------------
@@ -375,13 +380,17 @@ class HaberRuthotto(studies.Study):
                 for name in options.models:
                     over = [f"data={dataset}", f"data.n_train={options.n_train}", f"data.n_test={options.n_test}",
                             *model_overrides(name, options, depth)]
-                    model, s, accuracy, seconds = train(over, options, report.seed)
+                    model, s, accuracy, seconds, diverged = train(over, options, report.seed)
                     x = jnp.asarray(s.data.x_test[: options.spectrum_points], jnp.float32)
-                    eig = spectra(model, x)
-                    sv = stage_singular_values(model, x) if options.sensitivity else np.full((1, 2), np.nan)
                     h = step_of(name, options, depth)
+                    if diverged:  # nothing finite to take spectra of; counted at chance accuracy below
+                        eig, sv = np.zeros((1, 1, 1), complex), np.full((1, 2), np.nan)
+                        accuracy = 1.0 / s.data.output_dim
+                    else:
+                        eig = spectra(model, x)
+                        sv = stage_singular_values(model, x) if options.sensitivity else np.full((1, 2), np.nan)
                     stats = {
-                        "accuracy": accuracy, "h": h,
+                        "accuracy": accuracy, "h": h, "diverged": diverged,
                         "max_re": float(eig.real.max()), "min_re": float(eig.real.min()),
                         "max_abs_re": float(np.abs(eig.real).max()), "max_abs": float(np.abs(eig).max()),
                         "frac_re_pos": float(np.mean(eig.real > RELATIVE_TOL * np.abs(eig).max())),
@@ -390,7 +399,8 @@ class HaberRuthotto(studies.Study):
                         "train_s": seconds,
                     }
                     results[(dataset, depth, name)] = (stats, model, eig, s)
-                    rows.append([dataset, depth, name, h, accuracy, stats["max_re"], stats["min_re"],
+                    rows.append([dataset, depth, name, h, "diverged" if diverged else accuracy, stats["max_re"],
+                                 stats["min_re"],
                                  stats["max_abs"], stats["frac_re_pos"], stats["frac_stable"], stats["sigma_max"],
                                  stats["sigma_min"], seconds])
         report.table("networks", ["data", "depth", "model", "h", "test accuracy", "max Re(h lambda)",
@@ -471,12 +481,17 @@ class HaberRuthotto(studies.Study):
             report.figure("decision_boundaries", fig, f"Decision regions at depth {deep} (title: test accuracy)")
 
     def _findings(self, options, report, results) -> None:
-        keys = list(results)
+        diverged = [k for k in results if results[k][0]["diverged"]]
+        if diverged:
+            report.note("Diverged (loss or parameters non-finite; no spectra, counted at chance accuracy in the "
+                        "depth findings): " + ", ".join(f"{m} on {d} at depth {n}" for d, n, m in diverged) + ".")
+        keys = [k for k in results if k not in diverged]  # the spectral findings
+        present = {k[2] for k in keys}
 
         def over(name, field, fn=max):
             return fn(results[k][0][field] for k in keys if k[2] == name)
 
-        if "antisymmetric" in options.models:
+        if "antisymmetric" in present:
             worst = [(results[k][0]["max_re"], results[k][0]["min_re"] / results[k][0]["h"])
                      for k in keys if k[2] == "antisymmetric"]
             max_re, min_re_over_h = max(w[0] for w in worst), min(w[1] for w in worst)
@@ -486,7 +501,7 @@ class HaberRuthotto(studies.Study):
                 "to the damping.",
                 f"max Re(h lambda) {max_re:.2e}, min Re(lambda) {min_re_over_h:.4f} (>= -gamma), max |h lambda| "
                 f"{over('antisymmetric', 'max_abs'):.3g}.")
-        if "hamiltonian" in options.models:
+        if "hamiltonian" in present:
             ratio = max(results[k][0]["max_abs_re"] / max(results[k][0]["max_abs"], 1e-30)
                         for k in keys if k[2] == "hamiltonian")
             report.finding(
@@ -495,7 +510,7 @@ class HaberRuthotto(studies.Study):
                 f"{RELATIVE_TOL:g}).",
                 f"max |Re| / max |h lambda| = {ratio:.1e}; max |h lambda| {over('hamiltonian', 'max_abs'):.3g} "
                 "(leapfrog stable below 2).")
-        if "resnet" in options.models:
+        if "resnet" in present:
             max_re = over("resnet", "max_re")
             frac = float(np.mean([results[k][0]["frac_re_pos"] for k in keys if k[2] == "resnet"]))
             report.finding(
@@ -504,8 +519,8 @@ class HaberRuthotto(studies.Study):
                 f"max Re(h lambda) {max_re:.3g}; on average {frac:.0%} of the eigenvalues have Re > 0.")
         if len(options.depths) > 1 and options.epochs:
             self._depth_findings(options, report, results)
-        total = sum(results[k][0]["train_s"] for k in keys)
-        report.note(f"{len(keys)} models; their training loops took {total:.1f} s in all (the train step's "
+        total = sum(results[k][0]["train_s"] for k in results)
+        report.note(f"{len(results)} models; their training loops took {total:.1f} s in all (the train step's "
                     "compilation included; spectra, sensitivities and figures aside).")
         if "hamiltonian" in options.models:
             text = "; ".join(f"{d}, depth {depth}: {results[(d, depth, 'hamiltonian')][0]['max_abs']:.3g}"
@@ -517,7 +532,8 @@ class HaberRuthotto(studies.Study):
         deep, shallow = options.depths[-1], options.depths[0]
 
         def stat(d, depth, name, key):
-            return results[(d, depth, name)][0][key]
+            value = results[(d, depth, name)][0][key]
+            return float("nan") if value is None else value  # a sensitivity not measured
 
         for name in options.models:
             acc = {d: (stat(d, shallow, name, "accuracy"), stat(d, deep, name, "accuracy"))
@@ -535,7 +551,7 @@ class HaberRuthotto(studies.Study):
                     f"standard ResNet (h = 1): accuracy may degrade as depth grows {shallow} -> {deep} (a drop of "
                     "more than 5 points on some set).", f"test accuracy {text}.")
         if "resnet_t" in options.models:
-            sig = {(d, depth): stat(d, depth, "resnet_t", "sigma_max") or float("nan")
+            sig = {(d, depth): stat(d, depth, "resnet_t", "sigma_max")
                    for d in options.datasets for depth in (shallow, deep)}
             text = "; ".join(f"{d}: accuracy {stat(d, shallow, 'resnet_t', 'accuracy'):.3f} -> "
                              f"{stat(d, deep, 'resnet_t', 'accuracy'):.3f}, median sigma_max "
