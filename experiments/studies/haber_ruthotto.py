@@ -112,6 +112,7 @@ def step_of(model: str, options: Options, depth: int) -> float:
     return 1.0 if model == "resnet" else options.t1 / depth
 
 
+SPECTRAL = ("max_re", "min_re", "max_abs_re", "max_abs", "frac_re_pos", "frac_stable")  # none when diverged
 RELATIVE_TOL = 1e-4  # |Re z| below this fraction of max |z| is rounding (float32 Jacobians)
 
 
@@ -121,6 +122,13 @@ def fraction_stable(model: str, eig) -> float:
     if model == "hamiltonian":
         return float(np.mean(np.abs(eig) < 2.0))
     return float(on.analysis.fraction_inside("euler", eig))
+
+
+def non_finite(err: Exception) -> bool:
+    """Whether `err` says the net diverged: a non-finite loss or parameters (FloatingPointError, raised
+    below), or odeint's check of a solve's initial state (raised by JAX or equinox under jit, or as
+    odenets' ValueError on an eager call)."""
+    return isinstance(err, FloatingPointError) or loop.X0_CHECK in str(err)
 
 
 def train(overrides: list[str], options: Options, seed: int):
@@ -136,14 +144,17 @@ def train(overrides: list[str], options: Options, seed: int):
     if options.epochs:
         train_step, eval_step = loop.make_steps(s)
         x, y = s.data.x_train, s.data.y_train
-        for epoch in range(options.epochs):
-            for idx in datasets.batches(len(x), options.batch_size, seed=seed, epoch=epoch):
-                state, metrics = train_step(state, x[idx], y[idx])
-            if not (bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))):
-                diverged = True
-                break
-        if not diverged:
+        try:
+            for epoch in range(options.epochs):
+                for idx in datasets.batches(len(x), options.batch_size, seed=seed, epoch=epoch):
+                    state, metrics = train_step(state, x[idx], y[idx])
+                if not (bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))):
+                    raise FloatingPointError("the loss or the parameters became non-finite")
             accuracy = float(loop.evaluate(s, eval_step, state)["accuracy"])
+        except Exception as err:
+            if not non_finite(err):
+                raise
+            diverged = True
     params, rest, _ = state
     return nnx.merge(s.graphdef, params, rest), s, accuracy, time.perf_counter() - start, diverged
 
@@ -387,8 +398,15 @@ class HaberRuthotto(studies.Study):
                         eig, sv = np.zeros((1, 1, 1), complex), np.full((1, 2), np.nan)
                         accuracy = 1.0 / s.data.output_dim
                     else:
-                        eig = spectra(model, x)
-                        sv = stage_singular_values(model, x) if options.sensitivity else np.full((1, 2), np.nan)
+                        try:
+                            eig = spectra(model, x)
+                            sv = (stage_singular_values(model, x) if options.sensitivity
+                                  else np.full((1, 2), np.nan))
+                        except Exception as err:  # finite parameters, but a state overflows on the test points
+                            if not non_finite(err):
+                                raise
+                            diverged, accuracy = True, 1.0 / s.data.output_dim
+                            eig, sv = np.zeros((1, 1, 1), complex), np.full((1, 2), np.nan)
                     stats = {
                         "accuracy": accuracy, "h": h, "diverged": diverged,
                         "max_re": float(eig.real.max()), "min_re": float(eig.real.min()),
@@ -398,6 +416,8 @@ class HaberRuthotto(studies.Study):
                         "sigma_max": _number(np.median(sv[:, 0])), "sigma_min": _number(np.median(sv[:, -1])),
                         "train_s": seconds,
                     }
+                    if diverged:
+                        stats.update(dict.fromkeys(SPECTRAL, None))
                     results[(dataset, depth, name)] = (stats, model, eig, s)
                     rows.append([dataset, depth, name, h, "diverged" if diverged else accuracy, stats["max_re"],
                                  stats["min_re"],
@@ -435,7 +455,8 @@ class HaberRuthotto(studies.Study):
                 ax.set_aspect("equal")
                 ax.set_xlabel(r"Re$(h\lambda)$")
                 ax.set_ylabel(r"Im$(h\lambda)$")
-                ax.set_title(f"{name}, {dataset}, depth {deep}", fontsize="medium")
+                gone = " (diverged)" if results[(dataset, deep, name)][0]["diverged"] else ""
+                ax.set_title(f"{name}, {dataset}, depth {deep}{gone}", fontsize="medium")
                 ax.legend(fontsize="x-small", loc="upper left")
         fig.tight_layout()
         report.figure("spectra", fig, f"Eigenvalues of h dF_k/dx in the complex plane, every layer, depth {deep}")
@@ -465,9 +486,12 @@ class HaberRuthotto(studies.Study):
             for row, dataset in enumerate(planar):
                 for col, name in enumerate(options.models):
                     stats, model, _, s = results[(dataset, deep, name)]
+                    ax = axes[row, col]
+                    if stats["diverged"]:
+                        ax.set_title(f"{name}, {dataset}: diverged", fontsize="medium")
+                        continue
                     lim = float(np.abs(s.data.x_test).max())
                     xx, yy, cls = decision_grid(model, lim)
-                    ax = axes[row, col]
                     ax.contourf(xx, yy, cls, levels=np.arange(s.data.output_dim + 1) - 0.5,
                                 colors=[plt.cm.tab10(c) for c in range(s.data.output_dim)], alpha=0.3)
                     x, y = s.data.x_test, s.data.y_test
@@ -522,9 +546,9 @@ class HaberRuthotto(studies.Study):
         total = sum(results[k][0]["train_s"] for k in results)
         report.note(f"{len(results)} models; their training loops took {total:.1f} s in all (the train step's "
                     "compilation included; spectra, sensitivities and figures aside).")
-        if "hamiltonian" in options.models:
+        if "hamiltonian" in present:
             text = "; ".join(f"{d}, depth {depth}: {results[(d, depth, 'hamiltonian')][0]['max_abs']:.3g}"
-                             for d in options.datasets for depth in options.depths)
+                             for d, depth, m in keys if m == "hamiltonian")
             report.note("The leapfrog of the Hamiltonian net is stable only for |h lambda| < 2 (its step on "
                         f"imaginary eigenvalues); the largest |h lambda| measured: {text}.")
 
