@@ -283,3 +283,42 @@ def test_the_adjoint_is_silent_when_its_reconstruction_holds():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReconstructionWarning)
         _adjoint_grad(-1.0, "rk4")
+
+
+# -- 10. second-order reverse mode ----------------------------------------------------------------------
+def _damped_sine(t, x, a):
+    return -a * jnp.sin(x) + 0.3 * x
+
+
+@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+def test_grad_of_grad_matches_finite_differences_or_is_refused_by_name(integrator, gradient):
+    """d2L/dw2 and the reverse-over-reverse hessian in x0 equal central differences of the first
+    derivative for every fixed-step pair (implicit ones included); adaptive pairs raise odenets'
+    TypeError naming what works, not JAX's while-loop or custom_vjp error."""
+
+    def loss(w, x0):
+        sol = on.odeint(_damped_sine, x0, T0, T1, 8, integrator=_integ(integrator), gradient=gradient, args=w)
+        return jnp.sum(sol.x**2)
+
+    d2w = jax.grad(jax.grad(loss))
+    if integrator in ADAPTIVE:
+        refusal = (rf"second-order reverse mode .* integrator '{integrator}' and gradient '{gradient}' is not "
+                   rf"supported.*Use a fixed-step integrator")
+        with pytest.raises(TypeError, match=refusal):
+            d2w(0.7, X0)
+        return
+    eps = 1e-5
+    dw = jax.grad(loss)
+    np.testing.assert_allclose(d2w(0.7, X0), (dw(0.7 + eps, X0) - dw(0.7 - eps, X0)) / (2 * eps), rtol=1e-7)
+    dx = jax.grad(loss, argnums=1)
+    fd = np.stack([(dx(0.7, X0 + eps * e) - dx(0.7, X0 - eps * e)) / (2 * eps) for e in jnp.eye(2)])
+    np.testing.assert_allclose(jax.jacrev(dx, argnums=1)(0.7, X0), fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("integrator", [n for n in FIXED if on.integrator.get(n).dynamic_nfe])
+def test_third_derivative_through_newton_steps_matches_finite_differences(integrator):
+    """The stage solution's derivatives are exact beyond second order too (d3L/dw3)."""
+    loss = lambda w: jnp.sum(on.odeint(_damped_sine, X0, T0, T1, 4, integrator=integrator, args=w).x ** 2)
+    d2 = jax.grad(jax.grad(loss))
+    eps = 1e-4
+    np.testing.assert_allclose(jax.grad(d2)(0.7), (d2(0.7 + eps) - d2(0.7 - eps)) / (2 * eps), rtol=1e-6)
