@@ -168,8 +168,9 @@ def _root_jvp(primals, tangents, *, residual, solver, max_steps):
         zc = zc - solve(r(zc, p))
     if dp is None or not jax.tree.leaves(dp):
         return (unravel(zc), steps), (None, None)
-    dp = jax.tree.map(lambda v, t: jnp.zeros_like(v) if t is None else t, p, dp, is_leaf=lambda t: t is None)
-    dp = eqx.filter(dp, eqx.is_inexact_array)
+    # symbolic zeros (None) made explicit for every inexact array of p; None elsewhere (args=None, a function)
+    zero = lambda v, t: t if t is not None else (jnp.zeros_like(v) if eqx.is_inexact_array(v) else None)
+    dp = jax.tree.map(zero, p, dp, is_leaf=lambda v: v is None)
     # R_z dz + R_p dp at (zc, p): one jvp of R
     linear = lambda dz: eqx.filter_jvp(r, (zc, p), (dz, dp))[1]
     dz = -solve(linear(jnp.zeros_like(zc)))
