@@ -163,7 +163,8 @@ def warn_on_drift(rebuilt, x0):
 class Adjoint(Gradient):
     """Continuous adjoint (backsolve): memory independent of steps, gradient of the ODE.
 
-    For adaptive integrators: diffrax's BacksolveAdjoint.
+    For adaptive integrators: diffrax's BacksolveAdjoint, written out (`integrators.adaptive.backsolve`)
+    so that the drift of its rebuilt states is checked too.
     """
 
     def solve(self, stepper, t0, h, y0, args):

@@ -2,7 +2,9 @@
 
 These choose their own steps (the `steps` argument of `odeint` only sets the grid of
 `save="all"`). Each gradient strategy maps onto the diffrax adjoint that plays its role
-(`ADJOINTS`); diffrax sees complex states as (real, imaginary) pairs.
+(`ADJOINTS`; Adjoint's backward solve is written out in `backsolve`, to check its drift);
+diffrax sees complex states as (real, imaginary) pairs. Their gradients are of first order:
+differentiating them again is refused by name (`differentiable_once`).
 
 NFE is derived from diffrax's step counts: Dopri5 and Tsit5 are FSAL methods with 6 new
 evaluations per attempted step (accepted or rejected) plus 1 at t0; the test suite checks
