@@ -63,12 +63,33 @@ def compose(overrides=()) -> dict:
             else initialize(config_path=None, version_base="1.3"))
     with init:
         cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
+        model = _model_for_data(cfg, overrides)
+        if model is not None:  # the default model follows the data's task: compose again with it
+            cfg = hydra_compose(PRIMARY, overrides=[f"model={model}", *overrides], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
     with open_dict(cfg):
         del cfg["hydra"], cfg["resume"]
         if cfg["study"] is None:  # a training run: no study key, as its config.yaml records it
             del cfg["study"]
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def _model_for_data(cfg, overrides) -> str | None:
+    """The model a run takes when none was chosen (by the command line or the experiment) and the
+    data's task has its own default (Defaults.model_for_task); None when the composed one stands."""
+    from odenets import data as datasets
+    from odenets.train.config import Defaults
+
+    defaults = Defaults()
+    chosen = any(o.lstrip("+~").split("=")[0] == "model" for o in overrides)
+    if chosen or cfg.hydra.runtime.choices.get("model") != defaults.model or not cfg.get("data"):
+        return None
+    try:
+        spec = dict(cfg.data)
+        task = datasets.dataset(spec.pop("name"), **spec).task
+    except (ValueError, TypeError, KeyError):
+        return None  # a bad data config: RunConfig.parse names it
+    return dict(defaults.model_for_task).get(task)
 
 
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -109,8 +130,9 @@ def _check_study(name: str, job: list[str], resume: bool, where: str) -> None:
     ignored = [o for o in job if o.lstrip("+~").split("=")[0].split(".")[0] not in STUDY_KEYS]
     if ignored:
         _fail(f"experiment={name} is a study: it chooses its own data, models and solvers, so "
-              f"{', '.join(ignored)} would be ignored; a study takes study.size=smoke|full, +study.<option>=value, seed, name and "
-              f"hydra.* (its options: the dataclass in experiments/studies/{name}.py){where}")
+              f"{', '.join(ignored)} would be ignored; a study takes study.size=smoke|full, "
+              f"+study.<option>=value, seed, name and hydra.* (its options: the dataclass in "
+              f"experiments/studies/{name}.py){where}")
     if resume:
         _fail(f"experiment={name} is a study: it has no --resume; run it again (a new directory){where}")
 

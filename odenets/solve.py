@@ -258,8 +258,8 @@ def odeint(
     Everything is checked before any compute; jit, vmap and grad all apply. Forward mode (jvp,
     jacfwd, hessian) works with gradient "backprop" or "checkpoint" and a fixed-step integrator;
     other pairs refuse it with a TypeError that says so. Second-order reverse mode (grad of
-    grad) works through explicit fixed-step solves and Adjoint; it is not available through
-    implicit or adaptive Backprop/Checkpoint (JAX cannot transpose their while loops).
+    grad, jacrev of jacrev) works through every fixed-step pair (Newton stages by the implicit
+    function theorem); adaptive solves refuse it with a TypeError naming what works.
     A state that becomes non-finite in a solve with concrete values is an error naming the
     step (or time) where it happened; under jit or grad the NaN is returned (a training loop
     sees it as divergence), with no cost in the loop.

@@ -323,3 +323,14 @@ def test_the_wheel_runs_an_experiment_from_any_directory(tmp_path):
     assert json.loads(summary.read_text())["status"] == "completed"
     bench = subprocess.run([bin_ / "odenets", "bench"], env=env, cwd=elsewhere, capture_output=True, text=True)
     assert bench.returncode == 2 and "needs the source checkout" in bench.stderr
+
+
+def test_the_default_model_follows_the_datas_task():
+    """`odenets run data=spiral_ode` trains a Neural ODE; a model chosen on the command line or by an
+    experiment stands (and a classifier family given trajectories is refused by the run)."""
+    assert odenets_cli.compose(["data=spiral_ode"])["model"]["family"] == "node"
+    assert odenets_cli.compose(["data=spiral_ode", "model.depth=3"])["model"] == {
+        **odenets_cli.compose(["model=node"])["model"], "depth": 3}
+    assert odenets_cli.compose(["data=spiral_ode", "model=anode"])["model"]["family"] == "anode"
+    assert odenets_cli.compose(["data=spiral_ode", "model=resnet"])["model"]["family"] == "resnet"
+    assert odenets_cli.compose(["data=moons"])["model"]["family"] == "resnet"

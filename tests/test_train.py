@@ -165,19 +165,6 @@ def test_bad_configs_fail_before_anything_is_written(tmp_path, changes, match):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_trajectory_dataset_is_refused_before_it_is_built(tmp_path, monkeypatch):
-    from odenets.data.trajectories import Robertson
-
-    def never(self, seed):
-        raise AssertionError("the dataset was built before the task was checked")
-
-    monkeypatch.setattr(Robertson, "build", never)
-    with pytest.raises(ValueError, match=r"trains on tasks classification, regression; dataset 'robertson' "
-                                         r"is a 'trajectory' task"):
-        fit(tiny(data={"name": "robertson"}), tmp_path / "run")
-    assert not (tmp_path / "run").exists()
-
-
 def test_optimizer_schedules_and_clipping():
     import jax.numpy as jnp
 

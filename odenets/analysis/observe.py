@@ -14,6 +14,8 @@ Heun carries a second copy z) are refused.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -25,7 +27,7 @@ from jax import lax
 
 from odenets.analysis._field import as_field
 from odenets.analysis.stability import carried_size, fixed_step
-from odenets.analysis.steps import _ode_block, stage_inputs
+from odenets.analysis.steps import ode_stages
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import Integrator
 from odenets.models import Classifier, ODEBlock
@@ -40,7 +42,8 @@ class Observation(NamedTuple):
     states:    (N + 1, ...) x_k (odeint's save="all").
     residuals: (N, ...) F_k(t_k, x_k), the residual branch's output at the state entering step k
                (h F_k is forward Euler's update; other methods evaluate F_k at more points).
-    grads:     (N + 1, ...) dL/dx_k.
+    grads:     (N + 1, ...) dL/dx_k (complex states: JAX's convention for a real L, the conjugate
+               of dL/dRe x_k + i dL/dIm x_k).
     loss:      L(x_N).
     """
 
@@ -71,51 +74,74 @@ def observe(
     integrator: Integrator | str,
     loss: Callable[[Any], Any],
     args=None,
+    *,
+    loss_args=None,
 ) -> Observation:
     """Solve dx/dt = f(t, x, args) from t0 to t1 in `steps` fixed steps and observe every step.
 
     f:    a function f(t, x, args), an NNX module, or `PerStep(stack)` (or args=PerStep(...)):
           step k's field F_k is then slice k.
-    loss: L(x_N) -> a real scalar; `grads` holds dL/dx_k for k = 0..N.
+    loss: L(x_N) -> a real scalar; `grads` holds dL/dx_k for k = 0..N. With `loss_args`, L is
+          loss(x_N, loss_args) (arrays passed in rather than closed over: a loss function
+          used again is compiled once).
     Integrators must take fixed steps and carry x alone (see the module docstring).
     """
     integ = _single_state(integrator)
     steps = check_grid(steps, t0, t1)
     field, args = as_field(f, args)
-    sol = odeint(field, x0, t0, t1, steps, integrator=integ, args=args, save="all")
-    xs = sol.xs
+    xs = odeint(field, x0, t0, t1, steps, integrator=integ, args=args, save="all").xs
     real = jnp.finfo(xs.dtype).dtype
     h = (jnp.asarray(t1, real) - jnp.asarray(t0, real)) / steps
     times = jnp.asarray(t0, real) + h * jnp.arange(steps + 1, dtype=real)
+    residuals, grads, value = _backward(field, integ, loss, xs, times, h, args, loss_args)
+    return Observation(times, xs, residuals, grads, value)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _backward(field, integ, loss, xs, times, h, args, loss_args=None):
+    """(residuals F_k(t_k, x_k), gradients dL/dx_k, L) from the saved states, in one compiled program.
+    L is loss(x_N), or loss(x_N, loss_args) when loss_args is given (a loss that jit can key on)."""
     per_step = isinstance(args, PerStep)
     stacked = args.tree if per_step else None
     shared = None if per_step else args
-
-    residuals = jax.vmap(lambda t, x, a: field(t, x, shared if a is None else a))(times[:-1], xs[:-1], stacked)
-
-    def step_map(x, t, a):
-        return odeint(field, x, t, t + h, 1, integrator=integ, args=shared if a is None else a).x
-
-    value, g_last = jax.value_and_grad(loss)(xs[-1])
+    pick = lambda a: shared if a is None else a
+    residuals = jax.vmap(lambda t, x, a: field(t, x, pick(a)))(times[:-1], xs[:-1], stacked)
 
     def back(g, inputs):
         x, t, a = inputs
-        _, vjp = jax.vjp(lambda y: step_map(y, t, a), x)
+        _, vjp = jax.vjp(lambda y: odeint(field, y, t, t + h, 1, integrator=integ, args=pick(a)).x, x)
         (g,) = vjp(g)
         return g, g
 
+    value, g_last = jax.value_and_grad(lambda x: loss(x) if loss_args is None else loss(x, loss_args))(xs[-1])
     _, grads = lax.scan(back, g_last, (xs[:-1], times[:-1], stacked), reverse=True)
-    grads = jnp.concatenate([grads, g_last[None]])
-    return Observation(times, xs, residuals, grads, value)
+    return residuals, jnp.concatenate([grads, g_last[None]]), value
 
 
 def _block_f(block: ODEBlock):
     return PerStep(block.field) if block.params == "per_step" else block.field
 
 
-def observe_block(block: ODEBlock, x, loss: Callable[[Any], Any]) -> Observation:
+def observe_block(block: ODEBlock, x, loss: Callable[[Any], Any], *, loss_args=None) -> Observation:
     """`observe` of an ODE block (its field, times, steps and integrator) on input x."""
-    return observe(_block_f(block), x, block.t0, block.t1, block.steps, block.integrator, loss)
+    return observe(_block_f(block), x, block.t0, block.t1, block.steps, block.integrator, loss,
+                   loss_args=loss_args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Downstream:
+    """The mean cross-entropy of a classifier's logits from the output of stage s: the later
+    transitions and stages, then the head. Called as L(x, (model state, labels))."""
+
+    graphdef: Any
+    stage: int
+
+    def __call__(self, x, state_and_labels):
+        state, y = state_and_labels
+        m = nnx.merge(self.graphdef, state, copy=True)  # fresh variables: the stages record stats
+        for j in range(self.stage + 1, len(m.stages)):
+            x = m.stages[j](m.transitions[j - 1](x))
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(m.head(x), y))
 
 
 def observe_model(model: Classifier | ODEBlock, x, y=None, *, loss: Callable | None = None):
@@ -136,22 +162,6 @@ def observe_model(model: Classifier | ODEBlock, x, y=None, *, loss: Callable | N
         raise ValueError("observe_model of a Classifier needs the labels y (the loss is cross-entropy)")
     y = jnp.asarray(y)
     graphdef, state = nnx.split(model)
-    out = []
-    for s, stage, x_in in stage_inputs(model, jnp.asarray(x)):
-        found = _ode_block(stage)
-        if found is None:
-            continue
-        block, prepare = found
-
-        def downstream(x_out, s=s):
-            m = nnx.merge(graphdef, state)
-            for j in range(s + 1, len(m.stages)):
-                x_out = m.stages[j](m.transitions[j - 1](x_out))
-            logits = m.head(x_out)
-            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-
-        out.append(observe_block(block, prepare(x_in), downstream))
-    if not out:
-        raise ValueError(f"model family {model.family!r} has no ODE stages (ODEBlock) to observe")
-    return out
+    return [observe_block(block, x_in, Downstream(graphdef, s), loss_args=(state, y))
+            for s, block, x_in in ode_stages(model, jnp.asarray(x))]
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from odenets.analysis.stability import fixed_step, stability_function
+from odenets.analysis.stability import fixed_step, stability_function, stable
 from odenets.integrators import Integrator
 
 EXTENT = (-5.0, 3.0, -4.0, 4.0)  # (re_min, re_max, im_min, im_max): RK4's region fits, with room
@@ -31,6 +31,8 @@ def plot_regions(
 ):
     """Draw each integrator's stability region |R(z)| <= 1 (filled, with its boundary |R| = 1) in
     the plane of z = h lambda, axes Re(h lambda) and Im(h lambda), one legend entry per method.
+    A region without interior (reversible Heun's segment [-i, i] of the imaginary axis) is drawn
+    as a thick line on the axis.
 
     eigenvalues: optional points z = h lambda to scatter on top: an array (any shape), or a
     mapping label -> array for several sets (each its own marker colour and legend entry).
@@ -52,6 +54,10 @@ def plot_regions(
         ax.contourf(zr, zi, mod, levels=[0.0, 1.0], colors=[colour], alpha=alpha)
         if np.nanmin(mod) < 1.0 < np.nanmax(mod):
             ax.contour(zr, zi, mod, levels=[1.0], colors=[colour], linewidths=1.5)
+        else:  # no interior (reversible Heun: the segment [-i, i]): draw the stable part of the imaginary axis
+            y = zi[:, 0]
+            on_axis = np.where(stable(integ, 1j * y), y, np.nan)
+            ax.plot(np.zeros_like(y), on_axis, color=colour, linewidth=4, solid_capstyle="butt")
         handles.append(Patch(facecolor=colour, edgecolor=colour, alpha=0.5, label=integ.name))
     if eigenvalues is not None:
         sets = eigenvalues.items() if isinstance(eigenvalues, Mapping) else [("eigenvalues", eigenvalues)]

@@ -102,7 +102,7 @@ def jacobian_spectrum(
     method: str = "exact",
     k: int = 6,
     batched: bool = False,
-    iters: int = 200,
+    iters: int = 500,
     seed: int = 0,
 ) -> np.ndarray:
     """Eigenvalues z = h lambda of h dF/dx at (t, x), sorted by decreasing modulus (complex numpy).

@@ -29,7 +29,8 @@ from odenets import validate
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.integrators import FixedStepIntegrator, Integrator
 
-ROOTS = ("dominant", "principal")
+# which eigenvalue of M(z) is R(z): the one with the highest score
+ROOTS = {"dominant": np.abs, "principal": lambda mu: -np.abs(mu - 1)}
 TOL = 1e-9  # |R(z)| <= 1 + TOL counts as stable (rounding on the edge of a region)
 
 
@@ -45,10 +46,6 @@ def fixed_step(integrator: Integrator | str) -> FixedStepIntegrator:
             f"{', '.join(fixed)}"
         )
     return integ
-
-
-def _complex_dtype():
-    return jnp.complex128 if jax.config.jax_enable_x64 else jnp.complex64
 
 
 def _inexact(leaf) -> bool:
@@ -88,12 +85,15 @@ def amplification_matrix(integrator: Integrator | str, z) -> np.ndarray:
     The carried state is whatever the integrator's `init` returns (its floating-point parts): for
     reversible Heun (y, z, f(z)), m = 3, and f(z) = lambda z holds on every state a solve
     reaches, so the third eigenvalue of M is 0 and the other two are those of the 2 x 2 map on
-    (y, z), mu = z +- sqrt(z^2 + 1).
+    (y, z), mu = z +- sqrt(z^2 + 1). Computed in complex128 whatever jax_enable_x64 says.
     """
     integ = fixed_step(integrator)
     z = np.asarray(z)
-    flat = jnp.asarray(z.reshape(-1), _complex_dtype())
-    m = np.asarray(_matrix_fn(integ)(flat))
+    flat = z.reshape(-1)
+    size = max(16, 1 << max(flat.size - 1, 0).bit_length())  # a power of two: few compiled shapes
+    with jax.enable_x64(True):  # complex128 whatever the caller's precision: regions to rounding
+        padded = jnp.asarray(np.pad(flat, (0, size - flat.size)), jnp.complex128)
+        m = np.asarray(_matrix_fn(integ)(padded))[: flat.size]
     return m.reshape(z.shape + m.shape[1:])
 
 
@@ -119,15 +119,14 @@ def stability_function(integrator: Integrator | str, *, root: str = "dominant") 
     Adaptive integrators are refused with a ValueError naming the fixed-step choices.
     """
     integ = fixed_step(integrator)
-    root = validate.choice("root", root, ROOTS)
+    score = ROOTS[validate.choice("root", root, ROOTS)]
 
     def R(z) -> np.ndarray:
         m = amplification_matrix(integ, z)
         if m.shape[-1] == 1:
             return m[..., 0, 0]
         mu = np.linalg.eigvals(m)
-        score = np.abs(mu) if root == "dominant" else -np.abs(mu - 1)
-        return np.take_along_axis(mu, np.argmax(score, axis=-1)[..., None], axis=-1)[..., 0]
+        return np.take_along_axis(mu, np.argmax(score(mu), axis=-1)[..., None], axis=-1)[..., 0]
 
     R.__doc__ = f"R(z) of {integ.name!r} ({root} root): z complex array -> complex array of its shape."
     R.integrator = integ

@@ -79,16 +79,26 @@ def block_spectra(block: ODEBlock, x, **options) -> StepSpectrum:
     return _spectra(f, sol, block.t0, block.t1, block.steps, block.integrator, None, **options)
 
 
-def stage_inputs(model: Classifier, x):
-    """(s, stage, the stage's input) for every stage s of a classifier on input x (B, *input_shape)."""
+def ode_stages(model: Classifier, x):
+    """(s, block, the block's input) for every ODE stage s of a classifier on input x (B, *input_shape),
+    running the stages in between (and none after the last ODE stage). A model without ODE stages
+    is refused before any compute."""
+    found = [_ode_block(stage) for stage in model.stages]
+    last = max((s for s, f in enumerate(found) if f is not None), default=None)
+    if last is None:
+        stages = ", ".join(type(stage).__name__ for stage in model.stages)
+        raise ValueError(f"model family {model.family!r} has no ODE stages (ODEBlock); its stages: {stages}")
     if model.config.ndim == 0:
         x = x.reshape(x.shape[0], -1)
     x = model.stem(x)
-    for s, stage in enumerate(model.stages):
+    for s, stage in enumerate(model.stages[: last + 1]):
         if s:
             x = model.transitions[s - 1](x)
-        yield s, stage, x
-        x = stage(x)
+        if found[s] is not None:
+            block, prepare = found[s]
+            yield s, block, prepare(x)
+        if s < last:
+            x = stage(x)
 
 
 def step_spectra(
@@ -103,7 +113,7 @@ def step_spectra(
     method: str = "exact",
     k: int = 6,
     batched: bool = True,
-    iters: int = 200,
+    iters: int = 500,
     seed: int = 0,
 ) -> StepSpectrum | list[StepSpectrum]:
     """Eigenvalues of h dF_k/dx at every step k of a forward solve, at the states it passes through.
@@ -117,15 +127,7 @@ def step_spectra(
     """
     options = dict(method=method, k=k, batched=batched, iters=iters, seed=seed)
     if isinstance(model, Classifier):
-        out = []
-        for _, stage, x_in in stage_inputs(model, jnp.asarray(x)):
-            found = _ode_block(stage)
-            if found is not None:
-                block, prepare = found
-                out.append(block_spectra(block, prepare(x_in), **options))
-        if not out:
-            raise ValueError(f"model family {model.family!r} has no ODE stages (ODEBlock) to take spectra of")
-        return out
+        return [block_spectra(block, x_in, **options) for _, block, x_in in ode_stages(model, jnp.asarray(x))]
     if isinstance(model, ODEBlock):
         return block_spectra(model, x, **options)
     if t1 is None or steps is None or integrator is None:

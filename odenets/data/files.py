@@ -118,11 +118,39 @@ class NPZ(Builder):
         for field in ("x_train", "x_test"):
             if arrays[field].ndim == 1:
                 arrays[field] = arrays[field][:, None]
+        if self.task == "trajectory":
+            check_trajectory_arrays(path, arrays, {**keys, "ts": self.ts_key})
         num_classes = self.num_classes
         if self.task == "classification" and num_classes is None:
             top = max(arrays["y_train"].max(initial=0), arrays["y_test"].max(initial=0))
             num_classes = int(top) + 1 if np.isfinite(top) else None  # Dataset names the bad label
         return Dataset(self.name, **arrays, task=self.task, num_classes=num_classes)
+
+
+def check_trajectory_arrays(path: Path, arrays: dict[str, np.ndarray], keys: dict[str, str]) -> None:
+    """An .npz's observation times t (T,) strictly increasing, and each split's x (N, D) and y (N, T, D)
+    matching them; the error names the file, the arrays' shapes and what is expected."""
+    ts = arrays["ts"]
+    t_name = keys["ts"]
+    if ts.ndim != 1 or len(ts) < 2:
+        raise ValueError(f"dataset 'npz': {path}: the observation times {t_name!r} must be a 1-D array of T >= 2 "
+                         f"times, got shape {ts.shape}")
+    if np.issubdtype(ts.dtype, np.number):
+        bad = np.flatnonzero(~(np.diff(ts.astype(np.float64)) > 0))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"dataset 'npz': {path}: the observation times {t_name!r} (shape {ts.shape}) must be strictly "
+                f"increasing, but {t_name}[{i + 1}] = {ts[i + 1]:g} follows {t_name}[{i}] = {ts[i]:g}; sort the "
+                f"times (and the states with them) and drop repeated times")
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        x_name, y_name = keys[f"x_{split}"], keys[f"y_{split}"]
+        if y.ndim != 3 or y.shape[1] != len(ts) or x.shape != (y.shape[0], y.shape[2]):
+            raise ValueError(
+                f"dataset 'npz': {path}: {len(ts)} observation times {t_name!r} {ts.shape}, so {y_name!r} must "
+                f"have shape (N, T, D) with T = {len(ts)} and {x_name!r} shape (N, D) (the states at "
+                f"{t_name}[0]); got {x_name!r} {x.shape} and {y_name!r} {y.shape}")
 
 
 IDX_FILES = {

@@ -142,7 +142,8 @@ def _warn(drift2, size2):
             f"{drift / max(size, 1e-30):.3g} relative to |x0| = {size:.3g} (tolerance {DRIFT_RTOL:g}): the "
             f"reversed dynamics amplify errors (backsolve adjoints fail on such dynamics), so the gradient "
             f"is unreliable. Use gradient 'backprop', 'checkpoint' or 'reversible' (exact for the discrete "
-            f"solve), or more steps", ReconstructionWarning, stacklevel=2)
+            f"solve), or more steps (adaptive integrators: smaller rtol and atol)",
+            ReconstructionWarning, stacklevel=2)
 
 
 def warn_on_drift(rebuilt, x0):
@@ -162,7 +163,8 @@ def warn_on_drift(rebuilt, x0):
 class Adjoint(Gradient):
     """Continuous adjoint (backsolve): memory independent of steps, gradient of the ODE.
 
-    For adaptive integrators: diffrax's BacksolveAdjoint.
+    For adaptive integrators: diffrax's BacksolveAdjoint, written out (`integrators.adaptive.backsolve`)
+    so that the drift of its rebuilt states is checked too.
     """
 
     def solve(self, stepper, t0, h, y0, args):

@@ -2,7 +2,9 @@
 
 These choose their own steps (the `steps` argument of `odeint` only sets the grid of
 `save="all"`). Each gradient strategy maps onto the diffrax adjoint that plays its role
-(`ADJOINTS`); diffrax sees complex states as (real, imaginary) pairs.
+(`ADJOINTS`; Adjoint's backward solve is written out in `backsolve`, to check its drift);
+diffrax sees complex states as (real, imaginary) pairs. Their gradients are of first order:
+differentiating them again is refused by name (`differentiable_once`).
 
 NFE is derived from diffrax's step counts: Dopri5 and Tsit5 are FSAL methods with 6 new
 evaluations per attempted step (accepted or rejected) plus 1 at t0; the test suite checks
@@ -90,15 +92,15 @@ class AdaptiveIntegrator(Integrator):
         y0 = at_time(t0, x0, args, field=field, sign=-1)
         to_real, from_real = real_view(x0)
 
-        def diffeqsolve(saveat, adjoint=ADJOINTS[gradient.name](self)):
+        def diffeqsolve(saveat, adjoint=ADJOINTS[gradient.name](self), y0_args=(to_real(y0), args)):
             return diffrax.diffeqsolve(
                 diffrax.ODETerm(lambda t, y, a: to_real(field(t, from_real(y), a))),
                 self.diffrax_solver(),
                 lax.stop_gradient(t0),
                 lax.stop_gradient(t1),
                 dt0=None,
-                y0=to_real(y0),
-                args=args,
+                y0=y0_args[0],
+                args=y0_args[1],
                 saveat=saveat,
                 stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
                 adjoint=adjoint,
@@ -106,25 +108,52 @@ class AdaptiveIntegrator(Integrator):
                 throw=False,  # failures are raised below with odenets' own message
             )
 
-        sol = diffeqsolve(diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True))
-        if concrete(sol.result):
-            if sol.result != diffrax.RESULTS.successful:
-                self._failed(diffeqsolve(diffrax.SaveAt(steps=True), diffrax.RecursiveCheckpointAdjoint()), x0)
-            ys = from_real(sol.ys)
+        saveat = diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True)
+        solve = lambda y0_args: _outputs(diffeqsolve(saveat, y0_args=y0_args))
+        message = second_order_message(self, gradient)
+        if gradient.name == "adjoint":
+            term = lambda t, y, a: to_real(field(t, from_real(y), a))
+            times = lax.stop_gradient(ts if save_all else jnp.stack([t0, t1]))
+            run = backsolve(solve, lambda y, a, ta, tb: self._backward(term, y, a, ta, tb), times, message)
         else:
-            ys = from_real(_raise_on_failure(self, sol.result, sol.ys))
+            run = differentiable_once(solve, message)
+        sol_ys, result, num = run((to_real(y0), args))
+        if concrete(result):
+            if result != diffrax.RESULTS.successful:
+                self._failed(diffeqsolve(diffrax.SaveAt(steps=True), diffrax.RecursiveCheckpointAdjoint()), x0)
+            ys = from_real(sol_ys)
+        else:
+            ys = from_real(_raise_on_failure(self, result, sol_ys))
         if save_all:
             xs = jax.vmap(lambda t, y: at_time(t, y, args, field=field, sign=1))(ts, ys)
             x = jax.tree.map(lambda v: v[-1], xs)
         else:
             xs, x = None, at_time(t1, jax.tree.map(lambda v: v[-1], ys), args, field=field, sign=1)
         stats = {
-            "nfe": self.nfe(sol.stats["num_steps"]),
+            "nfe": self.nfe(num["num_steps"]),
             "nfe_backward": None,
-            "steps": sol.stats["num_accepted_steps"],
-            "rejected": sol.stats["num_rejected_steps"],
+            "steps": num["num_accepted_steps"],
+            "rejected": num["num_rejected_steps"],
         }
         return x, xs, stats
+
+    def _backward(self, term, y_a_g, args, t_from, t_to):
+        """The adjoint system dx/dt = f, da/dt = -a^T df/dx, dg/dt = -a^T df/dtheta (theta: the
+        inexact arrays of args), solved by diffrax from t_from back to t_to with this solver and
+        its tolerances; nothing is differentiated."""
+        dargs, nargs = eqx.partition(args, eqx.is_inexact_array)
+
+        def adjoint_field(t, state, d):
+            x, a, _ = state
+            fx, vjp = jax.vjp(lambda x_, d_: term(t, x_, eqx.combine(d_, nargs)), x, d)
+            ax, ad = vjp(a)
+            return fx, jax.tree.map(jnp.negative, ax), jax.tree.map(jnp.negative, ad)
+
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
+            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol), max_steps=self.max_steps,
+            adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
+        return jax.tree.map(lambda v: v[-1], sol.ys)
 
     def _failed(self, sol, x0):
         """Raise for a failed solve whose values are concrete, naming the time it reached: a state
@@ -138,6 +167,98 @@ class AdaptiveIntegrator(Integrator):
         if exhausted and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
             raise ValueError(_messages(self)[0] + f" (it reached t={t:.6g})")
         raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
+
+
+def _outputs(sol):
+    """What odenets reads from a diffrax solution: (ys, result, step counts)."""
+    counts = ("num_steps", "num_accepted_steps", "num_rejected_steps")
+    return sol.ys, sol.result, {k: sol.stats[k] for k in counts}
+
+
+def second_order_message(integ: Integrator, gradient) -> str:
+    fixed = [n for n in REGISTRY.names() if not REGISTRY.get(n).adaptive]
+    return (f"second-order reverse mode (jax.grad of jax.grad, jax.jacrev of jax.jacrev, jax.hessian of a "
+            f"gradient) through odeint with adaptive integrator {integ.name!r} and gradient {gradient.name!r} is "
+            f"not supported: diffrax differentiates its adaptive step loop once. Use a fixed-step integrator "
+            f"({', '.join(fixed)}) with any gradient, or finite differences of the first derivative")
+
+
+@eqx.filter_custom_jvp
+def _first_order_only(tree, *, message):
+    """The identity, whose derivative is an error: placed on what a backward pass uses, it turns
+    the differentiation of that pass (second-order reverse mode) into odenets' TypeError."""
+    return tree
+
+
+@_first_order_only.def_jvp
+def _first_order_only_jvp(primals, tangents, *, message):
+    raise TypeError(message)
+
+
+def differentiable_once(solve, message):
+    """solve(vjp_arg) with its reverse-mode derivative, which itself refuses to be differentiated
+    (TypeError `message`, raised while JAX traces the outer backward pass)."""
+
+    @eqx.filter_custom_vjp
+    def run(vjp_arg):
+        return solve(vjp_arg)
+
+    @run.def_fwd
+    def fwd(perturbed, vjp_arg):
+        return eqx.filter_vjp(solve, vjp_arg)
+
+    @run.def_bwd
+    def bwd(vjp, ct, perturbed, vjp_arg):
+        vjp, ct = _first_order_only((vjp, ct), message=message)
+        return vjp(ct)[0]
+
+    return run
+
+
+def backsolve(solve, backward, times, message):
+    """solve(vjp_arg = (y0, args)) differentiated by the continuous adjoint (diffrax's
+    BacksolveAdjoint, written out so that its reconstruction of the states is seen).
+
+    The backward pass solves the adjoint system from each save time t_k back to t_(k-1)
+    (`backward`), restarting x at the saved state x(t_(k-1)) and adding that state's cotangent
+    to a, as BacksolveAdjoint does. The x it rebuilds at each t_(k-1), and finally at t0, is
+    compared with the forward pass's (ReconstructionWarning when they differ by more than 1%):
+    the check costs no extra solve. Differentiating the backward pass again raises `message`.
+    """
+    from odenets.gradients.adjoint import warn_on_drift  # the gradients package imports the integrators
+
+    @eqx.filter_custom_vjp
+    def run(vjp_arg):
+        return solve(vjp_arg)
+
+    @run.def_fwd
+    def fwd(perturbed, vjp_arg):
+        out = solve(vjp_arg)
+        return out, out[0]
+
+    @run.def_bwd
+    def bwd(ys, ct, perturbed, vjp_arg):
+        ys, ct, vjp_arg = _first_order_only((ys, ct[0], vjp_arg), message=message)
+        y0, args = vjp_arg
+        ct = jax.tree.map(lambda c, v: jnp.zeros_like(v) if c is None else c, ct, ys, is_leaf=lambda c: c is None)
+        if len(times) != len(jax.tree.leaves(ys)[0]):  # save="final": x(t1) alone; x(t0) = y0 (no cotangent)
+            ys = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
+            ct = jax.tree.map(lambda c: jnp.concatenate([jnp.zeros_like(c), c]), ct)
+
+        def segment(carry, k):  # from times[k + 1] back to times[k]
+            a, g = carry
+            x = jax.tree.map(lambda v: v[k + 1], ys)
+            a = jax.tree.map(lambda a_, c: a_ + c[k + 1], a, ct)
+            x, a, g = backward((x, a, g), args, times[k + 1], times[k])
+            return (a, g), x
+
+        g = jax.tree.map(jnp.zeros_like, eqx.filter(args, eqx.is_inexact_array))
+        carry = (jax.tree.map(jnp.zeros_like, y0), g)
+        (a, g), rebuilt = lax.scan(segment, carry, jnp.arange(len(times) - 1), reverse=True)
+        warn_on_drift(rebuilt, jax.tree.map(lambda v: v[:-1], ys))
+        return jax.tree.map(lambda a_, c: a_ + c[0], a, ct), g
+
+    return run
 
 
 @eqx.filter_custom_jvp

@@ -3,8 +3,10 @@
     y_next = y + h * [(1 - theta) f(t, y) + theta f(t + h, y_next)]
 
 theta = 1 is backward Euler (order 1, L-stable), theta = 1/2 the trapezoidal rule (order 2).
-The stage equation is solved by Newton's method (optimistix), and differentiated by the
-implicit function theorem (optimistix.ImplicitAdjoint), never by unrolling the iterations.
+The stage equation R(z, p) = z - rhs - h theta f(t + h, z) = 0 is solved by Newton's method
+(optimistix) and differentiated by the implicit function theorem, never by unrolling the
+iterations: dz = -(dR/dz)^-1 (dR/dp) dp. The rule evaluates z by calling the solve itself, so
+it is differentiable again (grad of grad, hessian), each order through the same theorem.
 Newton sees complex states as (real, imaginary) pairs.
 
 With a quadrature integrand q (see `fixed`), Newton runs over y alone and the integral of q
@@ -20,8 +22,10 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import optimistix as optx
+from jax import lax
 
 from odenets import validate
 from odenets._abstract import final
@@ -90,11 +94,10 @@ class ThetaMethod(FixedStepIntegrator):
 
         tol = _default_tol(y)
         solver = optx.Newton(rtol=self.rtol or tol, atol=self.atol or tol)
-        sol = optx.root_find(residual, solver, to_real(y), args=(rhs, t1, h, args), max_steps=self.max_iters,
-                             throw=False)
-        ok = sol.result == optx.RESULTS.successful
-        y1 = jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), from_real(sol.value))
-        count = count + sol.stats["num_steps"].astype(jnp.int32)
+        z, steps = _root(to_real(y), (rhs, t1, h, args), residual=residual, solver=solver,
+                         max_steps=self.max_iters)
+        y1 = from_real(z)
+        count = count + steps
         q_shape = eqx.filter_eval_shape(fq, t1, y1, args)[1]
         if not jax.tree.leaves(q_shape):  # no quadrature: its empty structure, as fq returns it
             return (y1, count), q_shape
@@ -121,3 +124,56 @@ class Trapezoid(ThetaMethod):
 
     order: ClassVar[int] = 2
     theta: ClassVar[float] = 0.5
+
+
+# chord corrections in the derivative rule: the derivatives of the stage solution are exact to order
+# CORRECTIONS + 1 (grad of grad and reverse-over-reverse hessians need 2, hessians of a gradient 3)
+CORRECTIONS = 2
+
+
+@eqx.filter_custom_jvp
+def _root(z0, p, *, residual, solver, max_steps):
+    """(z with R(z, p) = 0 from the guess z0, Newton iterations made). A failed solve (no
+    convergence, a non-finite f) gives z = NaN, which `odeint` and the training loop report."""
+    # derivatives come from the rule below, never from the iterations (JAX may still trace this
+    # body when it partially evaluates a differentiated loop: it then sees constants)
+    z0, p = jax.tree.map(lambda v: lax.stop_gradient(v) if eqx.is_inexact_array(v) else v, (z0, p))
+    sol = optx.root_find(residual, solver, z0, args=p, max_steps=max_steps, throw=False)
+    ok = sol.result == optx.RESULTS.successful
+    z = jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), sol.value)
+    return z, sol.stats["num_steps"].astype(jnp.int32)
+
+
+@_root.def_jvp
+def _root_jvp(primals, tangents, *, residual, solver, max_steps):
+    """The implicit function theorem, dz = -(dR/dz)^-1 (dR/dp) dp, written so that it can be
+    differentiated again (grad of grad, hessian) without relying on this rule being seen again.
+
+    With J = dR/dz at the root (a constant matrix M for differentiation) and z* the root, z is
+    returned as z* - M^-1 R(z*, p) (chord steps: its value is z*, and each step makes one more
+    derivative of z in p exact), and the tangent dz as the chord iterate of J dz = -R_p dp from
+    dz = -M^-1 R_p dp (its value is the theorem's; each step makes one more derivative exact).
+    Only z* comes from Newton's iterations, never differentiated. J is dense (Newton forms it too).
+    """
+    z0, p = primals
+    _, dp = tangents
+    z, steps = _root(z0, p, residual=residual, solver=solver, max_steps=max_steps)
+    flat, unravel = jax.flatten_util.ravel_pytree(lax.stop_gradient(z))
+    ravel = lambda tree: jax.flatten_util.ravel_pytree(tree)[0]
+    r = lambda zf, p_: ravel(residual(unravel(zf), p_))
+    jac = lax.stop_gradient(jax.jacfwd(lambda zf: r(zf, p))(flat))
+    solve = lambda b: jnp.linalg.solve(jac, b)
+    zc = flat
+    for _ in range(CORRECTIONS):
+        zc = zc - solve(r(zc, p))
+    if dp is None or not jax.tree.leaves(dp):
+        return (unravel(zc), steps), (None, None)
+    # symbolic zeros (None) made explicit for every inexact array of p; None elsewhere (args=None, a function)
+    zero = lambda v, t: t if t is not None else (jnp.zeros_like(v) if eqx.is_inexact_array(v) else None)
+    dp = jax.tree.map(zero, p, dp, is_leaf=lambda v: v is None)
+    # R_z dz + R_p dp at (zc, p): one jvp of R
+    linear = lambda dz: eqx.filter_jvp(r, (zc, p), (dz, dp))[1]
+    dz = -solve(linear(jnp.zeros_like(zc)))
+    for _ in range(CORRECTIONS):
+        dz = dz - solve(linear(dz))
+    return (unravel(zc), steps), (unravel(dz), None)

@@ -18,6 +18,8 @@ from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, So
 from odenets.models.families import Residual, SharedODE
 from odenets.models.block import ODEBlock, SolverStats, solver_stats
 from odenets.models.classifier import Classifier
+from odenets.models.trajectory import Trajectory
+from odenets.models.base import check_trajectories
 from odenets.models.presets import CHEN_DOPRI5, PRESETS, param_count, preset
 from odenets.models.stems import REGISTRY as stem
 from odenets.models.stems import Stem
@@ -35,8 +37,19 @@ def build(family: str | Family, *, input_shape, num_classes: int, rngs=0, **opti
     return REGISTRY(family, **options).build(input_shape, num_classes, rngs=rngs)
 
 
+def trajectory(family: str | Family, *, dim: int, ts, rngs=0, **options) -> Trajectory:
+    """A `Trajectory` model of the named family (node, anode: `family.get(n).takes_trajectories`)
+    mapping initial states (B, dim) to their states at the observation times ts (B, T, dim).
+
+    Options are checked as in `build`; a family that takes no trajectories is refused with the
+    families that do."""
+    options = {key: value for key, value in options.items() if value is not None}
+    return REGISTRY(family, **options).trajectory(dim, ts, rngs=rngs)
+
+
 __all__ = [
     "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered", "ODEBlock", "Residual",
-    "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "build", "family", "param_count", "preset",
-    "solver_stats", "stem",
+    "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "Trajectory", "build",
+    "check_trajectories", "family", "param_count", "preset",
+    "solver_stats", "stem", "trajectory",
 ]

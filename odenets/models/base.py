@@ -77,6 +77,7 @@ class Family(abc.ABC):
     options: ClassVar[tuple[str, ...]] = _OptionNames()
     takes_integrator: ClassVar[bool] = False
     takes_gradient: ClassVar[bool] = False
+    takes_trajectories: ClassVar[bool] = False  # builds a `Trajectory` model for time-series data
     # options whose unset (None) value follows the width: name -> d, resolved to max(1, width // d)
     width_fractions: ClassVar[dict[str, int]] = {}
 
@@ -157,7 +158,27 @@ class Family(abc.ABC):
         return Classifier(resolved, input_shape, num_classes, rngs=rngs)
 
 
+    def trajectory(self, dim: int, ts, *, rngs: nnx.Rngs | int = 0) -> nnx.Module:
+        """The model for trajectory data (initial states (B, dim) -> states at ts); only the
+        families with `takes_trajectories` build one, the others refuse with the families that do."""
+        check_trajectories(getattr(self, "name", type(self).__name__))
+        raise NotImplementedError  # a family with takes_trajectories overrides this method
+
+
 REGISTRY: Registry[Family] = Registry("model family", Family)
+
+
+def check_trajectories(family: str, dataset: str | None = None) -> None:
+    """Refuse trajectory data for a family that maps inputs to class logits, naming those that fit it."""
+    if REGISTRY.get(family).takes_trajectories:
+        return
+    those = " or ".join(f"model={n}" for n in REGISTRY.names() if REGISTRY.get(n).takes_trajectories)
+    data = f" (dataset {dataset!r})" if dataset else ""
+    raise ValueError(
+        f"model family {family!r} maps an input to class scores through a stem and a head; trajectory "
+        f"data{data} needs a Neural ODE family: {those}, which integrates a field on the observed state "
+        f"and fits its states at the observation times"
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -13,11 +13,15 @@ import abc
 import dataclasses
 from typing import Any, ClassVar
 
+from flax import nnx
+
 from odenets._abstract import final
 from odenets.fields import AntisymmetricField, FieldMaker, HamiltonianField, HighwayField
+from odenets.fields.mlp import MLPField
 from odenets.models.base import REGISTRY, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.stages import AugmentedBlock, DenseBlock, HamiltonianBlock, MomentumBlock, PlainBlock
-from odenets.validate import number
+from odenets.models.trajectory import Trajectory
+from odenets.validate import integer, is_int, number
 
 register = REGISTRY.register
 
@@ -64,17 +68,42 @@ class SharedODE(Fields, Integrated):
     fixed-step integrator (adaptive integrators choose their own). RK4, backprop and a
     time-conditioned field by default.
 
-    t1  the end time (1.0)"""
+    t1  the end time (1.0)
+
+    On trajectory data (`trajectory`) the family is a `Trajectory` model instead: no stem, no
+    head, one field F = MLPField(D + augment, hidden=width, layers=2) on the observed state
+    itself (t as an input if time), integrated over the observation times with `depth` steps
+    per observation interval (t1 and the stem, stage and field-type options do not apply)."""
 
     time: bool = True
     integrator: Any = "rk4"
     t1: float = 1.0
 
     per_step = False
+    takes_trajectories = True
+    trajectory_layers: ClassVar[int] = 2
 
     def __post_init__(self):
         super().__post_init__()
         number("t1", self.t1, low=0.0)
+
+    def extra_channels(self) -> int:
+        """Zero channels appended to the state (ANODE's augment; 0 for the Neural ODE)."""
+        return 0
+
+    def trajectory(self, dim, ts, *, rngs=0):
+        spec = self.resolve((integer("dim", dim, 1),))
+        if spec.kind != "mlp" or spec.stages != 1:
+            raise ValueError(
+                f"trajectory data gives states of shape (D,) = ({dim},): model family {self.name!r} needs "
+                f"kind='mlp' and stages=1 for it, got kind={spec.kind!r}, stages={spec.stages}"
+            )
+        channels, width, time = dim + spec.extra_channels(), spec.width, spec.time
+        make = lambda r: MLPField(channels, width, layers=self.trajectory_layers, time=time, rngs=r)
+        if is_int(rngs):
+            rngs = nnx.Rngs(int(rngs))
+        return Trajectory(make, dim, ts, steps_per_interval=spec.depth, integrator=spec.integrator,
+                          gradient=spec.gradient, augment=spec.extra_channels(), unroll=spec.unroll, rngs=rngs)
 
     @property
     def end_time(self) -> float:
@@ -102,6 +131,9 @@ class AugmentedNeuralODE(SharedODE):
 
     augment: int | None = None
     width_fractions: ClassVar[dict[str, int]] = {"augment": 4}
+
+    def extra_channels(self):
+        return self.augment
 
     def stage(self, channels, rngs):
         wide = channels + self.augment

@@ -62,10 +62,13 @@ class Defaults:
     """The option of each config group a run takes when none is chosen, and the seed.
 
     integrator / gradient None: the model family's own (a ResNet's Euler, a Neural ODE's RK4).
+    `model_for_task`: the model a run takes when none is chosen and the data's task is not
+    classification (a trajectory set trains a Neural ODE: `odenets run data=spiral_ode`).
     """
 
     data: str = "mnist1d"
     model: str = "resnet"
+    model_for_task: tuple[tuple[str, str], ...] = (("trajectory", "node"),)
     integrator: str | None = None
     gradient: str | None = None
     optim: str = "adam"
@@ -127,6 +130,13 @@ def build_model(cfg: RunConfig, input_shape: tuple[int, ...], num_classes: int) 
     return _in_group("model", lambda: models.build(
         cfg.model["family"], input_shape=tuple(input_shape), num_classes=num_classes, rngs=nnx.Rngs(cfg.seed),
         **solver, **_options(cfg.model)))
+
+
+def build_trajectory_model(cfg: RunConfig, dim: int, ts) -> nnx.Module:
+    """The model cfg.model describes for trajectory data: initial states (B, dim) -> their states at ts."""
+    solver = {k: getattr(cfg, k) for k in SOLVERS if getattr(cfg, k) is not None}
+    return _in_group("model", lambda: models.trajectory(
+        cfg.model["family"], dim=dim, ts=ts, rngs=nnx.Rngs(cfg.seed), **solver, **_options(cfg.model)))
 
 
 # ---- parsing ------------------------------------------------------------------------------------------

@@ -34,13 +34,16 @@ from odenets import data as datasets
 from odenets import models
 from odenets._abstract import final
 from odenets.train.checkpoints import Checkpoints
-from odenets.train.config import RunConfig, build_model
+from odenets.train.config import RunConfig, build_model, build_trajectory_model
 from odenets.train.metrics import MetricsLog, read_metrics
 
 LOSSES = {
     "classification": lambda logits, y: optax.softmax_cross_entropy_with_integer_labels(logits, y),
     "regression": lambda pred, y: jnp.sum((pred - y.reshape(pred.shape)) ** 2, axis=-1),
+    # the mean squared error over the T observed states (B, T, D) of each trajectory
+    "trajectory": lambda path, y: jnp.mean((path - y) ** 2, axis=(1, 2)),
 }
+PLOTTED_TRAJECTORIES = 4  # test trajectories drawn in figures/trajectories.png
 
 
 X0_CHECK = "x0 has non-finite entries"  # odeint's runtime check, raised through a JAX callback
@@ -98,6 +101,9 @@ def setup(cfg: dict | RunConfig) -> Setup:
     if run.data.task not in LOSSES:  # before any data is generated or read
         raise ValueError(f"`odenets run` trains on tasks {', '.join(LOSSES)}; dataset {run.data.name!r} is a "
                          f"{run.data.task!r} task")
+    trajectory = run.data.task == "trajectory"
+    if trajectory:  # a classifier family on time series: refused before the data is generated or read
+        models.check_trajectories(run.model["family"], run.data.name)
     data = datasets.load(run.data, seed=run.seed)
     if run.train.distributed:
         jax.distributed.initialize()
@@ -107,7 +113,10 @@ def setup(cfg: dict | RunConfig) -> Setup:
         raise ValueError(f"optim.batch_size={batch} must be divisible by the {len(devices)} devices")
     if batch > len(data.x_train):
         raise ValueError(f"optim.batch_size={batch} exceeds the {len(data.x_train)} training examples")
-    model = build_model(run, data.input_shape, data.output_dim)
+    if trajectory:
+        model = build_trajectory_model(run, data.input_shape[0], data.ts)
+    else:
+        model = build_model(run, data.input_shape, data.output_dim)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     steps_per_epoch = len(data.x_train) // batch
     total = steps_per_epoch * run.optim.epochs
@@ -123,6 +132,7 @@ def make_steps(s: Setup):
     """(train_step, eval_step), both jitted; the batch arrives sharded over the "data" axis."""
     loss_of = LOSSES[s.data.task]
     classify = s.data.task == "classification"
+    trajectory = s.data.task == "trajectory"
 
     @jax.jit
     def train_step(state, x, y):
@@ -152,6 +162,9 @@ def make_steps(s: Setup):
         sums = {"loss": jnp.sum(loss_of(out, y) * mask)}
         if classify:
             sums["correct"] = jnp.sum((jnp.argmax(out, -1) == y) * mask)
+        if trajectory:  # for the relative L2 error ||path - y|| / ||y|| over the test set
+            sums["squared_error"] = jnp.sum(jnp.sum((out - y) ** 2, axis=(1, 2)) * mask)
+            sums["squared_norm"] = jnp.sum(jnp.sum(y**2, axis=(1, 2)) * mask)
         return sums
 
     return train_step, eval_step
@@ -179,7 +192,17 @@ def evaluate(s: Setup, eval_step, state) -> dict:
     out = {"loss": totals["loss"] / n}
     if "correct" in totals:
         out["accuracy"] = totals["correct"] / n
+    if "squared_error" in totals:
+        out["rel_error"] = math.sqrt(totals["squared_error"] / totals["squared_norm"])
     return out
+
+
+def predict_trajectories(s: Setup, state, n: int = PLOTTED_TRAJECTORIES) -> dict:
+    """{"ts": (T,), "y": (n, T, D), "pred": (n, T, D)} for the first n test trajectories."""
+    params, rest, _ = state
+    x = s.data.x_test[:n]
+    pred = nnx.merge(s.graphdef, params, rest)(jnp.asarray(x))
+    return {"ts": np.asarray(s.data.ts), "y": np.asarray(s.data.y_test[:n]), "pred": np.asarray(pred)}
 
 
 def _solver_stats(s: Setup, state) -> dict:
@@ -298,7 +321,10 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         log.close()
         ckpt.close()
         summary = _summary(s, run_dir, status, step, wall, temp)
-        write_outputs(run_dir, s.cfg, summary)
+        paths = None
+        if s.data.task == "trajectory" and status in ("completed", "stopped"):
+            paths = predict_trajectories(s, state)
+        write_outputs(run_dir, s.cfg, summary, trajectories=paths)
         release(run_dir)
     return summary
 
@@ -312,6 +338,9 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
     records = read_metrics(run_dir)
     test = [r for r in records if r["split"] == "test"]
     last = test[-1] if test else {}
+    fit_error = {}
+    if s.data.task == "trajectory":  # the final test fit: MSE over the observed states, ||path - y|| / ||y||
+        fit_error = {"test_mse": last.get("loss"), "test_rel_error": last.get("rel_error")}
     return {
         "name": s.run.name,
         "status": status,
@@ -330,6 +359,7 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
         "integrator": None if s.run.integrator is None else s.run.integrator.name,
         "gradient": None if s.run.gradient is None else s.run.gradient.name,
         "data": s.run.data.name,
+        **fit_error,
     }
 
 

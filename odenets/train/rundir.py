@@ -110,11 +110,19 @@ def _get(cfg: dict, dotted: str):
     return cfg
 
 
-def write_outputs(run_dir: Path, cfg: dict, summary: dict) -> None:
+def write_outputs(run_dir: Path, cfg: dict, summary: dict, trajectories: dict | None = None) -> None:
+    """summary.json, figures/curves.png and report.md; with `trajectories` ({"ts", "y", "pred"}, a
+    trajectory run's test paths) also figures/trajectories.png and the fit error in the report."""
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     figure = plot_curves([run_dir], run_dir / "figures" / "curves.png")
     lines = [f"# Run {summary.get('name') or run_dir.name}", "", f"status: **{summary['status']}**", ""]
     lines += table([summary]) + ["", f"![training curves]({figure.relative_to(run_dir)})", ""]
+    if summary.get("test_mse") is not None:
+        lines += ["## Fit", "", f"Test fit error at the observation times: MSE {summary['test_mse']:.4g}, "
+                  f"relative L2 error ||pred - y|| / ||y|| = {summary['test_rel_error']:.4g}.", ""]
+    if trajectories is not None:
+        paths = plot_trajectories(trajectories, run_dir / "figures" / "trajectories.png")
+        lines += [f"![fitted test trajectories against the data]({paths.relative_to(run_dir)})", ""]
     lines += ["## Config", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
 
@@ -126,6 +134,7 @@ COLUMNS = [
     ("gradient", lambda s: s.get("gradient")),
     ("test acc", lambda s: None if s.get("test_accuracy") is None else f"{100 * s['test_accuracy']:.2f}%"),
     ("test loss", lambda s: None if s.get("test_loss") is None else f"{s['test_loss']:.4f}"),
+    ("test rel. error", lambda s: None if s.get("test_rel_error") is None else f"{s['test_rel_error']:.4f}"),
     ("params", lambda s: f"{s['params']:,}"),
     ("NFE fwd", lambda s: s.get("nfe_forward")),
     ("NFE bwd", lambda s: s.get("nfe_backward")),
@@ -169,6 +178,37 @@ def plot_curves(run_dirs: list[Path], out: Path, labels: list[str] | None = None
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_trajectories(trajectories: dict, out: Path) -> Path:
+    """Observed test trajectories as dots and the model's fit as lines, one colour per trajectory:
+    the phase plane of the first two components when D >= 2, else the component against time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts, y, pred = trajectories["ts"], trajectories["y"], trajectories["pred"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    phase = y.shape[-1] >= 2
+    for i in range(len(y)):
+        colour = f"C{i % 10}"
+        data, fit = (y[i, :, 0], y[i, :, 1]), (pred[i, :, 0], pred[i, :, 1])
+        if not phase:
+            data, fit = (ts, y[i, :, 0]), (ts, pred[i, :, 0])
+        ax.plot(*data, "o", color=colour, markersize=3, label=f"data {i}")
+        ax.plot(*fit, "-", color=colour, linewidth=1.5, label=f"fit {i}")
+    if phase:
+        ax.set(xlabel="$x_1$", ylabel="$x_2$", title="test trajectories: phase plane")
+    else:
+        ax.set(xlabel="t", ylabel="$x_1$", title="test trajectories")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
