@@ -272,6 +272,8 @@ def odeint(
     field, args = _as_field(f, args)
     _check_per_step(args, steps)
     x0 = _check_x0(x0)
+    if grad.args_only:
+        _check_closure(field, t0, x0, args, grad)
     args = _in_precision(args, x0)
     x0 = _state_dtypes(field, x0, args)
     t0, t1 = _times(t0, t1, x0)
@@ -283,6 +285,22 @@ def odeint(
             raise
         raise TypeError(forward_mode_message(integ, grad)) from None
     return Solution(x, xs, stats)
+
+
+def _check_closure(field, t0, x0, args, grad: Gradient) -> None:
+    """A custom-VJP strategy differentiates x0 and args only: a value the field closes over that is
+    being differentiated would get no gradient (JAX's own error is an unexpected tracer), so it is
+    refused here, before the solve."""
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    closed = lambda t, x, d: field(t, x, eqx.combine(d, static))
+    _, hoisted = jax.closure_convert(closed, jnp.asarray(t0), x0, dynamic)
+    if hoisted:
+        shapes = ", ".join(f"{jnp.shape(h)}" for h in hoisted[:4])
+        raise TypeError(
+            f"gradient {grad.name!r} differentiates x0 and args only, but the vector field closes over "
+            f"{len(hoisted)} value(s) being differentiated (shapes {shapes}): pass them through args, "
+            f"f(t, x, args) (an NNX module as f passes its parameters itself), or use gradient 'backprop' or "
+            f"'checkpoint'")
 
 
 def forward_mode_message(integ: Integrator, grad: Gradient) -> str:

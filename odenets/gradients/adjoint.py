@@ -25,6 +25,8 @@ with the times; that gradient is refused.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dataclasses
 import warnings
 
@@ -166,6 +168,8 @@ class Adjoint(Gradient):
     For adaptive integrators: diffrax's BacksolveAdjoint, written out (`integrators.adaptive.backsolve`)
     so that the drift of its rebuilt states is checked too.
     """
+
+    args_only: ClassVar[bool] = True
 
     def solve(self, stepper, t0, h, y0, args):
         return _solve(stepper, t0, h, y0, args)

@@ -27,6 +27,9 @@ class Gradient(abc.ABC):
     """How a solve is differentiated. Concrete strategies are frozen, final dataclasses."""
 
     name: ClassVar[str]
+    # differentiates x0 and args only (a custom VJP): a field that closes over a value being
+    # differentiated is refused by odeint, naming the fix (pass it through args)
+    args_only: ClassVar[bool] = False
 
     def check(self, integrator: Integrator) -> None:
         """Raise ValueError, naming the valid choices, if this pairing is not supported."""

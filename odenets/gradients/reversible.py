@@ -11,6 +11,8 @@ solve. Needs a reversible integrator (`ReversibleHeun`).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import dataclasses
 
 import equinox as eqx
@@ -95,6 +97,8 @@ def _solve(stepper, t0, h, y0, args):
 @dataclasses.dataclass(frozen=True)
 class Reversible(Gradient):
     """Exact gradient (times included), memory independent of steps; needs a reversible integrator."""
+
+    args_only: ClassVar[bool] = True
 
     def check(self, integrator):
         if not integrator.reversible:

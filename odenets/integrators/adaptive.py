@@ -4,7 +4,8 @@ These choose their own steps (the `steps` argument of `odeint` only sets the gri
 `save="all"`). Each gradient strategy maps onto the diffrax adjoint that plays its role
 (`ADJOINTS`; Adjoint's backward solve is written out in `backsolve`, to check its drift);
 diffrax sees complex states as (real, imaginary) pairs. Their gradients are of first order:
-differentiating them again is refused by name (`differentiable_once`).
+differentiating Adjoint's backward pass again is refused by name; Backprop and Checkpoint leave
+the loop to diffrax, whose second derivative ends in JAX's while-loop error (documented).
 
 NFE is derived from diffrax's step counts: Dopri5 and Tsit5 are FSAL methods with 6 new
 evaluations per attempted step (accepted or rejected) plus 1 at t0; the test suite checks
@@ -92,12 +93,12 @@ class AdaptiveIntegrator(Integrator):
         y0 = at_time(t0, x0, args, field=field, sign=-1)
         to_real, from_real = real_view(x0)
 
-        def diffeqsolve(saveat, adjoint=ADJOINTS[gradient.name](self), y0_args=(to_real(y0), args)):
+        def diffeqsolve(saveat, adjoint=ADJOINTS[gradient.name](self), y0_args=(to_real(y0), args), span=(t0, t1)):
             return diffrax.diffeqsolve(
                 diffrax.ODETerm(lambda t, y, a: to_real(field(t, from_real(y), a))),
                 self.diffrax_solver(),
-                lax.stop_gradient(t0),
-                lax.stop_gradient(t1),
+                lax.stop_gradient(span[0]),
+                lax.stop_gradient(span[1]),
                 dt0=None,
                 y0=y0_args[0],
                 args=y0_args[1],
@@ -108,16 +109,16 @@ class AdaptiveIntegrator(Integrator):
                 throw=False,  # failures are raised below with odenets' own message
             )
 
-        saveat = diffrax.SaveAt(ts=lax.stop_gradient(ts)) if save_all else diffrax.SaveAt(t1=True)
-        solve = lambda y0_args: _outputs(diffeqsolve(saveat, y0_args=y0_args))
-        message = second_order_message(self, gradient)
-        if gradient.name == "adjoint":
+        saving = lambda grid: diffrax.SaveAt(ts=lax.stop_gradient(grid)) if save_all else diffrax.SaveAt(t1=True)
+        if gradient.name == "adjoint":  # the times go in as arguments: a closed-over tracer would leak
             term = lambda t, y, a: to_real(field(t, from_real(y), a))
             times = lax.stop_gradient(ts if save_all else jnp.stack([t0, t1]))
-            run = backsolve(solve, lambda y, a, ta, tb: self._backward(term, y, a, ta, tb), times, message)
-        else:
-            run = differentiable_once(solve, message)
-        sol_ys, result, num = run((to_real(y0), args))
+            solve = lambda y0_args, grid: _outputs(diffeqsolve(saving(grid), y0_args=y0_args, span=(grid[0], grid[-1])))
+            run = backsolve(solve, lambda y, a, ta, tb: self._backward(term, y, a, ta, tb),
+                            second_order_message(self, gradient))
+            sol_ys, result, num = run((to_real(y0), args), times)
+        else:  # diffrax differentiates its own loop (closures over traced values included)
+            sol_ys, result, num = _outputs(diffeqsolve(saving(ts)))
         if concrete(result):
             if result != diffrax.RESULTS.successful:
                 self._failed(diffeqsolve(diffrax.SaveAt(steps=True), diffrax.RecursiveCheckpointAdjoint()), x0)
@@ -195,28 +196,8 @@ def _first_order_only_jvp(primals, tangents, *, message):
     raise TypeError(message)
 
 
-def differentiable_once(solve, message):
-    """solve(vjp_arg) with its reverse-mode derivative, which itself refuses to be differentiated
-    (TypeError `message`, raised while JAX traces the outer backward pass)."""
-
-    @eqx.filter_custom_vjp
-    def run(vjp_arg):
-        return solve(vjp_arg)
-
-    @run.def_fwd
-    def fwd(perturbed, vjp_arg):
-        return eqx.filter_vjp(solve, vjp_arg)
-
-    @run.def_bwd
-    def bwd(vjp, ct, perturbed, vjp_arg):
-        vjp, ct = _first_order_only((vjp, ct), message=message)
-        return vjp(ct)[0]
-
-    return run
-
-
-def backsolve(solve, backward, times, message):
-    """solve(vjp_arg = (y0, args)) differentiated by the continuous adjoint (diffrax's
+def backsolve(solve, backward, message):
+    """solve(vjp_arg = (y0, args), times) differentiated by the continuous adjoint (diffrax's
     BacksolveAdjoint, written out so that its reconstruction of the states is seen).
 
     The backward pass solves the adjoint system from each save time t_k back to t_(k-1)
@@ -228,16 +209,16 @@ def backsolve(solve, backward, times, message):
     from odenets.gradients.adjoint import warn_on_drift  # the gradients package imports the integrators
 
     @eqx.filter_custom_vjp
-    def run(vjp_arg):
-        return solve(vjp_arg)
+    def run(vjp_arg, times):
+        return solve(vjp_arg, times)
 
     @run.def_fwd
-    def fwd(perturbed, vjp_arg):
-        out = solve(vjp_arg)
+    def fwd(perturbed, vjp_arg, times):
+        out = solve(vjp_arg, times)
         return out, out[0]
 
     @run.def_bwd
-    def bwd(ys, ct, perturbed, vjp_arg):
+    def bwd(ys, ct, perturbed, vjp_arg, times):
         ys, ct, vjp_arg = _first_order_only((ys, ct[0], vjp_arg), message=message)
         y0, args = vjp_arg
         ct = jax.tree.map(lambda c, v: jnp.zeros_like(v) if c is None else c, ct, ys, is_leaf=lambda c: c is None)
