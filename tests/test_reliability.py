@@ -385,8 +385,10 @@ def test_adaptive_gradients_inside_a_scan_with_traced_times(integrator, gradient
     np.testing.assert_allclose(jax.grad(loss)(a0)[0, 1], fd, rtol=1e-5)
 
 
-@pytest.mark.parametrize("integrator,gradient", [("rk4", g) for g in on.gradient.names()] + [("dopri5", "backprop"),
-                                                                                            ("dopri5", "adjoint")])
+CLOSURE_PAIRS = [("rk4", g) for g in on.gradient.names()] + [("dopri5", "backprop"), ("dopri5", "adjoint")]
+
+
+@pytest.mark.parametrize("integrator,gradient", CLOSURE_PAIRS)
 def test_a_field_closing_over_what_is_differentiated(integrator, gradient):
     """Backprop and Checkpoint differentiate a closed-over parameter (central differences); Adjoint and
     Reversible, which differentiate x0 and args only, refuse it by name before the solve."""

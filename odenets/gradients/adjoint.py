@@ -25,10 +25,9 @@ with the times; that gradient is refused.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import dataclasses
 import warnings
+from typing import ClassVar
 
 import equinox as eqx
 import jax

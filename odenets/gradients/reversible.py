@@ -11,9 +11,8 @@ solve. Needs a reversible integrator (`ReversibleHeun`).
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import dataclasses
+from typing import ClassVar
 
 import equinox as eqx
 import jax

@@ -113,7 +113,8 @@ class AdaptiveIntegrator(Integrator):
         if gradient.name == "adjoint":  # the times go in as arguments: a closed-over tracer would leak
             term = lambda t, y, a: to_real(field(t, from_real(y), a))
             times = lax.stop_gradient(ts if save_all else jnp.stack([t0, t1]))
-            solve = lambda y0_args, grid: _outputs(diffeqsolve(saving(grid), y0_args=y0_args, span=(grid[0], grid[-1])))
+            solve = lambda y0_args, grid: _outputs(
+                diffeqsolve(saving(grid), y0_args=y0_args, span=(grid[0], grid[-1])))
             run = backsolve(solve, lambda y, a, ta, tb: self._backward(term, y, a, ta, tb),
                             second_order_message(self, gradient))
             sol_ys, result, num = run((to_real(y0), args), times)
