@@ -272,11 +272,11 @@ def odeint(
     field, args = _as_field(f, args)
     _check_per_step(args, steps)
     x0 = _check_x0(x0)
-    if grad.args_only:
-        _check_closure(field, t0, x0, args, grad)
     args = _in_precision(args, x0)
     x0 = _state_dtypes(field, x0, args)
     t0, t1 = _times(t0, t1, x0)
+    if grad.args_only and not per_step:
+        _check_closure(_in_state_dtype(field), t0, x0, args, grad)
     try:
         x, xs, stats = integ.solve(_in_state_dtype(field), t0, t1, x0, args, grad, steps=steps,
                                    save_all=save == "all", unroll=unroll)
@@ -293,7 +293,10 @@ def _check_closure(field, t0, x0, args, grad: Gradient) -> None:
     refused here, before the solve."""
     dynamic, static = eqx.partition(args, eqx.is_array)
     closed = lambda t, x, d: field(t, x, eqx.combine(d, static))
-    _, hoisted = jax.closure_convert(closed, jnp.asarray(t0), x0, dynamic)
+    try:
+        _, hoisted = jax.closure_convert(closed, t0, x0, dynamic)
+    except Exception:  # a field this probe cannot trace alone: the solve reports its own errors
+        return
     if hoisted:
         shapes = ", ".join(f"{jnp.shape(h)}" for h in hoisted[:4])
         raise TypeError(

@@ -220,8 +220,9 @@ def backsolve(solve, backward, message):
 
     @run.def_bwd
     def bwd(ys, ct, perturbed, vjp_arg, times):
-        ys, ct, vjp_arg = _first_order_only((ys, ct[0], vjp_arg), message=message)
-        y0, args = vjp_arg
+        dynamic, static = eqx.partition(vjp_arg, eqx.is_array)  # functions, strings: no derivative to refuse
+        ys, ct, dynamic = _first_order_only((ys, ct[0], dynamic), message=message)
+        y0, args = eqx.combine(dynamic, static)
         ct = jax.tree.map(lambda c, v: jnp.zeros_like(v) if c is None else c, ct, ys, is_leaf=lambda c: c is None)
         if len(times) != len(jax.tree.leaves(ys)[0]):  # save="final": x(t1) alone; x(t0) = y0 (no cotangent)
             ys = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
