@@ -61,6 +61,7 @@ def test_tiny_configs_cover_every_case():
     assert set(TINY) == set(CASES) == set(SECTIONS)
 
 
+@pytest.mark.slow  # about a minute for all cases; CI runs it with the slow tests
 @pytest.mark.parametrize("case", list(CASES))
 def test_case_measures_at_a_tiny_size(case, tmp_path):
     done = bench("--measure", case, "--config", json.dumps(TINY[case]), "--out", str(tmp_path), "--torch-python",

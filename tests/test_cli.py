@@ -237,6 +237,7 @@ def test_a_family_without_an_integrator_records_none(tmp_path):
     assert (summary["model"], summary["integrator"], summary["gradient"]) == ("plain", None, None)
 
 
+@pytest.mark.slow
 def test_ctrl_c_prints_one_line_and_the_resume_command_it_prints_works(tmp_path):
     run = tmp_path / "run"
     args = ["experiment=toy", "optim.epochs=1000", "train.progress=false", f"hydra.run.dir={run}"]
@@ -263,6 +264,7 @@ def test_ctrl_c_prints_one_line_and_the_resume_command_it_prints_works(tmp_path)
     assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(tmp_path):
     """Data parallel over 4 forced host devices: the same losses as one device."""
     base = ["experiment=toy", "optim.epochs=2", "train.progress=false", "train.log_every=1"]

@@ -22,9 +22,13 @@ from odenets.gradients.adjoint import ReconstructionWarning
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 T0, T1, STEPS = 0.2, 1.1, 64
+INTEGRATORS = on.integrator
 ALL_PAIRS = [
-    # every pair; the adaptive ones beyond Dopri5 (Tsit5, Kvaerno5) run with the slow tests (CI runs both)
-    pytest.param(i, g, marks=pytest.mark.slow) if i in ADAPTIVE and i != "dopri5" else (i, g)
+    # every pair; with the slow tests (CI runs both): the adaptive ones beyond Dopri5 (Tsit5, Kvaerno5),
+    # and Checkpoint with Newton-based or adaptive steps (Backprop covers the same code in the default suite)
+    pytest.param(i, g, marks=pytest.mark.slow)
+    if (i in ADAPTIVE and i != "dopri5") or (g == "checkpoint" and (i in ADAPTIVE or INTEGRATORS.get(i).dynamic_nfe))
+    else (i, g)
     for i in FIXED + ADAPTIVE for g in GRADIENTS if allowed(i, g)
 ]
 

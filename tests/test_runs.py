@@ -88,6 +88,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     print(f"killed at {kills} s (checkpoints present then: {points}); resumed to the same bits")
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_reported_and_the_previous_one_used(tmp_path):
     fit(tiny(epochs=3), tmp_path / "full")
     fit({**tiny(epochs=3), "train": {**tiny()["train"], "stop_after_epochs": 2}}, tmp_path / "run")

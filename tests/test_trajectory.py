@@ -155,6 +155,7 @@ def test_dopri5_with_the_adjoint_trains(tmp_path):
     assert summary["nfe_forward"] > 0 and records[-1]["loss"] < records[0]["loss"]
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path):
     cfg = config({**SPIRAL, "n_train": 16, "n_test": 8}, epochs=4)
     whole = fit(cfg, tmp_path / "whole")
