@@ -22,12 +22,12 @@ from odenets.gradients.adjoint import ReconstructionWarning
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
 T0, T1, STEPS = 0.2, 1.1, 64
-INTEGRATORS = on.integrator
+HEAVY = [n for n in ADAPTIVE + FIXED if n in ADAPTIVE or on.integrator.get(n).dynamic_nfe]  # Newton or diffrax
 ALL_PAIRS = [
     # every pair; with the slow tests (CI runs both): the adaptive ones beyond Dopri5 (Tsit5, Kvaerno5),
     # and Checkpoint with Newton-based or adaptive steps (Backprop covers the same code in the default suite)
     pytest.param(i, g, marks=pytest.mark.slow)
-    if (i in ADAPTIVE and i != "dopri5") or (g == "checkpoint" and (i in ADAPTIVE or INTEGRATORS.get(i).dynamic_nfe))
+    if (i in ADAPTIVE and i != "dopri5") or (g == "checkpoint" and i in HEAVY)
     else (i, g)
     for i in FIXED + ADAPTIVE for g in GRADIENTS if allowed(i, g)
 ]
