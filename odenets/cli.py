@@ -41,12 +41,14 @@ def config_dir() -> Path | None:
     return None
 
 
-def compose(overrides=()) -> dict:
+def compose(overrides=(), only_model: bool = False) -> dict:
     """The config `odenets run <overrides>` trains with, as the dict `fit` takes (no run
     directory is made): `fit(compose(["experiment=toy", "optim.lr=0.1"]), run_dir)`.
 
     The registries' groups are regenerated first, so anything registered in this process is an
-    option. `resume` is a switch of the command, not part of the config: it is left out.
+    option. `resume` is a switch of the command, not part of the config: it is left out. With no
+    model chosen, the model follows the data's task (`Defaults.model_for_task`); `only_model=True`
+    returns just that choice (None when the default stands).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize, initialize_config_dir
@@ -64,8 +66,10 @@ def compose(overrides=()) -> dict:
     with init:
         cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
         model = _model_for_data(cfg, overrides)
-        if model is not None:  # the default model follows the data's task: compose again with it
+        if model is not None and not only_model:  # the default model follows the data's task: compose again
             cfg = hydra_compose(PRIMARY, overrides=[f"model={model}", *overrides], return_hydra_config=True)
+    if only_model:
+        return model
     HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
     with open_dict(cfg):
         del cfg["hydra"], cfg["resume"]
@@ -147,7 +151,11 @@ def run(argv: list[str]) -> None:
     resume = "--resume" in argv
     argv = [a for a in argv if a != "--resume"]
     overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]
-    check(overrides, multirun=bool({"-m", "--multirun"} & set(argv)), resume=resume)
+    multirun = bool({"-m", "--multirun"} & set(argv))
+    check(overrides, multirun=multirun, resume=resume)
+    chosen = {compose(job, only_model=True) for job in _jobs(overrides, multirun)}
+    if len(chosen) == 1 and None not in chosen:  # the data's own default model, as compose chose it
+        argv = [f"model={chosen.pop()}", *argv]
     directory = config_dir()
 
     failures: list[str] = []  # a sweep's failed jobs: the other jobs still run

@@ -7,6 +7,7 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from scipy.linalg import expm
 
 import odenets.models as models
@@ -164,3 +165,15 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(tmp_path):
     cfg["train"]["stop_after_epochs"] = None
     resumed = fit(cfg, tmp_path / "part", resume=True)
     assert resumed["test_mse"] == pytest.approx(whole["test_mse"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_odenets_run_data_spiral_ode_trains_a_neural_ode(tmp_path):
+    """The bare command of the README: no model chosen, trajectory data -> node; its report shows the fit."""
+    from odenets import cli
+
+    cli.main(["run", "data=spiral_ode", "data.n_train=32", "data.n_test=8", "optim.epochs=1", "optim.batch_size=16",
+              f"hydra.run.dir={tmp_path}"])
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["family"] == "node"
+    assert (tmp_path / "figures" / "trajectories.png").exists()
+    assert "trajectories.png" in (tmp_path / "report.md").read_text()
