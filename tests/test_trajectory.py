@@ -172,7 +172,8 @@ def test_odenets_run_data_spiral_ode_trains_a_neural_ode(tmp_path):
     """The bare command of the README: no model chosen, trajectory data -> node; its report shows the fit."""
     from odenets import cli
 
-    cli.main(["run", "data=spiral_ode", "data.n_train=32", "data.n_test=8", "optim.epochs=1", "optim.batch_size=16",
+    cli.main(["run", "data=spiral_ode", "data.n_train=32", "data.n_test=8", "optim.epochs=1",
+              "optim.batch_size=16",
               f"hydra.run.dir={tmp_path}"])
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["family"] == "node"
     assert (tmp_path / "figures" / "trajectories.png").exists()
