@@ -324,3 +324,15 @@ def test_complex_initial_state_gradients_match_finite_differences(gradient):
     loss = lambda s: jnp.abs(_schrodinger(s, integrator, gradient)[0]) ** 2
     fd = (loss(0.4 + 1e-6) - loss(0.4 - 1e-6)) / 2e-6
     np.testing.assert_allclose(jax.grad(loss)(0.4), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_reach_along_rays_matches_closed_forms():
+    """Euler's disc reaches 2 cos(pi - theta) along theta; RK4 2.7853 on the negative real axis (root of
+    |1 + z + z^2/2 + z^3/6 + z^4/24| = 1) and 2 sqrt 2 on the imaginary one; A-stable methods never leave
+    the left half-plane; Euler starts outside on the imaginary axis."""
+    theta = np.array([np.pi, 0.8 * np.pi, 0.6 * np.pi])
+    np.testing.assert_allclose(analysis.reach("euler", theta), -2 * np.cos(theta), rtol=1e-8)
+    np.testing.assert_allclose(analysis.reach("rk4", [np.pi, np.pi / 2]), [2.785293563, 2 * np.sqrt(2)], rtol=1e-7)
+    for a_stable in ("backward_euler", "trapezoid"):
+        assert np.isinf(analysis.reach(a_stable, theta)).all()
+    assert analysis.reach("euler", np.pi / 2) == 0.0

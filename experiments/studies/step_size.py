@@ -64,14 +64,9 @@ ANGLES = np.linspace(0.5 * np.pi, 1.5 * np.pi, 361)  # rays into the left half-p
 
 
 @functools.cache
-def _reach(method: str, r_max: float = 100.0, n: int = 800) -> np.ndarray:
-    """How far the method's region reaches from 0 along each ray r e^{i theta}, theta in ANGLES: the first
-    r (on a geometric grid from 1e-3 to r_max, 1.5% apart) with |R| > 1; inf if none up to r_max, 0 if the
-    ray starts outside. One evaluation of `analysis.stable` per method."""
-    r = np.geomspace(1e-3, r_max, n)
-    outside = ~analysis.stable(method, r[None, :] * np.exp(1j * ANGLES)[:, None])
-    first = outside.argmax(axis=1)
-    return np.where(~outside.any(axis=1), math.inf, np.where(first == 0, 0.0, r[first]))
+def _reach(method: str) -> np.ndarray:
+    """How far the method's region reaches along each ray of ANGLES (analysis.reach), once per method."""
+    return analysis.reach(method, ANGLES)
 
 
 def _critical_h(method: str, lam: np.ndarray) -> np.ndarray:

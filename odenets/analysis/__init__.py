@@ -16,6 +16,7 @@ from odenets.analysis.stability import (
     carried_size,
     fixed_step,
     fraction_inside,
+    reach,
     stability_function,
     stable,
 )
@@ -23,6 +24,7 @@ from odenets.analysis.steps import StepSpectrum, block_spectra, step_spectra
 
 __all__ = [
     "Observation", "StepSpectrum", "amplification_matrix", "block_spectra", "carried_size", "fixed_step",
-    "fraction_inside", "jacobian_spectrum", "observe", "observe_block", "observe_model", "plot_regions",
+    "fraction_inside",
+    "reach", "jacobian_spectrum", "observe", "observe_block", "observe_model", "plot_regions",
     "region_grid", "stability_function", "stable", "step_spectra",
 ]
