@@ -41,15 +41,19 @@ def config_dir() -> Path | None:
     return None
 
 
-def compose(overrides=(), only_model: bool = False) -> dict:
+def compose(overrides=()) -> dict:
     """The config `odenets run <overrides>` trains with, as the dict `fit` takes (no run
     directory is made): `fit(compose(["experiment=toy", "optim.lr=0.1"]), run_dir)`.
 
     The registries' groups are regenerated first, so anything registered in this process is an
     option. `resume` is a switch of the command, not part of the config: it is left out. With no
-    model chosen, the model follows the data's task (`Defaults.model_for_task`); `only_model=True`
-    returns just that choice (None when the default stands).
+    model chosen, the model follows the data's task (`Defaults.model_for_task`).
     """
+    return _compose(overrides)[0]
+
+
+def _compose(overrides) -> tuple[dict, str | None]:
+    """compose(overrides), and the model the data's task chose (None when the default stands)."""
     from hydra import compose as hydra_compose
     from hydra import initialize, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -66,16 +70,14 @@ def compose(overrides=(), only_model: bool = False) -> dict:
     with init:
         cfg = hydra_compose(PRIMARY, overrides=list(overrides), return_hydra_config=True)
         model = _model_for_data(cfg, overrides)
-        if model is not None and not only_model:  # the default model follows the data's task: compose again
+        if model is not None:  # the default model follows the data's task: compose again with it
             cfg = hydra_compose(PRIMARY, overrides=[f"model={model}", *overrides], return_hydra_config=True)
-    if only_model:
-        return model
     HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.choices.*} in the name
     with open_dict(cfg):
         del cfg["hydra"], cfg["resume"]
         if cfg["study"] is None:  # a training run: no study key, as its config.yaml records it
             del cfg["study"]
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), model
 
 
 def _model_for_data(cfg, overrides) -> str | None:
@@ -111,21 +113,26 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 STUDY_KEYS = ("experiment", "seed", "name", "study", "hydra")  # what a study's command line may set
 
 
-def check(overrides: list[str], multirun: bool = False, resume: bool = False) -> None:
-    """Compose and parse every job's config; the first bad one fails the command at once."""
+def check(overrides: list[str], multirun: bool = False, resume: bool = False) -> set[str | None]:
+    """Compose and parse every job's config; the first bad one fails the command at once. Returns the
+    models the data's task chose for the jobs (None for a job whose model stands as composed)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from odenets.train.config import RunConfig
 
+    chosen = set()
     for job in _jobs(overrides, multirun):
         where = f" (job {' '.join(job)})" if multirun else ""
         try:
-            parsed = RunConfig.parse(compose(job))
+            cfg, model = _compose(job)
+            parsed = RunConfig.parse(cfg)
         except (ValueError, TypeError, KeyError, HydraException, OmegaConfBaseException) as err:
             _fail(f"{err}{where}".strip())
+        chosen.add(model)
         if parsed.study is not None:
             _check_study(parsed.study.name, job, resume, where)
+    return chosen
 
 
 def _check_study(name: str, job: list[str], resume: bool, where: str) -> None:
@@ -152,8 +159,7 @@ def run(argv: list[str]) -> None:
     argv = [a for a in argv if a != "--resume"]
     overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]
     multirun = bool({"-m", "--multirun"} & set(argv))
-    check(overrides, multirun=multirun, resume=resume)
-    chosen = {compose(job, only_model=True) for job in _jobs(overrides, multirun)}
+    chosen = check(overrides, multirun=multirun, resume=resume)
     if len(chosen) == 1 and None not in chosen:  # the data's own default model, as compose chose it
         argv = [f"model={chosen.pop()}", *argv]
     directory = config_dir()
