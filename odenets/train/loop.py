@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +58,37 @@ class _QuietX0Check(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.exc_info and X0_CHECK in str(record.exc_info[1]))
+
+
+@final
+class _CtrlC:
+    """Ctrl-C during training is acted on between steps, never inside one: the first SIGINT is
+    noted and `check()` raises KeyboardInterrupt after the step (and its checkpoint) in flight, so
+    an interrupt never lands inside XLA, orbax's asynchronous save or the metrics writer. A second
+    Ctrl-C stops at once. Off the main thread (where Python allows no handler) it does nothing."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def install(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 @final
@@ -264,6 +297,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
             f"step size h (more steps) or learning rate, or an implicit (backward_euler, trapezoid) or adaptive "
             f"(dopri5, kvaerno5) integrator.", step)
 
+    ctrl_c = _CtrlC().install()
     try:
         for epoch in range(epoch0, ocfg.epochs):
             if stop is not None and epoch - epoch0 >= stop:
@@ -295,6 +329,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                 if step % tcfg.log_every == 0:
                     flush(window, step, epoch)
                     window = []
+                ctrl_c.check()
             flush(window, step, epoch)
             window = []
             seconds = time.perf_counter() - start
@@ -306,6 +341,7 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                           "examples_per_s": s.steps_per_epoch * batch / seconds}
                 log.write(record)
             ckpt.save(step, state, {"epoch": epoch + 1, "step": step, "wall_time_s": wall})
+            ctrl_c.check()
     except Diverged as err:
         status, step = "diverged", err.step
         raise
@@ -316,16 +352,19 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
         status = "interrupted"
         raise
     finally:
-        callback_log.removeFilter(quiet)
-        bar.close()
-        log.close()
-        ckpt.close()
-        summary = _summary(s, run_dir, status, step, wall, temp)
-        paths = None
-        if s.data.task == "trajectory" and status in ("completed", "stopped"):
-            paths = predict_trajectories(s, state)
-        write_outputs(run_dir, s.cfg, summary, trajectories=paths)
-        release(run_dir)
+        try:
+            callback_log.removeFilter(quiet)
+            bar.close()
+            log.close()
+            ckpt.close()
+            summary = _summary(s, run_dir, status, step, wall, temp)
+            paths = None
+            if s.data.task == "trajectory" and status in ("completed", "stopped"):
+                paths = predict_trajectories(s, state)
+            write_outputs(run_dir, s.cfg, summary, trajectories=paths)
+            release(run_dir)
+        finally:
+            ctrl_c.restore()
     return summary
 
 
