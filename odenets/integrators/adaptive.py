@@ -56,6 +56,16 @@ class AdaptiveIntegrator(Integrator):
     rtol: float = 1e-3
     atol: float = 1e-6
     max_steps: int = 4096
+    # step-size control (diffrax.PIDController; see the class docstring): a subclass may set its own defaults
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    dcoeff: float = 0.0
+    dtmin: float | None = None
+    dtmax: float | None = None
+    force_dtmin: bool = True
+    factormin: float = 0.2
+    factormax: float = 10.0
+    safety: float = 0.9
 
     @property
     @abc.abstractmethod
@@ -70,6 +80,32 @@ class AdaptiveIntegrator(Integrator):
         for key in ("rtol", "atol"):
             object.__setattr__(self, key, validate.number(key, getattr(self, key), low=0.0))
         object.__setattr__(self, "max_steps", validate.integer("max_steps", self.max_steps, low=1))
+        self._check_controller()
+
+    def _check_controller(self):
+        """The step-size controller's fields, each refused by name outside its valid range."""
+        checked = {
+            "pcoeff": validate.number("pcoeff", self.pcoeff),
+            "icoeff": validate.number("icoeff", self.icoeff, low=0.0),  # > 0: the error is driven to tolerance
+            "dcoeff": validate.number("dcoeff", self.dcoeff),
+            "dtmin": validate.optional(validate.number, "dtmin", self.dtmin, low=0.0),
+            "dtmax": validate.optional(validate.number, "dtmax", self.dtmax, low=0.0),
+            "force_dtmin": validate.boolean("force_dtmin", self.force_dtmin),
+            "factormin": validate.number("factormin", self.factormin, low=0.0, high=1.0, open_high=False),
+            "factormax": validate.number("factormax", self.factormax, low=1.0, open_low=False),
+            "safety": validate.number("safety", self.safety, low=0.0, high=1.0, open_high=False),
+        }
+        if checked["dtmin"] is not None and checked["dtmax"] is not None and checked["dtmin"] > checked["dtmax"]:
+            raise ValueError(f"dtmin must be <= dtmax, got dtmin={self.dtmin!r} and dtmax={self.dtmax!r}")
+        for key, value in checked.items():
+            object.__setattr__(self, key, value)
+
+    def controller(self) -> diffrax.PIDController:
+        """The diffrax step-size controller of this integrator's solves (forward and backward)."""
+        return diffrax.PIDController(
+            rtol=self.rtol, atol=self.atol, pcoeff=self.pcoeff, icoeff=self.icoeff, dcoeff=self.dcoeff,
+            dtmin=self.dtmin, dtmax=self.dtmax, force_dtmin=self.force_dtmin, factormin=self.factormin,
+            factormax=self.factormax, safety=self.safety)
 
     def check(self, gradient, *, per_step, unroll):
         fixed = [n for n in REGISTRY.names() if not REGISTRY.get(n).adaptive]
@@ -103,7 +139,7 @@ class AdaptiveIntegrator(Integrator):
                 y0=y0_args[0],
                 args=y0_args[1],
                 saveat=saveat,
-                stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
+                stepsize_controller=self.controller(),
                 adjoint=adjoint,
                 max_steps=self.max_steps,
                 throw=False,  # failures are raised below with odenets' own message
@@ -153,7 +189,7 @@ class AdaptiveIntegrator(Integrator):
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
-            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol), max_steps=self.max_steps,
+            stepsize_controller=self.controller(), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
         return jax.tree.map(lambda v: v[-1], sol.ys)
 
@@ -166,6 +202,8 @@ class AdaptiveIntegrator(Integrator):
         size = max(float(np.max(np.abs(np.asarray(v[last])), initial=0.0)) for v in jax.tree.leaves(sol.ys))
         scale = max(float(np.max(np.abs(np.asarray(v)), initial=0.0)) for v in jax.tree.leaves(x0))
         exhausted = sol.result == diffrax.RESULTS.max_steps_reached
+        if sol.result == diffrax.RESULTS.dt_min_reached:
+            raise ValueError(_messages(self)[2] + f" (at t={t:.6g})")
         if exhausted and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
             raise ValueError(_messages(self)[0] + f" (it reached t={t:.6g})")
         raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
@@ -312,6 +350,9 @@ def _messages(integ: AdaptiveIntegrator) -> list[str]:
         f"vector field",
         f"odeint: adaptive integrator {integ.name!r} failed: the state or f became non-finite (NaN/Inf) "
         f"or the step size underflowed; check the vector field for values that grow without bound, or {hint}",
+        f"odeint: adaptive integrator {integ.name!r} needed a step below dtmin={integ.dtmin!r} to meet "
+        f"rtol={integ.rtol!r}, atol={integ.atol!r} (force_dtmin=False refuses such steps); lower dtmin, loosen "
+        f"the tolerances, or set force_dtmin=True to accept steps of size dtmin whatever their error",
     ]
 
 
@@ -319,7 +360,8 @@ def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
     """An unsuccessful adaptive solve is an error at run time (under jit), never a wrong answer."""
     failed = result != diffrax.RESULTS.successful
     exhausted = result == diffrax.RESULTS.max_steps_reached
+    below_dtmin = result == diffrax.RESULTS.dt_min_reached
     leaf = jax.tree.leaves(ys)[0]
-    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, 1), _messages(integ))
+    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1)), _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])
