@@ -133,7 +133,7 @@ def test_adaptive_matches_diffrax(name):
     sol = on.odeint(riccati, x0, 0.0, 3.0, integrator=integ)
     ref = diffrax.diffeqsolve(
         diffrax.ODETerm(riccati), integ.diffrax_solver(), 0.0, 3.0, None, x0,
-        stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
+        stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8, pcoeff=integ.pcoeff, icoeff=integ.icoeff),
     )
     np.testing.assert_allclose(sol.x, ref.ys[-1], rtol=1e-13)
     assert int(sol.stats["steps"]) == int(ref.stats["num_accepted_steps"])

@@ -17,13 +17,15 @@ from odenets.train.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("strict_promotion")
 
-KNOBS = dict(pcoeff=0.25, icoeff=0.5, dcoeff=0.05, dtmax=0.2, factormin=0.3, factormax=5.0, safety=0.8)
+KNOBS = dict(pcoeff=0.25, icoeff=0.5, dcoeff=0.05, dtmax=0.1, factormin=0.3, factormax=5.0, safety=0.8)
 DIFFRAX_DEFAULTS = dict(pcoeff=0.0, icoeff=1.0, dcoeff=0.0)  # diffrax.PIDController's I controller
 
 
-@pytest.mark.parametrize("name", ADAPTIVE)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if on.integrator.get(n).nfe_per_attempt
+                                  is None else n for n in ADAPTIVE])  # implicit: compiles for seconds
 def test_controller_fields_reach_diffrax(name):
-    """Same steps and the same result as diffrax with the same PIDController; the fields matter."""
+    """Same steps and the same result as diffrax with the same PIDController (the explicit pairs
+    take about 20 steps on this problem without dtmax)."""
     integ = on.integrator(name, rtol=1e-6, atol=1e-8, **KNOBS)
     x0 = jnp.array([0.5, 1.0, 2.0])
     sol = on.odeint(riccati, x0, 0.0, 3.0, integrator=integ)
@@ -32,19 +34,20 @@ def test_controller_fields_reach_diffrax(name):
         stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8, **KNOBS),
     )
     np.testing.assert_allclose(sol.x, ref.ys[-1], rtol=1e-12, atol=0)
-    assert int(sol.stats["steps"]) == int(ref.stats["num_accepted_steps"]) >= 15  # dtmax=0.2 over [0, 3]
+    assert int(sol.stats["steps"]) == int(ref.stats["num_accepted_steps"]) >= 30  # dtmax=0.1 over [0, 3]
     assert int(sol.stats["rejected"]) == int(ref.stats["num_rejected_steps"])
-    plain = on.odeint(riccati, x0, 0.0, 3.0, integrator=on.integrator(name, rtol=1e-6, atol=1e-8))
-    assert int(plain.stats["steps"]) != int(sol.stats["steps"])
 
 
 def test_dtmin_forced_and_refused():
     """force_dtmin=True accepts steps of size dtmin whatever their error (as diffrax does);
     force_dtmin=False turns a needed step below dtmin into an error naming dtmin, under jit too."""
     stiff = lambda t, x, a: -50.0 * (x - jnp.cos(t))
+    exact = (2500 * np.cos(1.0) + 50 * np.sin(1.0) + np.exp(-50.0)) / 2501  # x(1), x(0) = 1
     forced = on.Dopri5(rtol=1e-8, atol=1e-8, dtmin=0.05)
     sol = on.odeint(stiff, jnp.ones(2), 0.0, 1.0, integrator=forced)
-    assert int(sol.stats["steps"]) <= 20 and int(sol.stats["rejected"]) == 0  # h >= 0.05: at most 20 steps
+    # 20 steps of 0.05 (85 without dtmin), the first attempt's guess aside: 1e-8 is not met
+    assert int(sol.stats["steps"]) == 20 and int(sol.stats["rejected"]) <= 1
+    assert np.max(np.abs(sol.x - exact)) > 1e-6
     refused = dataclasses.replace(forced, force_dtmin=False)
     message = r"needed a step below dtmin=0\.05 to meet rtol=1e-08, atol=1e-08 \(force_dtmin=False"
     with pytest.raises(ValueError, match=message):
@@ -63,10 +66,11 @@ def robertson(t, y, args):
 ROBERTSON_1 = np.array([9.664597373330071e-01, 3.074626578544086e-05, 3.350951640120700e-02])
 
 
+@pytest.mark.slow  # two Kvaerno5 compiles
 def test_kvaerno5_defaults_reject_fewer_steps_on_robertson():
     """Robertson on [0, 1], rtol=1e-4, atol=1e-8 (experiments/step_control.py): diffrax's I
     controller rejects about half of Kvaerno5's attempts (39 of 76); Kvaerno5's default PI
-    controller under a quarter, in fewer attempts, at no loss of accuracy."""
+    controller (0.3, 0.3, 0) 11 of 48, at no loss of accuracy."""
     y0 = jnp.array([1.0, 0.0, 0.0])
     scale = lambda x: np.max(np.abs(np.asarray(x) - ROBERTSON_1) / (1e-8 + 1e-4 * ROBERTSON_1))
     runs = {}
@@ -75,7 +79,7 @@ def test_kvaerno5_defaults_reject_fewer_steps_on_robertson():
         sol = on.odeint(robertson, y0, 0.0, 1.0, integrator=integ)
         runs[label] = int(sol.stats["steps"]), int(sol.stats["rejected"]), scale(sol.x)
     (acc_i, rej_i, err_i), (acc, rej, err) = runs["diffrax"], runs["default"]
-    assert rej_i >= 0.4 * (acc_i + rej_i) and rej <= 0.25 * (acc + rej), runs
+    assert rej_i >= 0.45 * (acc_i + rej_i) and rej <= 0.3 * (acc + rej), runs
     assert 3 * rej <= rej_i and acc + rej < acc_i + rej_i, runs
     assert err <= max(err_i, 1.0), runs  # within tolerance, and no worse than the I controller
 

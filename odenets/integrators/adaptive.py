@@ -49,7 +49,26 @@ ADJOINTS = {
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveIntegrator(Integrator):
-    """A diffrax-backed adaptive solver: tolerances and a step budget."""
+    """A diffrax-backed adaptive solver: tolerances, a step budget and a PID step-size controller.
+
+    A step of size h_n is accepted when its local error estimate, in units of the tolerance,
+    r_n = RMS_i(err_i / (atol + rtol max(|x_i(t_n)|, |x_i(t_n + h_n)|))), is below 1. Accepted or
+    not, the next attempt has size (diffrax.PIDController, Soderlind's digital filter)
+
+        h_(n+1) = h_n * clip(safety * r_n^-(pcoeff + icoeff + dcoeff)/k * r_(n-1)^((pcoeff + 2 dcoeff)/k)
+                                    * r_(n-2)^(-dcoeff/k), lo, hi)
+
+    with k the error order of the embedded pair (5 here), [lo, hi] = [1, factormax] after an
+    accepted step and [factormin, safety] after a rejected one, then clipped to [dtmin, dtmax].
+    icoeff is the integral gain (alone: the classic I controller, h ~ r_n^(-1/k)) and must be
+    > 0 for the error to settle at the tolerance; pcoeff and dcoeff weigh the change in the error
+    (Soderlind's filters use negative pcoeff). A PI controller (pcoeff 0.2-0.4, icoeff 0.3-0.4)
+    grows steps less eagerly: fewer rejected steps where the error estimate is not smooth
+    (stiff problems, Newton failures of implicit stages). dtmin/dtmax bound |h| (None: no bound);
+    with force_dtmin=True (diffrax's default) a step at dtmin is accepted whatever its error, with
+    False a needed step below dtmin is an error. Each method sets its defaults from
+    experiments/step_control.py's measurement (see the concrete classes).
+    """
 
     adaptive: ClassVar[bool] = True
     nfe_start: ClassVar[int] = 1  # f(t0, y0), reused by the initial step-size selection
@@ -332,10 +351,19 @@ class Tsit5(AdaptiveIntegrator):
 @register("kvaerno5")
 @dataclasses.dataclass(frozen=True)
 class Kvaerno5(AdaptiveIntegrator):
-    """Kvaerno 5(4), an L-stable ESDIRK method for stiff problems."""
+    """Kvaerno 5(4), an L-stable ESDIRK method for stiff problems, with a PI step-size controller.
+
+    pcoeff=0.3, icoeff=0.3 by default (experiments/step_control.py, 6 problems: Robertson, Van der
+    Pol with mu = 1 and 1000, a tanh MLP field at two tolerances): diffrax's I controller (pcoeff=0,
+    icoeff=1) rejects about half of Kvaerno5's attempted steps on every one of them, growing the step
+    tenfold after each accepted one; this PI controller rejects 0.26x as many steps, in 0.60x the f
+    calls (geometric mean), at 0.94x the error.
+    """
 
     order: ClassVar[int] = 5
     nfe_per_attempt: ClassVar[None] = None
+    pcoeff: float = 0.3
+    icoeff: float = 0.3
 
     def diffrax_solver(self):
         return diffrax.Kvaerno5()
