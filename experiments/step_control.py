@@ -119,8 +119,10 @@ def reference(p: Problem) -> np.ndarray:
                                 save="all").xs)
 
 
-def measure(p: Problem, method: str, coeffs: tuple[float, float, float], ref: np.ndarray) -> dict:
-    """One solve: steps, f calls, error in units of the tolerance, seconds (compile included)."""
+def measure(p: Problem, method: str, coeffs: tuple[float, float, float], ref: np.ndarray,
+            scale: float = 1.0) -> dict:
+    """One solve at tolerances scale * (p.rtol, p.atol): steps, f calls, the error in units of
+    p's tolerance (whatever the scale), seconds (compile included)."""
     calls = [0]
 
     def counted(t, x, args):
@@ -128,8 +130,8 @@ def measure(p: Problem, method: str, coeffs: tuple[float, float, float], ref: np
         return p.f(t, x, args)
 
     pcoeff, icoeff, dcoeff = coeffs
-    integ = on.integrator(method, rtol=p.rtol, atol=p.atol, max_steps=100_000, pcoeff=pcoeff, icoeff=icoeff,
-                          dcoeff=dcoeff)
+    integ = on.integrator(method, rtol=scale * p.rtol, atol=scale * p.atol, max_steps=100_000, pcoeff=pcoeff,
+                          icoeff=icoeff, dcoeff=dcoeff)
     start = time.perf_counter()
     sol = on.odeint(counted, jnp.asarray(p.x0), 0.0, p.t1, SAVES, integrator=integ, args=p.args, save="all")
     xs = np.asarray(jax.block_until_ready(sol.xs))
@@ -158,6 +160,51 @@ def run(quick: bool = False) -> list[dict]:
     return rows
 
 
+# work against precision: the I controller and each method's default, over tolerances scale * (rtol, atol)
+PRECISION = {"problems": ("robertson [0, 1]", "vdp mu=1 [0, 20]", "mlp rtol=1e-3 [0, 4]"),
+             "methods": ("dopri5", "kvaerno5"), "scales": (10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4),
+             "controllers": {"dopri5": ("I (0, 1, 0)", "PI (0.4, 0.3, 0)"),
+                             "kvaerno5": ("I (0, 1, 0)", "PI (0.3, 0.3, 0)")}}
+
+
+def precision() -> list[dict]:
+    """Each (problem, method, controller) over the tolerance scales of PRECISION."""
+    chosen, rows = problems(), []
+    for name in PRECISION["problems"]:
+        p = chosen[name]
+        ref = reference(p)
+        for method in PRECISION["methods"]:
+            for label in PRECISION["controllers"][method]:
+                for scale in PRECISION["scales"]:
+                    row = {"problem": name, "method": method, "controller": label, "scale": scale,
+                           "coeffs": CONTROLLERS[label], **measure(p, method, CONTROLLERS[label], ref, scale)}
+                    rows.append(row)
+                    print(f"| {name} | {method} | {label} | {scale:g} | {row['accepted']} | {row['rejected']} | "
+                          f"{row['calls']} | {row['error']:.3g} |", flush=True)
+    return rows
+
+
+def matched(rows: list[dict]) -> str:
+    """f calls of the second controller over the first's at equal error: the second's work-precision
+    curve (log calls against log error, piecewise linear) read at each error the first reached
+    inside the range of both."""
+    out = ["| problem | method | controllers | f calls ratio at equal error (min-max) | errors compared "
+           "(tol units) |", "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["problem"] for r in rows):
+        for method in dict.fromkeys(r["method"] for r in rows if r["problem"] == name):
+            first, second = ([r for r in rows if (r["problem"], r["method"], r["controller"]) == (name, method, c)]
+                             for c in PRECISION["controllers"][method])
+            curve = sorted((np.log(r["error"]), np.log(r["calls"])) for r in second if r["error"] > 0)
+            xs, ys = np.array([c[0] for c in curve]), np.array([c[1] for c in curve])
+            inside = [r for r in first if xs[0] <= np.log(r["error"]) <= xs[-1]]
+            ratios = [np.exp(np.interp(np.log(r["error"]), xs, ys)) / r["calls"] for r in inside]
+            label = " vs ".join(PRECISION["controllers"][method][::-1])
+            span = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "no overlap"
+            errors = ", ".join(f"{r['error']:.2g}" for r in inside)
+            out.append(f"| {name} | {method} | {label} | {span} | {errors} |")
+    return "\n".join(out)
+
+
 HEADER = "| problem | method | controller (p, i, d) | accepted | rejected | rejected % | f calls | error/tol |"
 
 
@@ -180,7 +227,8 @@ def summary(rows: list[dict]) -> str:
         for label in dict.fromkeys(r["controller"] for r in mine):
             these = [r for r in mine if r["controller"] == label]
             calls = geo([r["calls"] / base[r["problem"]]["calls"] for r in these])
-            rejected = sum(r["rejected"] for r in these) / max(1, sum(base[r["problem"]]["rejected"] for r in these))
+            rejected = sum(r["rejected"] for r in these) / max(1, sum(base[r["problem"]]["rejected"]
+                                                                      for r in these))
             error = geo([r["error"] / base[r["problem"]]["error"] for r in these])
             worst = max(r["error"] for r in these)
             out.append(f"| {method} | {label} | {calls:.2f} | {rejected:.2f} | {error:.2f} | {worst:.2g} |")
@@ -192,7 +240,22 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="Robertson, Kvaerno5, two controllers")
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--table", help="print the tables of rows saved by --json, measuring nothing")
+    parser.add_argument("--precision", action="store_true",
+                        help="work against precision: I controller and each method's default over tolerances")
     opts = parser.parse_args(argv)
+    if opts.precision:
+        if opts.table:
+            with open(opts.table) as fh:
+                rows = json.load(fh)
+        else:
+            print("| problem | method | controller | tolerance scale | accepted | rejected | f calls | "
+                  "error/tol |\n|---|---|---|---|---|---|---|---|", flush=True)
+            rows = precision()
+        print("\n" + matched(rows))
+        if opts.json:
+            with open(opts.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return 0
     print(HEADER + "\n|---|---|---|---|---|---|---|---|", flush=True)
     if opts.table:
         with open(opts.table) as fh:

@@ -390,6 +390,7 @@ def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
     exhausted = result == diffrax.RESULTS.max_steps_reached
     below_dtmin = result == diffrax.RESULTS.dt_min_reached
     leaf = jax.tree.leaves(ys)[0]
-    leaf = eqx.branched_error_if(leaf, failed, jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1)), _messages(integ))
+    which = jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1))  # the index of its message
+    leaf = eqx.branched_error_if(leaf, failed, which, _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])
