@@ -19,7 +19,7 @@ and Hamiltonian stages. Shared-field (Neural ODE) and dense stages have no per-s
 
     blocks(model)                          [(stage, step)] of every block, in forward order
     restack(model, {s: order})             the copy running those blocks
-    delete(model, drop)                    the copy without the blocks drop = [(stage, step)]
+    delete_blocks(model, drop)             the copy without the blocks drop = [(stage, step)]
     keep_orders(model, keep)               {stage: order} from a keep-mask over blocks(model)
     random_deletion(model, k, seed)        k blocks drawn without replacement
     random_swaps(model, k, seed)           {stage: order} after k swaps of two blocks of a stage
@@ -116,8 +116,8 @@ def _checked(model: Classifier, order: Order) -> dict[int, np.ndarray]:
         n = _holder(model.stages[s]).steps
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 \
                 or idx.max() >= n:
-            raise ValueError(f"stage {s}: the order must be a non-empty sequence of step indices in [0, {n}), got "
-                             f"{idx.tolist()} (deleting every block of a stage is not a lesion this model can run)")
+            raise ValueError(f"stage {s}: the order must be a non-empty sequence of step indices in [0, {n}), "
+                             f"got {idx.tolist()} (a stage with every block deleted is not a model that runs)")
         out[int(s)] = idx.astype(np.int32)
     return out
 
@@ -150,7 +150,7 @@ def keep_orders(model: Classifier, keep) -> dict[int, np.ndarray]:
     return {s: np.asarray(v, np.int32) for s, v in out.items()}
 
 
-def delete(model: Classifier, drop: Iterable[tuple[int, int]]) -> Classifier:
+def delete_blocks(model: Classifier, drop: Iterable[tuple[int, int]]) -> Classifier:
     """A copy of `model` without the blocks drop = [(stage, step), ...]: each is replaced by the
     identity (residual: its skip) and the stage becomes shallower."""
     where = blocks(model)
