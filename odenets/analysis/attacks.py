@@ -148,9 +148,15 @@ def attack_accuracy(model, x, y, eps: float, *, attack: str = "fgsm", batch: int
     attack = validate.choice("attack", attack, ATTACKS)
     run = fgsm if attack == "fgsm" else pgd
     x, y = np.asarray(x), np.asarray(y)
+    apply, state = _split(model)
     correct = 0
     for i in range(0, len(x), batch):
         xb, yb = x[i:i + batch], y[i:i + batch]
         adv = run(model, xb, yb, eps, **options)
-        correct += int(jnp.sum(jnp.argmax(model(adv), -1) == yb))
+        correct += int(_correct(apply, state, adv, jnp.asarray(yb)))
     return correct / len(x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _correct(apply, state, x, y):
+    return jnp.sum(jnp.argmax(apply(state, x), -1) == y)

@@ -88,15 +88,23 @@ class Lipschitz(NamedTuple):
     h: float
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _stage(field, integrator, iters: int, h: float, times, xs, stacked, key):
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _stage(field, integrator, iters: int, t0: float, t1: float, steps: int, x0, args, key):
+    """(|dF_k/dx|, |dPhi_k/dx|) maxima over the batch for every step k, the states from one solve."""
+    h = (t1 - t0) / steps
+    xs = odeint(field, x0, t0, t1, steps, integrator=integrator, args=args, save="all").xs[:-1]
+    times = t0 + h * jnp.arange(steps, dtype=xs.dtype)
+    per_step = isinstance(args, PerStep)
+    stacked = args.tree if per_step else None
+
     def one(t, x, a, key):
+        a = a if per_step else args
         k1, k2 = jax.random.split(key)
         f = jnp.max(_power(lambda y: field(t, y, a), x, True, iters, k1))
         phi = lambda y: odeint(field, y, t, t + h, 1, integrator=integrator, args=a).x
         return f, jnp.max(_power(phi, x, True, iters, k2))
 
-    return jax.vmap(one)(times, xs, stacked, jax.random.split(key, xs.shape[0]))
+    return jax.vmap(one)(times, xs, stacked, jax.random.split(key, steps))
 
 
 def _block(block: ODEBlock, x, iters: int, key) -> Lipschitz:
@@ -104,12 +112,9 @@ def _block(block: ODEBlock, x, iters: int, key) -> Lipschitz:
         raise ValueError(f"block_lipschitz needs fixed steps; the block's integrator {block.integrator.name!r} "
                          "is adaptive")
     field, args = as_field(PerStep(block.field) if block.params == "per_step" else block.field)
-    n, h = block.steps, (block.t1 - block.t0) / block.steps
-    stacked = args.tree if isinstance(args, PerStep) else jax.tree.map(lambda v: jnp.stack([v] * n), args)
-    xs = block.solve(x, save="all").xs[:-1]
-    times = block.t0 + h * jnp.arange(n, dtype=xs.dtype)
-    f, step = _stage(field, block.integrator, iters, h, times, xs, stacked, key)
+    f, step = _stage(field, block.integrator, iters, block.t0, block.t1, block.steps, x, args, key)
     f, step = np.asarray(f, np.float64), np.asarray(step, np.float64)
+    h = (block.t1 - block.t0) / block.steps
     bound = 1.0 + h * f
     return Lipschitz(f, bound, step, float(np.prod(bound)), h)
 

@@ -36,12 +36,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax import lax
 from scipy.special import comb, gammaln
 
 from odenets import validate
 from odenets.analysis._field import as_field
-from odenets.analysis.observe import _single_state, observe_model
+from odenets.analysis.observe import Downstream, _single_state
 from odenets.analysis.steps import ode_stages
 from odenets.models import Classifier
 from odenets.perstep import PerStep
@@ -135,33 +136,44 @@ class _Branch(NamedTuple):
         return odeint(self.field, x, t, t + self.h, 1, integrator=self.integrator, args=args).x - x
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
+def _stage(field, integrator, t0: float, t1: float, steps: int, downstream, x, args, loss_args):
+    """(states entering each step, dL/dx_N, the branches' arguments, exact parts G_k) of one ODE stage."""
+    h = (t1 - t0) / steps
+    xs = odeint(field, x, t0, t1, steps, integrator=integrator, args=args, save="all").xs
+    g = jax.grad(lambda v: downstream(v, loss_args))(xs[-1])
+    times = t0 + h * jnp.arange(steps, dtype=xs.dtype)
+    stacked = args.tree if isinstance(args, PerStep) else jax.tree.map(lambda v: jnp.stack([v] * steps), args)
+    pargs = (times, stacked)
+    return xs[:-1], g, pargs, path_gradients(_Branch(field, integrator, h), xs[:-1], g, pargs)
+
+
 def stage_paths(model: Classifier, x, y, *, samples: int = 0, seed: int = 0) -> list[Paths]:
     """`Paths` of every ODE stage of a classifier on inputs x with labels y (L the mean
-    cross-entropy, as `observe_model`): the branches are the stage's steps minus the identity,
-    linearised along the forward trajectory. samples > 0 also samples that many paths of every
-    length (Veit et al.'s estimate)."""
+    cross-entropy of the logits, through everything after the stage, as `observe_model`): the
+    branches are the stage's steps minus the identity, linearised along the forward trajectory.
+    samples > 0 also samples that many paths of every length (Veit et al.'s estimate)."""
     if not isinstance(model, Classifier):
         raise TypeError(f"stage_paths takes a Classifier, got {type(model).__name__}")
     samples = validate.integer("samples", samples, 0)
-    observations = observe_model(model, x, y)
+    graphdef, state = nnx.split(model)
+    y = jnp.asarray(y)
     out = []
     key = jax.random.key(seed)
-    for (_, block, _), obs in zip(ode_stages(model, jnp.asarray(x)), observations):
+    for s, block, x_in in ode_stages(model, jnp.asarray(x)):
         integ = _single_state(block.integrator)
         field, args = as_field(PerStep(block.field) if block.params == "per_step" else block.field)
         n = block.steps
-        stacked = args.tree if isinstance(args, PerStep) else jax.tree.map(lambda v: jnp.stack([v] * n), args)
-        branch = _Branch(field, integ, (block.t1 - block.t0) / n)
-        pargs = (obs.times[:-1], stacked)
-        xs, g = obs.states[:-1], obs.grads[-1]
-        parts = path_gradients(branch, xs, g, pargs)
-        exact = np.asarray(jax.vmap(jnp.linalg.norm)(parts.reshape(n + 1, -1)))
+        xs, g, pargs, parts = _stage(field, integ, block.t0, block.t1, n, Downstream(graphdef, s), x_in, args,
+                                     (state, y))
+        norms = lambda a, m: np.asarray(jax.vmap(jnp.linalg.norm)(a.reshape(m, -1)), np.float64)
         counts = path_counts(n)
         mean = np.full(n + 1, np.nan)
         if samples:
+            branch = _Branch(field, integ, (block.t1 - block.t0) / n)
             for k in range(n + 1):
                 key, sub = jax.random.split(key)
                 single = sample_path_gradients(branch, xs, g, pargs, k, samples, sub)
-                mean[k] = float(jnp.mean(jax.vmap(jnp.linalg.norm)(single.reshape(samples, -1))))
-        out.append(Paths(counts, exact, mean, counts * mean, float(jnp.linalg.norm(obs.grads[0]))))
+                mean[k] = float(np.mean(norms(single, samples)))
+        out.append(Paths(counts, norms(parts, n + 1), mean, counts * mean, float(jnp.linalg.norm(parts.sum(0)))))
     return out
