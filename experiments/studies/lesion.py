@@ -1,0 +1,291 @@
+"""Veit, Wilber & Belongie (2016), "Residual networks behave like ensembles of relatively shallow
+networks": lesions of a trained residual net at test time, beside a plain net.
+
+A residual net and a plain net with the same per-block fields (the `resnet` and `plain` families:
+x_{k+1} = x_k + F_k(x_k) vs x_{k+1} = F_k(x_k)) are trained on MNIST-1D by `odenets run`
+(`odenets.train.loop.fit`, one run directory each under runs/) and restored from their
+checkpoints. At test time, with `odenets.analysis`:
+
+    single deletions    each block k removed alone (`delete_blocks`: the residual block becomes its
+                        skip, x_{k+1} = x_k; the plain layer is dropped and its input goes on)
+    k random deletions  k blocks drawn at random, `repeats` draws per k (`random_deletion`)
+    reordering          k random swaps of two blocks of one stage (`random_swaps`)
+
+and the test accuracy of each lesioned copy (`lesion_accuracy`: every lesion of one shape runs in
+one compiled program). Blocks of different stages have different widths, so the stage
+transitions (a linear projection to twice the width) are not blocks and are never deleted; the
+first block of each later stage is where Veit et al.'s downsampling blocks sit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from odenets import cli, validate
+from odenets import data as datasets
+from odenets import study as studies
+from odenets._abstract import final
+from odenets.analysis import blocks, lesion_accuracy, random_deletion, random_swaps
+from odenets.analysis.lesion import keep_orders
+from odenets.train import loop
+
+NETS = ("resnet", "plain")
+WHERE = {True: " through `odenets run` into runs/<net>/ and restored from its last checkpoint",
+         False: " in memory (no run directory)"}
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Options:
+    data: tuple[str, ...] = ("data=mnist1d",)  # `odenets run` overrides of the data group
+    kind: str = "mlp"  # the blocks' kind (mlp: MLP fields on the flattened signal; conv1d)
+    width: int = 64
+    depth: int = 8  # blocks per stage
+    stages: int = 3
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3
+    ks: tuple[int, ...] = (1, 2, 4, 6, 8, 12)  # numbers of randomly deleted blocks
+    swaps: tuple[int, ...] = (1, 2, 4, 8, 16)  # numbers of random swaps
+    repeats: int = 10  # random draws per k and per number of swaps
+    checkpoints: bool = True  # train by `odenets run` into runs/<net>/ and restore the checkpoint (False:
+    # the same train step in memory, no run directory: the smoke size's seconds)
+
+    def __post_init__(self):
+        validate.choice("study.kind", self.kind, ("mlp", "conv1d"))
+        for key in ("width", "depth", "stages", "epochs", "batch_size", "repeats"):
+            validate.integer(f"study.{key}", getattr(self, key), 1)
+        validate.number("study.lr", self.lr, low=0.0)
+        validate.boolean("study.checkpoints", self.checkpoints)
+        for k in self.ks:
+            validate.integer("study.ks", k, 1, self.depth * self.stages - 1)
+        for k in self.swaps:
+            validate.integer("study.swaps", k, 0)
+
+
+def overrides(net: str, options: Options, seed: int) -> list[str]:
+    return [*options.data, f"model={net}", f"model.kind={options.kind}", f"model.width={options.width}",
+            f"model.depth={options.depth}", f"model.stages={options.stages}", f"optim.epochs={options.epochs}",
+            f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}", f"seed={seed}"]
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class InMemory:
+    """A net trained without a run directory: the model and its data (as `_trained.Trained` has them)."""
+
+    model: Any
+    data: Any
+
+
+def train_in_memory(over: list[str], options: Options, seed: int) -> InMemory:
+    """`odenets run <over>`'s model, data and jitted train step (`odenets.train.loop`), run for the
+    configured epochs in memory: no run directory, no checkpoints."""
+    s = loop.setup(cli.compose(["train.progress=false", *over]))
+    train_step, _ = loop.make_steps(s)
+    state, x, y = s.state, s.data.x_train, s.data.y_train
+    for epoch in range(options.epochs):
+        for idx in datasets.batches(len(x), options.batch_size, seed=seed, epoch=epoch):
+            state, _ = train_step(state, x[idx], y[idx])
+    params, rest, _ = state
+    return InMemory(nnx.merge(s.graphdef, params, rest), s.data)
+
+
+@final
+@studies.study.register("lesion")
+class Lesion(studies.Study):
+    title = "Lesions: deleting and reordering blocks of a trained residual net vs a plain net"
+    claim = (
+        "Veit, Wilber & Belongie (2016, 'Residual networks behave like ensembles of relatively shallow "
+        "networks', NeurIPS, arXiv:1605.06431): deleting a single block of a trained 110-layer ResNet on "
+        "CIFAR-10 at test time barely changes its error, except for the downsampling blocks at the stage "
+        "transitions, while deleting any layer of a plain VGG net drops it to chance; deleting k random "
+        "blocks degrades the ResNet smoothly as k grows, and so does reordering blocks by random swaps. "
+        "They read it as a ResNet being an ensemble of paths that do not strongly depend on each other."
+    )
+    sizes = {
+        "smoke": Options(data=("data=peaks", "data.n_train=500", "data.n_test=500"), width=16, depth=4, stages=1,
+                         epochs=3, batch_size=50, lr=1e-2, ks=(1, 2), swaps=(1, 2), repeats=2, checkpoints=False),
+        "full": Options(),
+    }
+    smoke_expect = ("residual_beats_plain", "k_deletions_decline")
+
+    def run(self, options: Options, report: studies.Report) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from experiments.studies._trained import train
+
+        over = {net: overrides(net, options, report.seed) for net in NETS}
+        if options.checkpoints:
+            nets = {net: train(over[net], report.subdir(net)) for net in NETS}
+        else:
+            nets = {net: train_in_memory(over[net], options, report.seed) for net in NETS}
+        data = nets["resnet"].data
+        x, y = np.asarray(data.x_test), np.asarray(data.y_test)
+        chance = 1.0 / data.output_dim
+        n_blocks = options.depth * options.stages
+        report.setup(
+            f"Data: {' '.join(options.data)} ({len(data.x_train)} train / {len(x)} test, {data.output_dim} "
+            f"classes, chance {chance:.2f}). Two nets of {options.stages} stage(s) x {options.depth} blocks "
+            f"({n_blocks} blocks), kind {options.kind}, width {options.width} doubling per stage, the same fields "
+            "F_k (the family defaults): `resnet` x_{k+1} = x_k + F_k(x_k) (Euler, h = 1) and `plain` "
+            f"x_{{k+1}} = F_k(x_k). Each trained by odenets' train step ({options.epochs} epochs, batch "
+            f"{options.batch_size}, lr {options.lr}, the default optimiser)"
+            f"{WHERE[options.checkpoints]}. Lesions with `odenets.analysis` (`delete_blocks`, `random_deletion`, "
+            f"`random_swaps`, `lesion_accuracy`) on the test set; {options.repeats} random draws per k."
+        )
+        base = {net: lesion_accuracy(t.model, x, y) for net, t in nets.items()}
+        single = {net: self._single(t.model, x, y) for net, t in nets.items()}
+        where = blocks(nets["resnet"].model)
+        rows = [[s, k, single["resnet"][i], single["plain"][i]] for i, (s, k) in enumerate(where)]
+        report.table("single", ["stage", "block", "resnet accuracy", "plain accuracy"],
+                     [["-", "none", base["resnet"], base["plain"]], *rows],
+                     caption="Test accuracy with one block deleted (first row: no deletion)")
+        deletions = self._deletions(nets["resnet"].model, x, y, options, report.seed)
+        swaps = self._swaps(nets["resnet"].model, x, y, options, report.seed)
+        report.table("k_deletions", ["k deleted", "mean accuracy", "std", "min", "max"],
+                     [[0, base["resnet"], 0.0, base["resnet"], base["resnet"]],
+                      *[[k, *stats] for k, stats in deletions.items()]],
+                     caption=f"resnet: k random blocks deleted ({options.repeats} draws per k)")
+        report.table("swaps", ["swaps", "mean accuracy", "std", "min", "max"],
+                     [[0, base["resnet"], 0.0, base["resnet"], base["resnet"]],
+                      *[[k, *stats] for k, stats in swaps.items()]],
+                     caption=f"resnet: blocks reordered by random swaps ({options.repeats} draws per count)")
+        self._figures(report, where, base, single, deletions, swaps, chance, options)
+        self._findings(report, where, base, single, deletions, swaps, chance, options)
+
+    # -- measurements --
+
+    @staticmethod
+    def _single(model, x, y) -> np.ndarray:
+        where = blocks(model)
+        return np.array([lesion_accuracy(model, x, y, keep_orders(model, np.arange(len(where)) != i))
+                         for i in range(len(where))])
+
+    @staticmethod
+    def _stats(values) -> list[float]:
+        v = np.asarray(values)
+        return [float(v.mean()), float(v.std()), float(v.min()), float(v.max())]
+
+    def _deletions(self, model, x, y, options, seed) -> dict[int, list[float]]:
+        where = blocks(model)
+        out = {}
+        for k in options.ks:
+            accs = []
+            for r in range(options.repeats):
+                drop = set(random_deletion(model, k, seed=1000 * seed + 100 * k + r))
+                accs.append(lesion_accuracy(model, x, y, keep_orders(model, [b not in drop for b in where])))
+            out[k] = self._stats(accs)
+        return out
+
+    def _swaps(self, model, x, y, options, seed) -> dict[int, list[float]]:
+        seeds = lambda k: [1000 * seed + 100 * k + r for r in range(options.repeats)]
+        return {k: self._stats([lesion_accuracy(model, x, y, random_swaps(model, k, seed=i)) for i in seeds(k)])
+                for k in options.swaps}
+
+    # -- report --
+
+    @staticmethod
+    def _figures(report, where, base, single, deletions, swaps, chance, options) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        idx = np.arange(len(where))
+        for net, marker in zip(NETS, ("o", "s")):
+            line, = ax.plot(idx, single[net], marker + "-", label=f"{net}: one block deleted")
+            ax.axhline(base[net], color=line.get_color(), ls="--", lw=1, label=f"{net}: no deletion")
+        ax.axhline(chance, color="gray", ls=":", label="chance")
+        for s in range(1, options.stages):
+            ax.axvline(s * options.depth - 0.5, color="k", alpha=0.3, lw=1)
+        ax.set_xlabel("deleted block (flat index; vertical lines: stage transitions)")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        report.figure("single_deletion", fig, "Test accuracy with one block deleted: residual vs plain net "
+                                              "(Veit et al. 2016, Fig. 3)")
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, results, label in ((axes[0], deletions, "blocks deleted at random (k)"),
+                                   (axes[1], swaps, "random swaps of two blocks")):
+            ks = [0, *results]
+            mean = np.array([base["resnet"], *[r[0] for r in results.values()]])
+            std = np.array([0.0, *[r[1] for r in results.values()]])
+            ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label="resnet (mean, std over draws)")
+            ax.axhline(chance, color="gray", ls=":", label="chance")
+            ax.set_xlabel(label)
+            ax.set_ylabel("test accuracy")
+            ax.set_ylim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+        fig.tight_layout()
+        report.figure("k_deletion_reorder", fig, "Residual net: k random blocks deleted (left) and blocks "
+                                                 "reordered by random swaps (right) (Veit et al. 2016, Fig. 5)")
+
+    @staticmethod
+    def _findings(report, where, base, single, deletions, swaps, chance, options) -> None:
+        drop = {net: base[net] - single[net] for net in NETS}
+        firsts = np.array([k == 0 and s > 0 for s, k in where])
+        inner = ~np.array([k == 0 for s, k in where])
+        report.value("mean_single_drop", {net: float(drop[net].mean()) for net in NETS})
+        report.finding(
+            "residual_beats_plain", bool(drop["resnet"].mean() < drop["plain"].mean()),
+            "deleting one block costs the residual net less accuracy than deleting one layer costs the plain "
+            "net (mean over blocks).",
+            f"mean drop resnet {drop['resnet'].mean():.3f} (base {base['resnet']:.3f}), plain "
+            f"{drop['plain'].mean():.3f} (base {base['plain']:.3f}).",
+        )
+        report.finding(
+            "residual_single_small", bool(np.median(drop["resnet"]) < 0.05),
+            "a single deleted residual block barely moves the accuracy: median drop below 0.05.",
+            f"median drop {np.median(drop['resnet']):.3f}, max {drop['resnet'].max():.3f} (block "
+            f"{where[int(np.argmax(drop['resnet']))]}).",
+        )
+        margin = 0.25 * (base["plain"] - chance)
+        report.finding(
+            "plain_collapses", bool(np.median(single["plain"]) < chance + margin),
+            "deleting one layer of the plain net drops it to chance: median lesioned accuracy within a quarter "
+            "of the way from chance to its base accuracy.",
+            f"median {np.median(single['plain']):.3f}, range {single['plain'].min():.3f}.."
+            f"{single['plain'].max():.3f} (chance {chance:.2f}, base {base['plain']:.3f}).",
+        )
+        means = np.array([base["resnet"], *[r[0] for r in deletions.values()]])
+        steps = np.diff(means)
+        report.finding(
+            "k_deletions_decline", bool(means[-1] < means[0] and np.all(steps < 0.02)),
+            "deleting more random blocks lowers the residual net's mean accuracy, k by k (no rise above 0.02).",
+            f"mean accuracy at k = 0, {', '.join(map(str, deletions))}: {', '.join(f'{m:.3f}' for m in means)}.",
+        )
+        largest = float(-steps.min()) if len(steps) else 0.0
+        total = float(means[0] - means[-1])
+        report.finding(
+            "k_deletions_smooth", bool(total > 0 and largest <= 0.6 * total),
+            "the decline is smooth: no single step in k accounts for more than 60% of the total loss.",
+            f"largest step {largest:.3f} of a total loss {total:.3f}.",
+        )
+        smeans = np.array([base["resnet"], *[r[0] for r in swaps.values()]])
+        half = chance + 0.5 * (base["resnet"] - chance)
+        report.finding(
+            "reorder_degrades", bool(smeans[-1] < smeans[0] and smeans[1] > half),
+            "reordering blocks degrades the residual net gradually: one swap keeps more than half of the way from "
+            "chance to the base accuracy, and the most swaps are worse than none.",
+            f"mean accuracy at 0, {', '.join(map(str, swaps))} swaps: {', '.join(f'{m:.3f}' for m in smeans)}.",
+        )
+        if firsts.any():
+            report.finding(
+                "transitions_hurt_most", bool(drop["resnet"][firsts].mean() > 2 * max(drop["resnet"][inner].mean(),
+                                                                                     1e-3)),
+                "deleting the first block after a stage transition (where Veit et al.'s downsampling blocks are) "
+                "hurts the residual net more than twice as much as deleting a block inside a stage.",
+                f"mean drop: first blocks of stages 2.. {drop['resnet'][firsts].mean():.3f}, blocks inside stages "
+                f"{drop['resnet'][inner].mean():.3f}.",
+            )
+        report.note(
+            f"Single deletions, resnet: drops {', '.join(f'{d:.3f}' for d in drop['resnet'])}; plain: "
+            f"{', '.join(f'{d:.3f}' for d in drop['plain'])} (blocks in forward order)."
+        )
