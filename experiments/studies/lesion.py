@@ -108,8 +108,8 @@ class Lesion(studies.Study):
         "They read it as a ResNet being an ensemble of paths that do not strongly depend on each other."
     )
     sizes = {
-        "smoke": Options(data=("data=peaks", "data.n_train=500", "data.n_test=500"), width=16, depth=4, stages=1,
-                         epochs=3, batch_size=50, lr=1e-2, ks=(1, 2), swaps=(1, 2), repeats=2, checkpoints=False),
+        "smoke": Options(width=16, depth=4, stages=1, epochs=3, batch_size=128, lr=1e-2, ks=(1, 2), swaps=(1, 2),
+                         repeats=2, checkpoints=False),
         "full": Options(),
     }
     smoke_expect = ("residual_beats_plain", "k_deletions_decline")
@@ -139,7 +139,9 @@ class Lesion(studies.Study):
             f"{WHERE[options.checkpoints]}. Lesions with `odenets.analysis` (`delete_blocks`, `random_deletion`, "
             f"`random_swaps`, `lesion_accuracy`) on the test set; {options.repeats} random draws per k."
         )
-        base = {net: lesion_accuracy(t.model, x, y) for net, t in nets.items()}
+        identity = {net: {s: np.arange(len(v)) for s, v in keep_orders(t.model, np.ones(n_blocks, bool)).items()}
+                    for net, t in nets.items()}  # the unlesioned net, compiled as the reorderings are
+        base = {net: lesion_accuracy(t.model, x, y, identity[net]) for net, t in nets.items()}
         single = {net: self._single(t.model, x, y) for net, t in nets.items()}
         where = blocks(nets["resnet"].model)
         rows = [[s, k, single["resnet"][i], single["plain"][i]] for i, (s, k) in enumerate(where)]
