@@ -62,7 +62,7 @@ class Options:
         validate.number("study.lr", self.lr, low=0.0)
         validate.boolean("study.checkpoints", self.checkpoints)
         for k in self.ks:
-            validate.integer("study.ks", k, 1, self.depth * self.stages - 1)
+            validate.integer("study.ks", k, 1, (self.depth - 1) * self.stages)
         for k in self.swaps:
             validate.integer("study.swaps", k, 0)
 

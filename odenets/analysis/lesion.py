@@ -21,7 +21,7 @@ and Hamiltonian stages. Shared-field (Neural ODE) and dense stages have no per-s
     restack(model, {s: order})             the copy running those blocks
     delete_blocks(model, drop)             the copy without the blocks drop = [(stage, step)]
     keep_orders(model, keep)               {stage: order} from a keep-mask over blocks(model)
-    random_deletion(model, k, seed)        k blocks drawn without replacement
+    random_deletion(model, k, seed)        k blocks drawn at random, each stage keeping one
     random_swaps(model, k, seed)           {stage: order} after k swaps of two blocks of a stage
     accuracy(model, x, y, order=None)      test accuracy of the restacked model (compiled once
                                            per shape of the orders: every single deletion of a
@@ -162,12 +162,19 @@ def delete_blocks(model: Classifier, drop: Iterable[tuple[int, int]]) -> Classif
 
 
 def random_deletion(model: Classifier, k: int, seed: int = 0) -> list[tuple[int, int]]:
-    """k distinct blocks of `blocks(model)` drawn uniformly without replacement."""
+    """k distinct blocks of `blocks(model)`, uniform over the k-subsets that leave every stage at
+    least one block (drawn without replacement, redrawn while a stage would be emptied)."""
     where = blocks(model)
-    if not 0 <= k <= len(where):
-        raise ValueError(f"k={k!r} blocks to delete: valid choices are 0..{len(where)}")
-    pick = np.random.default_rng(seed).choice(len(where), size=k, replace=False)
-    return [where[i] for i in sorted(pick)]
+    stages = sorted({s for s, _ in where})
+    if not 0 <= k <= len(where) - len(stages):
+        raise ValueError(f"k={k!r} blocks to delete: valid choices are 0..{len(where) - len(stages)} (every "
+                         f"stage keeps one of its blocks)")
+    rng = np.random.default_rng(seed)
+    while True:
+        pick = sorted(rng.choice(len(where), size=k, replace=False))
+        left = {s for i, (s, _) in enumerate(where) if i not in set(pick)}
+        if len(left) == len(stages):
+            return [where[i] for i in pick]
 
 
 def random_swaps(model: Classifier, k: int, seed: int = 0) -> dict[int, np.ndarray]:
