@@ -49,8 +49,10 @@ class Options:
     epochs: int = 30
     batch_size: int = 128
     lr: float = 3e-3
-    ks: tuple[int, ...] = (1, 2, 3, 4, 6)  # numbers of randomly deleted blocks
-    swaps: tuple[int, ...] = (1, 2, 4, 8)  # numbers of random swaps
+    deep_depth: int = 8  # a deeper residual net (deep_stages x deep_depth blocks) for the deletions, swaps and
+    deep_stages: int = 3  # transitions; 0: those use the compared resnet
+    ks: tuple[int, ...] = (1, 2, 4, 6, 8, 12)  # numbers of randomly deleted blocks
+    swaps: tuple[int, ...] = (1, 2, 4, 8, 16)  # numbers of random swaps
     repeats: int = 10  # random draws per k and per number of swaps
     checkpoints: bool = True  # train by `odenets run` into runs/<net>/ and restore the checkpoint (False:
     # the same train step in memory, no run directory: the smoke size's seconds)
@@ -61,16 +63,22 @@ class Options:
             validate.integer(f"study.{key}", getattr(self, key), 1)
         validate.number("study.lr", self.lr, low=0.0)
         validate.boolean("study.checkpoints", self.checkpoints)
+        validate.integer("study.deep_depth", self.deep_depth, 0)
+        validate.integer("study.deep_stages", self.deep_stages, 1)
+        depth, stages = (self.deep_depth, self.deep_stages) if self.deep_depth else (self.depth, self.stages)
         for k in self.ks:
-            validate.integer("study.ks", k, 1, (self.depth - 1) * self.stages)
+            validate.integer("study.ks", k, 1, (depth - 1) * stages)
         for k in self.swaps:
             validate.integer("study.swaps", k, 0)
 
 
 def overrides(net: str, options: Options, seed: int) -> list[str]:
-    return [*options.data, f"model={net}", f"model.kind={options.kind}", f"model.width={options.width}",
-            f"model.depth={options.depth}", f"model.stages={options.stages}", f"optim.epochs={options.epochs}",
-            f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}", f"seed={seed}"]
+    """`odenets run` overrides of a compared net ("resnet", "plain") or of the deep residual net ("deep")."""
+    depth, stages = (options.deep_depth, options.deep_stages) if net == "deep" else (options.depth, options.stages)
+    return [*options.data, f"model={'resnet' if net == 'deep' else net}", f"model.kind={options.kind}",
+            f"model.width={options.width}", f"model.depth={depth}", f"model.stages={stages}",
+            f"optim.epochs={options.epochs}", f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}",
+            f"seed={seed}"]
 
 
 @final
@@ -108,8 +116,8 @@ class Lesion(studies.Study):
         "They read it as a ResNet being an ensemble of paths that do not strongly depend on each other."
     )
     sizes = {
-        "smoke": Options(width=16, depth=4, stages=1, epochs=3, batch_size=128, lr=1e-2, ks=(1, 2), swaps=(1, 2),
-                         repeats=2, checkpoints=False),
+        "smoke": Options(width=16, depth=4, stages=1, epochs=3, batch_size=128, lr=1e-2, deep_depth=0, ks=(1, 2),
+                         swaps=(1, 2), repeats=2, checkpoints=False),
         "full": Options(),
     }
     smoke_expect = ("residual_beats_plain", "k_deletions_decline")
@@ -120,46 +128,60 @@ class Lesion(studies.Study):
         matplotlib.use("Agg")
         from experiments.studies._trained import train
 
-        over = {net: overrides(net, options, report.seed) for net in NETS}
+        names = (*NETS, "deep") if options.deep_depth else NETS
+        over = {net: overrides(net, options, report.seed) for net in names}
         if options.checkpoints:
-            nets = {net: train(over[net], report.subdir(net)) for net in NETS}
+            nets = {net: train(over[net], report.subdir(net)) for net in names}
         else:
-            nets = {net: train_in_memory(over[net], options, report.seed) for net in NETS}
+            nets = {net: train_in_memory(over[net], options, report.seed) for net in names}
+        subject = "deep" if options.deep_depth else "resnet"  # the net of the deletions, swaps, transitions
         data = nets["resnet"].data
         x, y = np.asarray(data.x_test), np.asarray(data.y_test)
         chance = 1.0 / data.output_dim
-        n_blocks = options.depth * options.stages
+        deep = (f" A deeper residual net, `deep`: {options.deep_stages} stages x {options.deep_depth} blocks "
+                f"({options.deep_depth * options.deep_stages} blocks), otherwise the same and trained the same "
+                "way, is the net of the single deletions' size, the k deletions, the swaps and the transitions "
+                "(a plain net that deep does not train: see the notes)." if options.deep_depth else "")
         report.setup(
             f"Data: {' '.join(options.data)} ({len(data.x_train)} train / {len(x)} test, {data.output_dim} "
             f"classes, chance {chance:.2f}). Two nets of {options.stages} stage(s) x {options.depth} blocks "
-            f"({n_blocks} blocks), kind {options.kind}, width {options.width} doubling per stage, the same fields "
-            "F_k (the family defaults): `resnet` x_{k+1} = x_k + F_k(x_k) (Euler, h = 1) and `plain` "
-            f"x_{{k+1}} = F_k(x_k). Each trained by odenets' train step ({options.epochs} epochs, batch "
-            f"{options.batch_size}, lr {options.lr}, the default optimiser)"
-            f"{WHERE[options.checkpoints]}. Lesions with `odenets.analysis` (`delete_blocks`, `random_deletion`, "
-            f"`random_swaps`, `lesion_accuracy`) on the test set; {options.repeats} random draws per k."
+            f"({options.depth * options.stages} blocks), kind {options.kind}, width {options.width} doubling per "
+            "stage, the same fields F_k (the family defaults): `resnet` x_{k+1} = x_k + F_k(x_k) (Euler, h = 1) "
+            f"and `plain` x_{{k+1}} = F_k(x_k). Each trained by odenets' train step ({options.epochs} epochs, "
+            f"batch {options.batch_size}, lr {options.lr}, the default optimiser){WHERE[options.checkpoints]}."
+            f"{deep} "
+            "Lesions with `odenets.analysis` (`delete_blocks`, `random_deletion`, `random_swaps`, "
+            f"`lesion_accuracy`) on the test set; {options.repeats} random draws per k and per number of swaps "
+            "(random deletions keep one block in every stage)."
         )
-        identity = {net: {s: np.arange(len(v)) for s, v in keep_orders(t.model, np.ones(n_blocks, bool)).items()}
-                    for net, t in nets.items()}  # the unlesioned net, compiled as the reorderings are
-        base = {net: lesion_accuracy(t.model, x, y, identity[net]) for net, t in nets.items()}
-        single = {net: self._single(t.model, x, y) for net, t in nets.items()}
-        where = blocks(nets["resnet"].model)
-        rows = [[s, k, single["resnet"][i], single["plain"][i]] for i, (s, k) in enumerate(where)]
+        base, single = {}, {}
+        for net, t in nets.items():
+            identity = {s: np.arange(len(v)) for s, v in keep_orders(t.model, np.ones(len(blocks(t.model)), bool))
+                        .items()}  # the unlesioned net, compiled as the reorderings are
+            base[net] = lesion_accuracy(t.model, x, y, identity)
+            single[net] = self._single(t.model, x, y)
+        where = {net: blocks(t.model) for net, t in nets.items()}
+        rows = [[s, k, single["resnet"][i], single["plain"][i]] for i, (s, k) in enumerate(where["resnet"])]
         report.table("single", ["stage", "block", "resnet accuracy", "plain accuracy"],
                      [["-", "none", base["resnet"], base["plain"]], *rows],
                      caption="Test accuracy with one block deleted (first row: no deletion)")
-        deletions = self._deletions(nets["resnet"].model, x, y, options, report.seed)
-        swaps = self._swaps(nets["resnet"].model, x, y, options, report.seed)
+        if options.deep_depth:
+            report.table("single_deep", ["stage", "block", "deep resnet accuracy"],
+                         [["-", "none", base["deep"]], *[[s, k, a] for (s, k), a in zip(where["deep"],
+                                                                                         single["deep"])]],
+                         caption="The deep residual net: test accuracy with one block deleted")
+        model = nets[subject].model
+        deletions = self._deletions(model, x, y, options, report.seed)
+        swaps = self._swaps(model, x, y, options, report.seed)
+        b = base[subject]
         report.table("k_deletions", ["k deleted", "mean accuracy", "std", "min", "max"],
-                     [[0, base["resnet"], 0.0, base["resnet"], base["resnet"]],
-                      *[[k, *stats] for k, stats in deletions.items()]],
-                     caption=f"resnet: k random blocks deleted ({options.repeats} draws per k)")
+                     [[0, b, 0.0, b, b], *[[k, *stats] for k, stats in deletions.items()]],
+                     caption=f"{subject}: k random blocks deleted ({options.repeats} draws per k)")
         report.table("swaps", ["swaps", "mean accuracy", "std", "min", "max"],
-                     [[0, base["resnet"], 0.0, base["resnet"], base["resnet"]],
-                      *[[k, *stats] for k, stats in swaps.items()]],
-                     caption=f"resnet: blocks reordered by random swaps ({options.repeats} draws per count)")
-        self._figures(report, where, base, single, deletions, swaps, chance, options)
-        self._findings(report, where, base, single, deletions, swaps, chance, options)
+                     [[0, b, 0.0, b, b], *[[k, *stats] for k, stats in swaps.items()]],
+                     caption=f"{subject}: blocks reordered by random swaps ({options.repeats} draws per count)")
+        self._figures(report, where, base, single, deletions, swaps, chance, options, subject)
+        self._findings(report, where, base, single, deletions, swaps, chance, subject)
 
     # -- measurements --
 
@@ -193,32 +215,36 @@ class Lesion(studies.Study):
     # -- report --
 
     @staticmethod
-    def _figures(report, where, base, single, deletions, swaps, chance, options) -> None:
+    def _figures(report, where, base, single, deletions, swaps, chance, options, subject) -> None:
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(8, 4))
-        idx = np.arange(len(where))
-        for net, marker in zip(NETS, ("o", "s")):
-            line, = ax.plot(idx, single[net], marker + "-", label=f"{net}: one block deleted")
-            ax.axhline(base[net], color=line.get_color(), ls="--", lw=1, label=f"{net}: no deletion")
-        ax.axhline(chance, color="gray", ls=":", label="chance")
-        for s in range(1, options.stages):
-            ax.axvline(s * options.depth - 0.5, color="k", alpha=0.3, lw=1)
-        ax.set_xlabel("deleted block (flat index; vertical lines: stage transitions)")
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize="small")
-        ax.grid(alpha=0.3)
-        report.figure("single_deletion", fig, "Test accuracy with one block deleted: residual vs plain net "
-                                              "(Veit et al. 2016, Fig. 3)")
+        panels = [(NETS, options.depth)] + ([(("deep",), options.deep_depth)] if options.deep_depth else [])
+        fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4), squeeze=False)
+        for ax, (nets, depth) in zip(axes[0], panels):
+            for net, marker in zip(nets, ("o", "s")):
+                line, = ax.plot(np.arange(len(single[net])), single[net], marker + "-",
+                                label=f"{net}: one block deleted")
+                ax.axhline(base[net], color=line.get_color(), ls="--", lw=1, label=f"{net}: no deletion")
+            ax.axhline(chance, color="gray", ls=":", label="chance")
+            for s in range(1, max(s for s, _ in where[nets[0]]) + 1):
+                ax.axvline(s * depth - 0.5, color="k", alpha=0.3, lw=1)
+            ax.set_xlabel("deleted block (flat index; vertical lines: stage transitions)")
+            ax.set_ylabel("test accuracy")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize="small")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        report.figure("single_deletion", fig, "Test accuracy with one block deleted: residual vs plain net"
+                      f"{' (left) and the deep residual net (right)' if options.deep_depth else ''} "
+                      "(Veit et al. 2016, Fig. 3)")
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for ax, results, label in ((axes[0], deletions, "blocks deleted at random (k)"),
                                    (axes[1], swaps, "random swaps of two blocks")):
             ks = [0, *results]
-            mean = np.array([base["resnet"], *[r[0] for r in results.values()]])
+            mean = np.array([base[subject], *[r[0] for r in results.values()]])
             std = np.array([0.0, *[r[1] for r in results.values()]])
-            ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label="resnet (mean, std over draws)")
+            ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=f"{subject} (mean, std over draws)")
             ax.axhline(chance, color="gray", ls=":", label="chance")
             ax.set_xlabel(label)
             ax.set_ylabel("test accuracy")
@@ -226,14 +252,14 @@ class Lesion(studies.Study):
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
         fig.tight_layout()
-        report.figure("k_deletion_reorder", fig, "Residual net: k random blocks deleted (left) and blocks "
-                                                 "reordered by random swaps (right) (Veit et al. 2016, Fig. 5)")
+        report.figure("k_deletion_reorder", fig, f"Residual net ({subject}): k random blocks deleted (left) "
+                      "and blocks reordered by random swaps (right) (Veit et al. 2016, Fig. 5)")
 
     @staticmethod
-    def _findings(report, where, base, single, deletions, swaps, chance, options) -> None:
-        drop = {net: base[net] - single[net] for net in NETS}
-        firsts = np.array([k == 0 and s > 0 for s, k in where])
-        report.value("mean_single_drop", {net: float(drop[net].mean()) for net in NETS})
+    def _findings(report, where, base, single, deletions, swaps, chance, subject) -> None:
+        drop = {net: base[net] - single[net] for net in single}
+        firsts = np.array([k == 0 and s > 0 for s, k in where[subject]])
+        report.value("mean_single_drop", {net: float(drop[net].mean()) for net in drop})
         report.finding(
             "residual_beats_plain", bool(drop["resnet"].mean() < drop["plain"].mean()),
             "deleting one block costs the residual net less accuracy than deleting one layer costs the plain "
@@ -242,10 +268,11 @@ class Lesion(studies.Study):
             f"{drop['plain'].mean():.3f} (base {base['plain']:.3f}).",
         )
         report.finding(
-            "residual_single_small", bool(np.median(drop["resnet"]) < 0.05),
-            "a single deleted residual block barely moves the accuracy: median drop below 0.05.",
-            f"median drop {np.median(drop['resnet']):.3f}, max {drop['resnet'].max():.3f} (block "
-            f"{where[int(np.argmax(drop['resnet']))]}).",
+            "residual_single_small", bool(np.median(drop[subject]) < 0.05),
+            f"a single deleted residual block ({subject}) barely moves the accuracy: median drop below 0.05.",
+            f"median drop {np.median(drop[subject]):.3f}, max {drop[subject].max():.3f} (block "
+            f"{where[subject][int(np.argmax(drop[subject]))]}); the compared resnet: median "
+            f"{np.median(drop['resnet']):.3f}.",
         )
         margin = 0.25 * (base["plain"] - chance)
         report.finding(
@@ -255,7 +282,7 @@ class Lesion(studies.Study):
             f"median {np.median(single['plain']):.3f}, range {single['plain'].min():.3f}.."
             f"{single['plain'].max():.3f} (chance {chance:.2f}, base {base['plain']:.3f}).",
         )
-        means = np.array([base["resnet"], *[r[0] for r in deletions.values()]])
+        means = np.array([base[subject], *[r[0] for r in deletions.values()]])
         steps = np.diff(means)
         report.finding(
             "k_deletions_decline", bool(means[-1] < means[0] and np.all(steps < 0.02)),
@@ -269,8 +296,8 @@ class Lesion(studies.Study):
             "the decline is smooth: no single step in k accounts for more than 60% of the total loss.",
             f"largest step {largest:.3f} of a total loss {total:.3f}.",
         )
-        smeans = np.array([base["resnet"], *[r[0] for r in swaps.values()]])
-        half = chance + 0.5 * (base["resnet"] - chance)
+        smeans = np.array([base[subject], *[r[0] for r in swaps.values()]])
+        half = chance + 0.5 * (base[subject] - chance)
         report.finding(
             "reorder_degrades", bool(smeans[-1] < smeans[0] and smeans[1] > half),
             "reordering blocks degrades the residual net gradually: one swap keeps more than half of the way from "
@@ -278,17 +305,15 @@ class Lesion(studies.Study):
             f"mean accuracy at 0, {', '.join(map(str, swaps))} swaps: {', '.join(f'{m:.3f}' for m in smeans)}.",
         )
         if firsts.any():
-            later = np.array([s > 0 and k > 0 for s, k in where])
+            later = np.array([s > 0 and k > 0 for s, k in where[subject]])
+            d = drop[subject]
             report.finding(
-                "transitions_hurt_most", bool(drop["resnet"][firsts].mean() > 2 * max(drop["resnet"][later].mean(),
-                                                                                     1e-3)),
+                "transitions_hurt_most", bool(d[firsts].mean() > 2 * max(d[later].mean(), 1e-3)),
                 "deleting the first block after a stage transition (where Veit et al.'s downsampling blocks are) "
                 "hurts the residual net more than twice as much as deleting another block of the same stages.",
-                f"mean drop: first blocks of stages 2.. {drop['resnet'][firsts].mean():.3f}, the other blocks of "
-                f"those stages {drop['resnet'][later].mean():.3f} (blocks of stage 1: "
-                f"{drop['resnet'][np.array([s == 0 for s, _ in where])].mean():.3f}).",
+                f"{subject}: mean drop of the first blocks of stages 2.. {d[firsts].mean():.3f}, of the other "
+                f"blocks of those stages {d[later].mean():.3f} (blocks of stage 1: "
+                f"{d[np.array([s == 0 for s, _ in where[subject]])].mean():.3f}).",
             )
-        report.note(
-            f"Single deletions, resnet: drops {', '.join(f'{d:.3f}' for d in drop['resnet'])}; plain: "
-            f"{', '.join(f'{d:.3f}' for d in drop['plain'])} (blocks in forward order)."
-        )
+        report.note("Single deletions, accuracy drops in forward block order: " + "; ".join(
+            f"{net}: {', '.join(f'{v:.3f}' for v in d)}" for net, d in drop.items()) + ".")
