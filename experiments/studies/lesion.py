@@ -34,6 +34,7 @@ from odenets.analysis.lesion import keep_orders
 from odenets.train import loop
 
 NETS = ("resnet", "plain")
+DEEP = ("deep", "plain_deep")
 WHERE = {True: " through `odenets run` into runs/<net>/ and restored from its last checkpoint",
          False: " in memory (no run directory)"}
 
@@ -73,9 +74,12 @@ class Options:
 
 
 def overrides(net: str, options: Options, seed: int) -> list[str]:
-    """`odenets run` overrides of a compared net ("resnet", "plain") or of the deep residual net ("deep")."""
-    depth, stages = (options.deep_depth, options.deep_stages) if net == "deep" else (options.depth, options.stages)
-    return [*options.data, f"model={'resnet' if net == 'deep' else net}", f"model.kind={options.kind}",
+    """`odenets run` overrides of a compared net ("resnet", "plain") or of one at the deep size ("deep": the
+    residual net, "plain_deep")."""
+    deep = net in DEEP
+    depth, stages = (options.deep_depth, options.deep_stages) if deep else (options.depth, options.stages)
+    family = {"deep": "resnet", "plain_deep": "plain"}.get(net, net)
+    return [*options.data, f"model={family}", f"model.kind={options.kind}",
             f"model.width={options.width}", f"model.depth={depth}", f"model.stages={stages}",
             f"optim.epochs={options.epochs}", f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}",
             f"seed={seed}"]
@@ -128,7 +132,7 @@ class Lesion(studies.Study):
         matplotlib.use("Agg")
         from experiments.studies._trained import train
 
-        names = (*NETS, "deep") if options.deep_depth else NETS
+        names = (*NETS, *DEEP) if options.deep_depth else NETS
         over = {net: overrides(net, options, report.seed) for net in names}
         if options.checkpoints:
             nets = {net: train(over[net], report.subdir(net)) for net in names}
@@ -140,8 +144,8 @@ class Lesion(studies.Study):
         chance = 1.0 / data.output_dim
         deep = (f" A deeper residual net, `deep`: {options.deep_stages} stages x {options.deep_depth} blocks "
                 f"({options.deep_depth * options.deep_stages} blocks), otherwise the same and trained the same "
-                "way, is the net of the single deletions' size, the k deletions, the swaps and the transitions "
-                "(a plain net that deep does not train: see the notes)." if options.deep_depth else "")
+                "way, is the net of the single deletions' size, the k deletions, the swaps and the transitions; "
+                "a plain net of that size (`plain_deep`) is trained beside it." if options.deep_depth else "")
         report.setup(
             f"Data: {' '.join(options.data)} ({len(data.x_train)} train / {len(x)} test, {data.output_dim} "
             f"classes, chance {chance:.2f}). Two nets of {options.stages} stage(s) x {options.depth} blocks "
@@ -166,10 +170,23 @@ class Lesion(studies.Study):
                      [["-", "none", base["resnet"], base["plain"]], *rows],
                      caption="Test accuracy with one block deleted (first row: no deletion)")
         if options.deep_depth:
-            report.table("single_deep", ["stage", "block", "deep resnet accuracy"],
-                         [["-", "none", base["deep"]], *[[s, k, a] for (s, k), a in zip(where["deep"],
-                                                                                         single["deep"])]],
-                         caption="The deep residual net: test accuracy with one block deleted")
+            report.table("single_deep", ["stage", "block", "deep accuracy", "plain_deep accuracy"],
+                         [["-", "none", base["deep"], base["plain_deep"]],
+                          *[[s, k, a, b] for (s, k), a, b in zip(where["deep"], single["deep"],
+                                                                 single["plain_deep"])]],
+                         caption="The deep nets: test accuracy with one block deleted")
+            report.value("plain_deep_accuracy", base["plain_deep"])
+            trains = base["plain_deep"] > chance + 0.25 * (base["deep"] - chance)
+            verdict = ("It trains, so its lesions compare with the deep residual net's too." if trains else
+                       "It barely trains (the degradation of deep plain nets, He et al. 2016), so its lesions say "
+                       "little; Veit et al.'s plain VGG net trained well, and the residual vs plain findings use "
+                       "the smaller size, where the plain net trains.")
+            report.note(
+                f"The plain net at the deep size ({options.deep_stages} x {options.deep_depth} blocks) reaches "
+                f"{base['plain_deep']:.3f} test accuracy (chance {chance:.2f}; the residual net of that size "
+                f"{base['deep']:.3f}, the plain net of {options.stages} x {options.depth} blocks "
+                f"{base['plain']:.3f}). {verdict}"
+            )
         model = nets[subject].model
         deletions = self._deletions(model, x, y, options, report.seed)
         swaps = self._swaps(model, x, y, options, report.seed)
@@ -218,7 +235,7 @@ class Lesion(studies.Study):
     def _figures(report, where, base, single, deletions, swaps, chance, options, subject) -> None:
         import matplotlib.pyplot as plt
 
-        panels = [(NETS, options.depth)] + ([(("deep",), options.deep_depth)] if options.deep_depth else [])
+        panels = [(NETS, options.depth)] + ([(DEEP, options.deep_depth)] if options.deep_depth else [])
         fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4), squeeze=False)
         for ax, (nets, depth) in zip(axes[0], panels):
             for net, marker in zip(nets, ("o", "s")):
@@ -235,7 +252,7 @@ class Lesion(studies.Study):
             ax.grid(alpha=0.3)
         fig.tight_layout()
         report.figure("single_deletion", fig, "Test accuracy with one block deleted: residual vs plain net"
-                      f"{' (left) and the deep residual net (right)' if options.deep_depth else ''} "
+                      f"{' (left) and at the deep size (right)' if options.deep_depth else ''} "
                       "(Veit et al. 2016, Fig. 3)")
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
