@@ -1,0 +1,98 @@
+"""Multi-process data parallelism: joining the processes, placing the batch, one writer.
+
+JAX runs one program per process (multi-controller): every process runs `fit` with the same
+config, drives its own local devices, and the jitted train step over the mesh of all processes'
+devices runs as one SPMD program whose collectives cross processes (gloo on CPU, NCCL on GPU).
+
+odenets keeps the whole (small, in-memory) dataset in every process, and every process draws the
+same global batch order from the seed. Each process places only the rows of the global batch
+that its own devices hold (`global_batch`), so with P processes the loss and its gradient are
+
+    L = (1/B) sum_{i<B} l(x_i) = sum_{p<P} (1/B) sum_{i in shard p} l(x_i),
+
+the one-process quantities over the same batch, summed in another order: a P-process run equals
+the one-process run up to floating-point rounding of that order, not to a different batch.
+
+Process 0 writes the run directory (config, metrics, figures, report); orbax's checkpointing is
+collective (every process calls save and restore; the replicated state is written once), so a
+multi-host run needs the run directory on a filesystem all hosts share.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from odenets._abstract import final
+from odenets.train.config import TrainConfig
+
+KEYS = ("coordinator_address", "num_processes", "process_id")  # train.* keys passed to JAX
+
+
+def initialize(train: TrainConfig) -> None:
+    """jax.distributed.initialize with the train.* keys that are set; the unset ones JAX detects
+    (Slurm, Open MPI, Cloud TPU, or $JAX_COORDINATOR_ADDRESS). Call before any JAX computation.
+
+    A second call in one process (a resume in the same interpreter) is a no-op when it asks for
+    the same processes, and refused when it asks for others (JAX joins processes once)."""
+    given = {k: getattr(train, k) for k in KEYS if getattr(train, k) is not None}
+    if jax.distributed.is_initialized():
+        have = {"num_processes": jax.process_count(), "process_id": jax.process_index()}
+        clash = {k: v for k, v in given.items() if k in have and have[k] != v}
+        if clash:
+            raise ValueError(f"this process already joined {have['num_processes']} processes as process "
+                             f"{have['process_id']}; it cannot join again with "
+                             + ", ".join(f"train.{k}={v!r}" for k, v in clash.items()))
+        return
+    try:
+        jax.distributed.initialize(**given)
+    except (ValueError, TypeError) as err:  # nothing detected for the unset keys
+        unset = [f"train.{k}" for k in KEYS if k not in given]
+        raise ValueError(f"train.distributed=true: jax.distributed.initialize failed ({err}); outside a "
+                         f"cluster JAX detects (Slurm, Open MPI, Cloud TPU) set {', '.join(unset)}") from None
+    except RuntimeError as err:
+        raise RuntimeError(f"train.distributed=true: {err} (odenets calls it first thing in setup; something "
+                           f"in this process used JAX before)") from None
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run directory (process 0; True without multi-process)."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """A barrier across every process (a no-op with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"odenets:{name}")
+
+
+def global_batch(mesh: Mesh, *arrays: np.ndarray) -> list[jax.Array]:
+    """Host arrays, the same in every process, as global arrays sharded along their first axis
+    over the mesh's "data" axis: each process transfers only the rows its own devices hold."""
+    sharding = NamedSharding(mesh, P("data"))
+    if jax.process_count() == 1:
+        return [jax.device_put(a, sharding) for a in arrays]
+    return [jax.make_array_from_callback(a.shape, sharding, lambda index, a=a: a[index]) for a in arrays]
+
+
+def replicate(mesh: Mesh, tree):
+    """A pytree, the same in every process, replicated on every device of the mesh."""
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda x: jax.make_array_from_callback(np.shape(x), sharding,
+                                                               lambda index, x=np.asarray(x): x[index]), tree)
+
+
+@final
+class NoLog:
+    """The metrics log of a process that does not write the run directory: accepts records, keeps none."""
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
