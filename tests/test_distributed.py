@@ -1,0 +1,148 @@
+"""Multi-process training, run for real on this machine: P processes of `odenets run experiment=toy`, one CPU
+device each, joined through a coordinator on localhost (train.distributed=true), train as one data-parallel run
+over the P-device mesh. The loss of a batch is the mean over the global batch however it is split, so the
+P-process run must equal the one-process run up to summation order (1e-5 on every logged loss, gradient norm
+and accuracy and on every leaf of the final state), and a P-process run stopped after some epochs
+(train.stop_after_epochs) and resumed from its checkpoint must end where the uninterrupted run ends.
+
+The slow tests start real processes (the coordinator, gloo collectives between them); the fast ones check the
+train.* keys that join a run before anything starts.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from odenets.train.config import RunConfig, TrainConfig
+from odenets.train.rundir import check_resumable
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ["experiment=toy", "optim.epochs=4", "train.log_every=1", "train.progress=false"]  # 5 steps an epoch
+STOP = 2  # epochs before the stop; the resume trains the other two
+TOL = 1e-5
+COMPARED = ("loss", "grad_norm", "accuracy")
+LAUNCH_TIMEOUT = 600  # seconds for all processes of one launch (two shared cores: compiles run side by side)
+
+
+# ---- the train.* keys (fast) ------------------------------------------------------------------------------
+
+
+def test_defaults_leave_the_processes_to_jax():
+    train = TrainConfig()
+    assert (train.distributed, train.coordinator_address, train.num_processes, train.process_id) == \
+        (False, None, None, None)
+    assert TrainConfig(distributed=True).num_processes is None  # JAX detects Slurm / Open MPI / TPU
+    full = TrainConfig(distributed=True, coordinator_address="node001:7777", num_processes=4, process_id=3)
+    assert full.process_id == 3
+
+
+@pytest.mark.parametrize("train, named", [
+    ({"coordinator_address": "localhost"}, "train.coordinator_address='localhost'"),
+    ({"coordinator_address": "localhost:0"}, "train.coordinator_address='localhost:0'"),
+    ({"coordinator_address": ":1234"}, "train.coordinator_address=':1234'"),
+    ({"coordinator_address": 1234}, "train.coordinator_address=1234"),
+    ({"num_processes": 0}, "train.num_processes=0"),
+    ({"num_processes": 2, "process_id": 2}, "train.process_id=2"),
+    ({"process_id": -1}, "train.process_id=-1"),
+    ({"num_processes": True}, "train.num_processes=True"),
+])
+def test_bad_keys_are_refused_by_name(train, named):
+    with pytest.raises(ValueError, match=named.replace("(", r"\(")):
+        RunConfig.parse({"train": {"distributed": True, **train}})
+
+
+def test_joining_keys_need_distributed():
+    named = r"train.num_processes=2, train.process_id=0 joins .* only with train.distributed=true"
+    with pytest.raises(ValueError, match=named):
+        RunConfig.parse({"train": {"num_processes": 2, "process_id": 0}})
+
+
+def test_a_resume_may_change_the_processes():
+    saved = RunConfig.parse({}).to_dict()
+    joined = {**saved, "train": {**saved["train"], "distributed": True, "coordinator_address": "localhost:1234",
+                                 "num_processes": 4, "process_id": 1}}
+    check_resumable(saved, joined, Path("config.yaml"))  # nothing refused
+    with pytest.raises(ValueError, match="seed"):
+        check_resumable(saved, {**joined, "seed": 1}, Path("config.yaml"))
+
+
+# ---- real processes (slow) ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def launch(run_dir: Path, processes: int, *extra: str) -> None:
+    """`odenets run` in `processes` processes (one CPU device each) as one run in run_dir."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    join = [] if processes == 1 else ["train.distributed=true", f"train.num_processes={processes}",
+                                      f"train.coordinator_address=localhost:{free_port()}"]
+    procs = [subprocess.Popen([sys.executable, "-m", "odenets.cli", "run", *RUN, f"hydra.run.dir={run_dir}", *join,
+                               *([f"train.process_id={p}"] if processes > 1 else []), *extra],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for p in range(processes)]
+    try:
+        outs = [p.communicate(timeout=LAUNCH_TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            p.kill() if p.poll() is None else None
+    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, f"process {rank} of {processes}: exit {p.returncode}\n{out[-2000:]}{err[-4000:]}"
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_state(run_dir: Path) -> dict[str, np.ndarray]:
+    """Every leaf (parameters, optimiser moments, counters) of the newest checkpoint."""
+    import orbax.checkpoint as ocp
+
+    newest = max((d for d in (run_dir / "checkpoints").iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+    return {k: np.asarray(v) for k, v in ocp.StandardCheckpointer().restore(newest / "state").items()}
+
+
+def max_abs_diff(a: Path, b: Path) -> tuple[float, float]:
+    """(max |difference| over the logged metrics, over the final state's leaves) of two run directories."""
+    ra, rb = records(a), records(b)
+    assert [(r["split"], r["step"]) for r in ra] == [(r["split"], r["step"]) for r in rb]
+    logged = max(abs(x[k] - y[k]) for x, y in zip(ra, rb) for k in COMPARED if k in x)
+    sa, sb = final_state(a), final_state(b)
+    assert sa.keys() == sb.keys()
+    return logged, max(float(np.max(np.abs(sa[k] - sb[k]))) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("one") / "run"
+    launch(run_dir, 1)
+    return run_dir
+
+
+@pytest.mark.slow  # two launches of P processes and a one-process reference: about 2-4 min on two cores
+@pytest.mark.parametrize("processes", [2, 4])
+def test_processes_train_as_one_run_and_resume(one_process, processes, tmp_path):
+    run_dir = tmp_path / "run"
+    launch(run_dir, processes, f"train.stop_after_epochs={STOP}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epochs"], summary["devices"]) == ("stopped", STOP, processes)
+    before = [r["epoch_time_s"] for r in records(run_dir) if r["split"] == "test"]
+    launch(run_dir, processes, "--resume")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["status"], summary["epochs"], summary["devices"]) == ("completed", 4, processes)
+    kept = [r["epoch_time_s"] for r in records(run_dir) if r["split"] == "test"][:STOP]
+    assert kept == before  # resumed from the checkpoint: the first epochs' records are the first launch's
+    logged, state = max_abs_diff(run_dir, one_process)
+    print(f"{processes} processes, stopped and resumed, against one process: max |diff| logged {logged:.2e}, "
+          f"final state {state:.2e}")
+    assert logged <= TOL and state <= TOL
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("summary")) == ["summary.json"]
