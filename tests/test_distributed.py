@@ -146,3 +146,21 @@ def test_processes_train_as_one_run_and_resume(one_process, processes, tmp_path)
           f"final state {state:.2e}")
     assert logged <= TOL and state <= TOL
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("summary")) == ["summary.json"]
+
+
+def test_the_slurm_recipe_composes():
+    """configs/hydra/launcher/slurm.yaml extends the submitit launcher's Slurm config (with the cluster extra)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from odenets.train.groups import PRIMARY, store
+
+    store()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(PRIMARY, overrides=["hydra/launcher=slurm", "experiment=toy", "train.distributed=true",
+                                          "hydra.launcher.nodes=4"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and (launcher.nodes, launcher.tasks_per_node) == (4, 1)
+    assert cfg.train.distributed and cfg.train.num_processes is None  # JAX reads them from Slurm
