@@ -165,3 +165,14 @@ def test_the_slurm_recipe_composes():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher") and (launcher.nodes, launcher.tasks_per_node) == (4, 1)
     assert cfg.train.distributed and cfg.train.num_processes is None  # JAX reads them from Slurm
+
+
+def test_outside_a_cluster_the_unset_keys_are_named():
+    """train.distributed=true with nothing JAX can detect: refused with the train.* keys to set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR"))}
+    code = ("from odenets.train.config import TrainConfig; from odenets.train.distributed import initialize; "
+            "initialize(TrainConfig(distributed=True, num_processes=2))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, "JAX_PLATFORMS": "cpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "set train.coordinator_address, train.process_id" in done.stderr, done.stderr[-2000:]
