@@ -96,3 +96,46 @@ class NoLog:
 
     def close(self) -> None:
         pass
+
+
+def per_shard(mesh: Mesh, integrator) -> bool:
+    """Whether a train step may take the gradient shard by shard and average it once (`value_and_grad`):
+    with more than one device, and a solve that treats every example on its own (no integrator, or a
+    fixed-step one whose work does not depend on the state). An adaptive solve's steps follow an error
+    norm over the whole batch, and an implicit step's Newton iterations a residual over it: a shard's
+    solve would take other steps than the batch's, so those stay one program over the global batch."""
+    if mesh.devices.size == 1:
+        return False
+    return integrator is None or not (integrator.adaptive or integrator.dynamic_nfe)
+
+
+def value_and_grad(loss_fn, graphdef, params, rest, x, y, mesh: Mesh | None = None):
+    """((loss, out), grads, rest) of `loss_fn(model, x, y) -> (mean loss over the batch, out)` at the
+    model (graphdef, params, rest): gradients w.r.t. params, rest as the forward pass left it.
+
+    mesh None: one program over the global batch, partitioned by XLA. A shared field's parameter
+    cotangent is then summed over the devices inside every backward solver step (an all-reduce per
+    step: across processes, a round trip per step). With a mesh: each device takes the gradient of
+    its shard's mean loss (shard_map) and the means are averaged once,
+
+        grad (1/B) sum_i l_i = (1/D) sum_{d<D} grad (D/B) sum_{i in shard d} l_i,
+
+    exact for D equal shards, one all-reduce per step. Only for per-example models (`per_shard`);
+    `rest` is then the first shard's (the same on every shard for such solves)."""
+    from flax import nnx
+
+    def local(params, rest, x, y):
+        model = nnx.merge(graphdef, params, rest)
+        (loss, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, x, y)
+        return (loss, out), grads, nnx.split(model, nnx.Param, ...)[2]
+
+    if mesh is None:
+        return local(params, rest, x, y)
+
+    def shard(params, rest, x, y):
+        (loss, out), grads, rest = local(params, rest, x, y)
+        return (jax.lax.pmean(loss, "data"), out), jax.lax.pmean(grads, "data"), rest
+
+    data, same = P("data"), P()
+    return jax.shard_map(shard, mesh=mesh, in_specs=(same, same, data, data), out_specs=((same, data), same, same),
+                         check_vma=False)(params, rest, x, y)

@@ -167,19 +167,20 @@ def make_steps(s: Setup):
     classify = s.data.task == "classification"
     trajectory = s.data.task == "trajectory"
 
+    per_shard = distributed.per_shard(s.mesh, s.run.integrator)
+
     @jax.jit
     def train_step(state, x, y):
         params, rest, opt_state = state
-        model = nnx.merge(s.graphdef, params, rest)
 
-        def loss_fn(m):
+        def loss_fn(m, x, y):
             out = m(x)
             return jnp.mean(loss_of(out, y)), out
 
-        # nnx.value_and_grad: gradients w.r.t. the nnx.Param leaves; the solver statistics the
-        # forward pass records come back as updated model state
-        (loss, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        # gradients w.r.t. the nnx.Param leaves; the solver statistics the forward pass records come
+        # back as updated model state (new_rest); per_shard: each device's shard, then one mean
+        (loss, out), grads, new_rest = distributed.value_and_grad(loss_fn, s.graphdef, params, rest, x, y,
+                                                                 s.mesh if per_shard else None)
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
