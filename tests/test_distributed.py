@@ -123,28 +123,41 @@ def max_abs_diff(a: Path, b: Path) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("one") / "run"
-    launch(run_dir, 1)
-    return run_dir
+def one_process(tmp_path_factory):
+    """The uninterrupted one-process run with these overrides (made once per overrides)."""
+    runs = {}
+
+    def run(*solver: str) -> Path:
+        if solver not in runs:
+            runs[solver] = tmp_path_factory.mktemp("one") / "run"
+            launch(runs[solver], 1, *solver)
+        return runs[solver]
+
+    return run
 
 
-@pytest.mark.slow  # 2 and 4 processes, stopped and resumed: about 3 and 5 min on two shared cores
-@pytest.mark.parametrize("processes, resumed_by", [(2, 2), (4, 2)])
-def test_processes_train_as_one_run_and_resume(one_process, processes, resumed_by, tmp_path):
-    run_dir = tmp_path / "run"
-    launch(run_dir, processes, f"train.stop_after_epochs={STOP}")
+# the toy's RK4 takes the gradient shard by shard (one mean per step); Dopri5's steps follow the whole batch,
+# so it runs as one program over the global batch (odenets.train.distributed.per_shard)
+SOLVERS = {"rk4": (), "dopri5": ("integrator=dopri5", "gradient=adjoint")}
+
+
+@pytest.mark.slow  # about 2, 3 and 2 min on two shared cores (the compiles of P processes run side by side)
+@pytest.mark.parametrize("processes, resumed_by, solver", [(2, 2, "rk4"), (4, 2, "rk4"), (2, 2, "dopri5")])
+def test_processes_train_as_one_run_and_resume(one_process, processes, resumed_by, solver, tmp_path):
+    run_dir, overrides = tmp_path / "run", SOLVERS[solver]
+    reference = one_process(*overrides)
+    launch(run_dir, processes, f"train.stop_after_epochs={STOP}", *overrides)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["epochs"], summary["devices"]) == ("stopped", STOP, processes)
     before = [r["epoch_time_s"] for r in records(run_dir) if r["split"] == "test"]
-    launch(run_dir, resumed_by, "--resume")
+    launch(run_dir, resumed_by, "--resume", *overrides)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["epochs"], summary["devices"]) == ("completed", 4, resumed_by)
     kept = [r["epoch_time_s"] for r in records(run_dir) if r["split"] == "test"][:STOP]
     assert kept == before  # resumed from the checkpoint: the first epochs' records are the first launch's
-    logged, state = max_abs_diff(run_dir, one_process)
-    print(f"{processes} processes, stopped, resumed by {resumed_by}, against one process: max |diff| logged "
-          f"{logged:.2e}, final state {state:.2e}")
+    logged, state = max_abs_diff(run_dir, reference)
+    print(f"{solver}: {processes} processes, stopped, resumed by {resumed_by}, against one process: max |diff| "
+          f"logged {logged:.2e}, final state {state:.2e}")
     assert logged <= TOL and state <= TOL
     assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith("summary")) == ["summary.json"]
 
