@@ -11,7 +11,9 @@ that its own devices hold (`global_batch`), so with P processes the loss and its
     L = (1/B) sum_{i<B} l(x_i) = sum_{p<P} (1/B) sum_{i in shard p} l(x_i),
 
 the one-process quantities over the same batch, summed in another order: a P-process run equals
-the one-process run up to floating-point rounding of that order, not to a different batch.
+the one-process run up to floating-point rounding of that order, not to a different batch. Where
+every example's solve is its own (`per_shard`) the gradient is taken per device and averaged once
+a step (`value_and_grad`); otherwise XLA partitions the one program over the global batch.
 
 Process 0 writes the run directory (config, metrics, figures, report); orbax's checkpointing is
 collective (every process calls save and restore; the replicated state is written once), so a
