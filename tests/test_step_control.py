@@ -50,9 +50,7 @@ def test_dtmin_forced_and_refused():
     assert np.max(np.abs(sol.x - exact)) > 1e-6
     refused = dataclasses.replace(forced, force_dtmin=False)
     message = r"needed a step below dtmin=0\.05 to meet rtol=1e-08, atol=1e-08 \(force_dtmin=False"
-    with pytest.raises(ValueError, match=message):
-        on.odeint(stiff, jnp.ones(2), 0.0, 1.0, integrator=refused)
-    with pytest.raises(Exception, match=message):
+    with pytest.raises(Exception, match=message):  # at run time (the eager path shares the message)
         jax.block_until_ready(jax.jit(lambda x: on.odeint(stiff, x, 0.0, 1.0, integrator=refused).x)(jnp.ones(2)))
 
 
