@@ -101,15 +101,15 @@ def test_stage_gradients_and_responses_match_a_hand_written_stack(skip):
         fields = nnx.merge(graphdef, state)
         layer = lambda k, z: field_at(fields, k)(float(k), z) + (z if skip else 0.0)
 
-        def tail(l, z):
-            for k in range(l, depth):
+        def tail(start, z):
+            for k in range(start, depth):
                 z = layer(k, z)
             return loss(z)
 
         states = [x]
         for k in range(depth):
             states.append(layer(k, states[-1]))
-        grads = [jax.grad(lambda z, l=l: tail(l, z))(states[l]) for l in range(depth + 1)]
+        grads = [jax.grad(lambda z, i=i: tail(i, z))(states[i]) for i in range(depth + 1)]
         stds = [jnp.std(field_at(fields, k)(float(k), states[k])) for k in range(depth)]
         return jnp.stack([jnp.linalg.norm(g, axis=-1) for g in grads]), jnp.stack(stds), tail(0, x)
 
