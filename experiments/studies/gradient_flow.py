@@ -128,7 +128,7 @@ class GradientFlow(studies.Study):
             f"h = 1, LeCun-normal initialisation) on MNIST-1D at depths {list(o.depths)} (resnet also "
             f"{list(o.residual_depths)}): the mean per-sample |dL/dx_l| (cross-entropy) over {o.batch} training "
             f"signals at every layer, at initialisation and (depths {list(o.train_depths)}) after {o.epochs} "
-            f"epochs of AdamW (lr {o.lr}, odenets' own train step). Then the {o.path_layers} layer Jacobians of a "
+            f"epochs of Adam (lr {o.lr}, odenets' own train step). Then the {o.path_layers} layer Jacobians of a "
             f"residual stage at one signal, their product and its 2^{o.path_layers} paths.")
 
         # ---- Part 1: the textbook exercise
