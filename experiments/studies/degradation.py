@@ -68,11 +68,12 @@ def run_net(family: str, preact: bool, depth: int, kind: str, width: int, epochs
 @studies.study.register("degradation")
 class Degradation(studies.Study):
     title = "Degradation: deeper plain nets train worse, deeper residual nets better (He et al. 2016)"
-    claim = ("He et al. (2016, 'Deep residual learning for image recognition', CVPR; Fig. 1, 4 and 6 on CIFAR-10 "
-             "and ImageNet): a deeper plain net has HIGHER training error than a shallower one (20 vs 56 layers), "
-             "which is not overfitting; the same nets with identity shortcuts reverse this (56 layers train better "
-             "than 20); the residual responses F(x) are small and shrink as depth grows (their Fig. 7). Pre-activation "
-             "blocks (He et al. 2016, 'Identity mappings in deep residual networks') train more easily still.")
+    claim = ("He et al. (2016, 'Deep residual learning for image recognition', CVPR; Fig. 1, 4 and 6 on "
+             "CIFAR-10 and ImageNet): a deeper plain net has HIGHER training error than a shallower one (20 vs 56 "
+             "layers), which is not overfitting; the same nets with identity shortcuts reverse this (56 layers "
+             "train better than 20); the residual responses F(x) are small and shrink as depth grows (their "
+             "Fig. 7). Pre-activation blocks (He et al. 2016, 'Identity mappings in deep residual networks') train "
+             "more easily still.")
     sizes = {
         "smoke": Options(depths=(32,), width=16, epochs=3, n_train=2048, conv_depths=(), probe=0, evaluate=False),
         "full": Options(),
@@ -97,8 +98,8 @@ class Degradation(studies.Study):
             f"one stage of L layers, h = 1. Part 1: MLP fields of width {o.width} (tanh, no norm) at depths "
             f"{list(o.depths)}, plain vs resnet, {o.epochs} epochs of Adam (lr {o.lr}, cosine, clip 1, batch "
             f"128, odenets' own train step). Part 2: std of F_l(x_l) per layer on {o.probe} training signals. "
-            f"Part 3: conv fields with GroupNorm of width {o.conv_width} at depths {list(o.conv_depths)}, plain, resnet "
-            f"(post-activation) and resnet (pre-activation), {o.conv_epochs} epochs on "
+            f"Part 3: conv fields with GroupNorm of width {o.conv_width} at depths {list(o.conv_depths)}, plain, "
+            f"resnet (post-activation) and resnet (pre-activation), {o.conv_epochs} epochs on "
             f"{o.conv_n_train or 4000} signals. Training error: the running error over the last epoch's batches.")
 
         results, responses = {}, {}
