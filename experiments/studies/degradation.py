@@ -72,8 +72,8 @@ class Degradation(studies.Study):
              "CIFAR-10 and ImageNet): a deeper plain net has HIGHER training error than a shallower one (20 vs 56 "
              "layers), which is not overfitting; the same nets with identity shortcuts reverse this (56 layers "
              "train better than 20); the residual responses F(x) are small and shrink as depth grows (their "
-             "Fig. 7). Pre-activation blocks (He et al. 2016, 'Identity mappings in deep residual networks') train "
-             "more easily still.")
+             "Fig. 7). Pre-activation blocks (He et al. 2016, 'Identity mappings in deep residual networks') "
+             "train more easily still.")
     sizes = {
         "smoke": Options(depths=(32,), width=16, epochs=3, n_train=2048, conv_depths=(), probe=0, evaluate=False),
         "full": Options(),
