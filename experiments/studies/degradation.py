@@ -114,7 +114,7 @@ class Degradation(studies.Study):
                     key = (kind, label(family, preact), depth)
                     results[key], responses[key] = net, std
                     rows.append([kind, label(family, preact), depth, net.train_error, net.test_error,
-                                 net.losses[-1], float(np.nanmean(std)), net.seconds])
+                                 net.losses[-1], float(np.mean(std)) if o.probe else None, net.seconds])
         report.table("errors", ["fields", "net", "depth L", "train error", "test error", "last epoch loss",
                                 "mean response std", "seconds"], rows,
                      "Training and test error after training, by depth (response std: mean over layers of "
