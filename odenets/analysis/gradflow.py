@@ -19,9 +19,14 @@ by 1/2, a plain stack of 3 passes 1/8 of the gradient to its input, a residual s
 
 `gradient_flow(model, x, y)` measures dL/dx_l at every layer state of every stage, with one
 forward pass and one backward pass: a zero probe e_l is added to each state, x_l <- x_l + e_l,
-and dL/de_l = dL/dx_l. Each layer is the stage's own step rule (`odeint` one step for ODE blocks),
-so the probed forward pass reproduces model(x) exactly. Stages without a per-layer decomposition
-here (Hamiltonian and dense scans, adaptive or reversible solves) count as one layer.
+and dL/de_l = dL/dx_l. An ODE block's layer is one `odeint` step of its own integrator; plain and
+momentum stages' one-line rules are restated here (x_{l+1} = F_l(t_l, x_l); v_{l+1} = gamma v_l +
+(1 - gamma) F_l(t_l, x_l), x_{l+1} = x_l + v_{l+1}), and the tests check that the probed pass
+reproduces model(x). Stages without a per-layer decomposition here (Hamiltonian and dense scans,
+adaptive or reversible solves) count as one layer.
+
+On a trained run: rebuild the classifier from its config.yaml and restore the checkpoint's
+parameters (as experiments/studies/_trained.py does), then `gradient_flow(model, x, y)`.
 """
 
 from __future__ import annotations
