@@ -260,7 +260,7 @@ class GradientFlow(studies.Study):
         norms = np.linalg.norm(expansion.by_length, axis=(1, 2))
         total = float(np.linalg.norm(measured))
         report.table("paths", ["path length k", "paths C(L,k)", "|sum of length-k terms|_F",
-                               "share of |dx_L/dx_0|_F"],
+                               "over |dx_L/dx_0|_F"],
                      [[k, math.comb(o.path_layers, k), float(norms[k]), float(norms[k] / total)]
                       for k in range(o.path_layers + 1)],
                      f"dx_L/dx_0 of a residual stage of {o.path_layers} layers at one signal, by path length")
