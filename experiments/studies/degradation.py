@@ -41,9 +41,10 @@ class Options:
     lr: float = 3e-3
     n_train: int | None = None  # the first n training signals (None: all 4000)
     conv_depths: tuple[int, ...] = (8, 20)  # Part 3; () skips it
-    conv_width: int = 16
-    conv_epochs: int = 3
-    conv_n_train: int | None = 2000
+    conv_width: int = 8
+    conv_epochs: int = 6
+    conv_n_train: int | None = None
+    conv_lr: float = 1e-2
     probe: int = 512  # training signals on which the responses are measured (0: not measured)
     evaluate: bool = True  # the test error too (one more compiled program per net)
 
@@ -52,10 +53,10 @@ def label(family: str, preact: bool) -> str:
     return f"{family} (pre-act)" if preact else family
 
 
-def run_net(family: str, preact: bool, depth: int, kind: str, width: int, epochs: int, n_train, o: Options,
-            seed: int):
+def run_net(family: str, preact: bool, depth: int, kind: str, width: int, epochs: int, n_train, lr: float,
+            o: Options, seed: int):
     """(Net, per-layer response std (L,), NaN when o.probe = 0) after training."""
-    net = nets.train(nets.overrides(family, depth, width, kind, preact), epochs=epochs, batch_size=128, lr=o.lr,
+    net = nets.train(nets.overrides(family, depth, width, kind, preact), epochs=epochs, batch_size=128, lr=lr,
                      seed=seed, n_train=n_train, evaluate=o.evaluate)
     if not o.probe:
         return net, np.full(depth, np.nan)
@@ -100,17 +101,19 @@ class Degradation(studies.Study):
             f"128, odenets' own train step). Part 2: std of F_l(x_l) per layer on {o.probe} training signals. "
             f"Part 3: conv fields with GroupNorm of width {o.conv_width} at depths {list(o.conv_depths)}, plain, "
             f"resnet (post-activation) and resnet (pre-activation), {o.conv_epochs} epochs on "
-            f"{o.conv_n_train or 4000} signals. Training error: the running error over the last epoch's batches.")
+            f"{o.conv_n_train or 4000} signals, lr {o.conv_lr}. Training error: the running error over the last "
+            "epoch's batches.")
 
         results, responses = {}, {}
-        parts = [("mlp", o.depths, o.width, o.epochs, o.n_train, MLP_NETS)]
+        parts = [("mlp", o.depths, o.width, o.epochs, o.n_train, o.lr, MLP_NETS)]
         if o.conv_depths:
-            parts.append(("conv1d", o.conv_depths, o.conv_width, o.conv_epochs, o.conv_n_train, CONV_NETS))
+            parts.append(("conv1d", o.conv_depths, o.conv_width, o.conv_epochs, o.conv_n_train, o.conv_lr,
+                          CONV_NETS))
         rows = []
-        for kind, depths, width, epochs, n_train, kinds in parts:
+        for kind, depths, width, epochs, n_train, lr, kinds in parts:
             for depth in depths:
                 for family, preact in kinds:
-                    net, std = run_net(family, preact, depth, kind, width, epochs, n_train, o, report.seed)
+                    net, std = run_net(family, preact, depth, kind, width, epochs, n_train, lr, o, report.seed)
                     key = (kind, label(family, preact), depth)
                     results[key], responses[key] = net, std
                     rows.append([kind, label(family, preact), depth, net.train_error, net.test_error,
