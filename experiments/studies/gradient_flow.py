@@ -259,9 +259,11 @@ class GradientFlow(studies.Study):
         rel_prod = float(np.linalg.norm(product - measured) / np.linalg.norm(measured))
         norms = np.linalg.norm(expansion.by_length, axis=(1, 2))
         total = float(np.linalg.norm(measured))
+        each = np.linalg.norm(expansion.terms, axis=(1, 2))
+        mean_each = [float(each[expansion.lengths == k].mean()) for k in range(o.path_layers + 1)]
         report.table("paths", ["path length k", "paths C(L,k)", "|sum of length-k terms|_F",
-                               "over |dx_L/dx_0|_F"],
-                     [[k, math.comb(o.path_layers, k), float(norms[k]), float(norms[k] / total)]
+                               "over |dx_L/dx_0|_F", "mean |term|_F of one path"],
+                     [[k, math.comb(o.path_layers, k), float(norms[k]), float(norms[k] / total), mean_each[k]]
                       for k in range(o.path_layers + 1)],
                      f"dx_L/dx_0 of a residual stage of {o.path_layers} layers at one signal, by path length")
         report.value("paths_relative_error", rel)
@@ -269,9 +271,10 @@ class GradientFlow(studies.Study):
         fig, ax = plt.subplots(figsize=(6, 4))
         ks = np.arange(o.path_layers + 1)
         ax.semilogy(ks, norms, "o-", label="|sum of length-k paths|_F")
+        ax.semilogy(ks, mean_each, "s-", label="mean |one path|_F")
         typical = float(np.mean(np.linalg.norm(jac, ord=2, axis=(1, 2))))
         ax.semilogy(ks, [math.comb(o.path_layers, k) * typical**k * math.sqrt(o.width) for k in ks], "--",
-                    label="C(L,k) s^k sqrt(n) (s: mean |J_l|_2)")
+                    label="bound C(L,k) s^k sqrt(n) (s: mean |J_l|_2)")
         ax.set_xlabel("path length k (branches passed)")
         ax.set_ylabel("Frobenius norm")
         ax.set_title(f"prod (I + J_l), L = {o.path_layers}: the paths by length")
