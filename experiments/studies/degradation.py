@@ -205,6 +205,11 @@ class Degradation(studies.Study):
             report.finding("preact_trains_better", pre <= post,
                            f"pre-activation blocks train at least as well as post-activation ones (L = {cdeep}).",
                            f"training error pre-activation {pre:.3f}, post-activation {post:.3f}.")
+        for kind, depths, *_rest, kinds in parts:
+            for family, preact in kinds:
+                name = label(family, preact)
+                trend = ", ".join(f"L = {d}: {results[kind, name, d].train_error:.3f}" for d in depths)
+                report.note(f"{kind} {name}: training error by depth {trend}.")
         report.note("Training error is the running error over the last epoch's mini-batches (the parameters "
                     "change during the epoch), as in He et al.'s training curves; the test error is of the final "
                     "parameters.")
