@@ -152,18 +152,8 @@ class Degradation(studies.Study):
         report.figure("training_curves", fig, "Training loss per epoch")
 
         # He et al. Fig. 7: response std per layer, and sorted by magnitude
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for (kind, name, d), std in responses.items():
-            style = "-" if name.startswith("resnet") else ":"
-            axes[0].plot(np.arange(len(std)), std, style, label=f"{kind} {name}, L = {d}")
-            axes[1].plot(np.arange(len(std)), np.sort(std)[::-1], style, label=f"{kind} {name}, L = {d}")
-        axes[0].set_xlabel("layer index l")
-        axes[1].set_xlabel("layer index (sorted by magnitude)")
-        for ax in axes:
-            ax.set_ylabel("std of F_l(x_l)")
-            ax.set_yscale("log")
-        axes[1].legend(fontsize=7)
-        report.figure("responses", fig, "Std of the layer responses F_l(x_l) after training (He et al. Fig. 7)")
+        if o.probe:
+            self.plot_responses(responses, report, plt)
 
         # findings
         deep, shallow = max(o.depths), min(o.depths)
@@ -213,3 +203,19 @@ class Degradation(studies.Study):
         report.note("Training error is the running error over the last epoch's mini-batches (the parameters "
                     "change during the epoch), as in He et al.'s training curves; the test error is of the final "
                     "parameters.")
+
+    @staticmethod
+    def plot_responses(responses: dict, report: studies.Report, plt) -> None:
+        """He et al.'s Fig. 7: the std of F_l(x_l) per layer, and sorted by magnitude."""
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for (kind, name, d), std in responses.items():
+            style = "-" if name.startswith("resnet") else ":"
+            axes[0].plot(np.arange(len(std)), std, style, label=f"{kind} {name}, L = {d}")
+            axes[1].plot(np.arange(len(std)), np.sort(std)[::-1], style, label=f"{kind} {name}, L = {d}")
+        axes[0].set_xlabel("layer index l")
+        axes[1].set_xlabel("layer index (sorted by magnitude)")
+        for ax in axes:
+            ax.set_ylabel("std of F_l(x_l)")
+            ax.set_yscale("log")
+        axes[1].legend(fontsize=7)
+        report.figure("responses", fig, "Std of the layer responses F_l(x_l) after training (He et al. Fig. 7)")
