@@ -66,9 +66,20 @@ def setup(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
     tx = run.optim.transform(total)
     mesh = Mesh(np.array(jax.devices()), ("data",))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
-    opt_state = jax.jit(tx.init)(params) if epochs else None
+    opt_state = _opt_init(tx, run.optim.name, params) if epochs else None
     return loop.Setup(run.to_dict(), run, data, graphdef, (params, rest, opt_state), tx, mesh,
                       steps_per_epoch, total, n_params)
+
+
+ZERO_STATE = ("adam", "adamw", "sgd")  # optimisers whose optax state starts as zeros (moments, step counts)
+
+
+def _opt_init(tx, name: str, params):
+    """tx.init(params): zeros of its structure for the optimisers whose state starts at zero (eagerly,
+    optax's init compiles one small program per leaf), else tx.init under jit."""
+    if name not in ZERO_STATE:
+        return jax.jit(tx.init)(params)
+    return jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), jax.eval_shape(tx.init, params))
 
 
 @functools.cache
@@ -93,9 +104,9 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
         if names[-1] == "scale":
-            return jnp.ones(leaf.shape, leaf.dtype)
+            return jnp.asarray(np.ones(leaf.shape, leaf.dtype))
         if names[-1] != "kernel":
-            return jnp.zeros(leaf.shape, leaf.dtype)
+            return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
         fan_in = int(np.prod(leaf.shape[1 if any(n in STACKED for n in names) else 0: -1]))
         z = rng.standard_normal(leaf.shape)
         while np.any(bad := np.abs(z) > 2):
