@@ -1,0 +1,148 @@
+"""Plain and residual classifiers on MNIST-1D at many depths, trained by odenets' own train step
+(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow and degradation studies."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from odenets import cli
+from odenets import data as datasets
+from odenets._abstract import final
+from odenets.train import loop
+from odenets.train.config import RunConfig, build_model
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """A classifier after `epochs` epochs: its training and test error, the loss per epoch, seconds."""
+
+    model: Any
+    setup: Any
+    train_error: float | None
+    test_error: float | None
+    losses: list[float]
+    seconds: float
+
+
+def overrides(family: str, depth: int, width: int, kind: str, preact: bool = False) -> list[str]:
+    """The model group of a `family` net of `depth` layers of `width` channels (one stage)."""
+    over = [f"model={family}", f"model.kind={kind}", f"model.width={width}", f"model.depth={depth}"]
+    return over + (["model.preact=true"] if preact else [])
+
+
+def error(eval_step, state, x, y, chunk: int = 1000) -> float:
+    """The classification error of the net in `state` on (x, y), by the run's own eval step."""
+    correct = 0.0
+    for i in range(0, len(x), chunk):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        correct += float(eval_step(state, xb, yb, jnp.ones(len(xb)))["correct"])
+    return 1.0 - correct / len(x)
+
+
+def setup(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int,
+          n_train: int | None) -> loop.Setup:
+    """`loop.setup` of the config, with the parameters drawn by `initialise` (epochs=0: no optimiser
+    state, the state's third entry is None)."""
+    cfg = cli.compose(["data=mnist1d", *over, f"optim.epochs={max(epochs, 1)}", f"optim.batch_size={batch_size}",
+                       f"optim.lr={lr}", f"seed={seed}", "train.progress=false"])
+    run = RunConfig.parse(cfg)
+    data = _data(run.data, run.seed)
+    if n_train is not None:
+        data = dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    abstract = nnx.eval_shape(lambda: build_model(run, data.input_shape, data.output_dim))
+    graphdef, params, rest = nnx.split(initialise(abstract, seed), nnx.Param, ...)
+    steps_per_epoch = len(data.x_train) // batch_size
+    total = steps_per_epoch * max(epochs, 1)
+    tx = run.optim.transform(total)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    opt_state = _opt_init(tx, run.optim.name, params) if epochs else None
+    return loop.Setup(run.to_dict(), run, data, graphdef, (params, rest, opt_state), tx, mesh,
+                      steps_per_epoch, total, n_params)
+
+
+ZERO_STATE = ("adam", "adamw", "sgd")  # optimisers whose optax state starts as zeros (moments, step counts)
+
+
+def _opt_init(tx, name: str, params):
+    """tx.init(params): zeros of its structure for the optimisers whose state starts at zero (eagerly,
+    optax's init compiles one small program per leaf), else tx.init under jit."""
+    if name not in ZERO_STATE:
+        return jax.jit(tx.init)(params)
+    return jax.tree.map(lambda s: jnp.asarray(np.zeros(s.shape, s.dtype)), jax.eval_shape(tx.init, params))
+
+
+@functools.cache
+def _data(spec, seed):
+    return datasets.load(spec, seed=seed)
+
+
+STACKED = ("field", "fields")  # the per-step stacks of resnet and plain stages: a leading step axis
+
+
+def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
+    """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
+    own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
+    two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
+    a per-step stack), biases 0, norm scales 1; counters -1."""
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng([seed, 7])
+
+    def draw(path, leaf):
+        names = [str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))) for p in path]
+        names = [n for n in names if n != "value"]
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
+        if names[-1] == "scale":
+            return jnp.asarray(np.ones(leaf.shape, leaf.dtype))
+        if names[-1] != "kernel":
+            return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
+        fan_in = int(np.prod(leaf.shape[1 if any(n in STACKED for n in names) else 0: -1]))
+        z = rng.standard_normal(leaf.shape)
+        while np.any(bad := np.abs(z) > 2):
+            z[bad] = rng.standard_normal(int(bad.sum()))
+        return jnp.asarray(z * np.sqrt(1.0 / fan_in) / 0.87962566103423978, leaf.dtype)
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+
+
+def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int, n_train: int | None = None,
+          evaluate: bool = True) -> Net:
+    """`epochs` epochs of the run's optimiser on MNIST-1D (the first `n_train` training signals; all when
+    None), by the run's jitted train step. The training error is the running error over the last epoch's
+    mini-batches (He et al.'s training curves); evaluate=True adds the test error (the run's eval step).
+    epochs=0: the initial parameters."""
+    s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train)
+    state, start, losses = s.state, time.perf_counter(), []
+    x, y = s.data.x_train, s.data.y_train
+    train_error = test_error = None
+    if epochs:
+        train_step, eval_step = loop.make_steps(s)
+        for epoch in range(epochs):
+            loss, accuracy = [], []
+            for idx in datasets.batches(len(x), batch_size, seed=seed, epoch=epoch):
+                state, metrics = train_step(state, x[idx], y[idx])
+                loss.append(metrics["loss"])
+                accuracy.append(metrics["accuracy"])
+            losses.append(float(np.mean(np.asarray(loss))))
+        train_error = 1.0 - float(np.mean(np.asarray(accuracy)))
+        if evaluate:
+            test_error = error(eval_step, state, s.data.x_test, s.data.y_test)
+    params, rest, _ = state
+    model = nnx.merge(s.graphdef, params, rest)
+    return Net(model, s, train_error, test_error, losses, time.perf_counter() - start)
+
+
+def probe_batch(s, n: int) -> tuple[Any, Any]:
+    """The first n training signals and labels (the batch on which gradients are measured)."""
+    return s.data.x_train[:n], s.data.y_train[:n]

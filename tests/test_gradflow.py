@@ -1,0 +1,184 @@
+"""odenets.analysis.gradflow against independent references: closed forms on linear stacks (the
+textbook exercise), jax.grad / jax.jacobian of hand-written stacks, `observe_model`, and the
+binomial counts of the path expansion."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import odenets as on
+from odenets._abstract import final
+from odenets.analysis import gradflow as gf
+from odenets.fields import field_at
+from odenets.models import ODEBlock
+from odenets.models.stages import PlainBlock
+
+
+@final
+class Scale(nnx.Module):
+    """F(t, x) = a x: a linear residual branch."""
+
+    def __init__(self, a: float, rngs: nnx.Rngs):
+        self.a = nnx.Param(jnp.asarray(a, jnp.float64))
+
+    def __call__(self, t, x):
+        return self.a * x
+
+
+def _filled(build, seed=0, value=None):
+    """The module `build()` makes, with its structure from nnx.eval_shape (no initialiser is compiled)
+    and its float parameters drawn by numpy (N(0, 1 / fan_in) matrices, N(0, 0.1) vectors) or all
+    equal to `value`."""
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    rng = np.random.default_rng(seed)
+
+    def draw(leaf):
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
+        if value is not None:
+            return jnp.full(leaf.shape, value, jnp.float64)
+        scale = 1 / math.sqrt(leaf.shape[-2]) if leaf.ndim >= 3 or (leaf.ndim == 2 and leaf.shape[0] > 1) else 0.1
+        return jnp.asarray(rng.standard_normal(leaf.shape) * scale)
+
+    return nnx.merge(graphdef, jax.tree.map(draw, state))
+
+
+def _mlp(width):
+    return lambda r: on.fields.MLPField(width, 5, time=False, rngs=r)
+
+
+def _resnet(make, depth, seed=0, value=None):
+    return _filled(lambda: ODEBlock(make, params="per_step", steps=depth, integrator="euler", t0=0.0,
+                                    t1=float(depth), rngs=nnx.Rngs(0)), seed, value)
+
+
+def _plain(make, depth, seed=0, value=None):
+    return _filled(lambda: PlainBlock(make, steps=depth, rngs=nnx.Rngs(0)), seed, value)
+
+
+def test_textbook_exercise_plain_and_residual_stacks_of_three():
+    """Each layer scales by 1/2: a plain stack of 3 passes 1/8 to its input; a residual stack
+    (1 + 1/2)^3 = 27/8, of which the identity path carries 1."""
+    x = jnp.ones((1, 1))
+    plain = gf.gradient_flow(_plain(lambda r: Scale(0.5, r), 3, value=0.5), x, loss=jnp.sum)
+    res = gf.gradient_flow(_resnet(lambda r: Scale(0.5, r), 3, value=0.5), x, loss=jnp.sum)
+    np.testing.assert_allclose(plain.grad_norm[:, 0], [0.125, 0.25, 0.5, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(res.grad_norm[:, 0], [3.375, 2.25, 1.5, 1.0], rtol=1e-12)
+    assert gf.jacobian_product([0.5] * 3, skip=False) == pytest.approx(0.125)
+    assert gf.jacobian_product([0.5] * 3) == pytest.approx(3.375)
+    paths = gf.path_expansion([0.5] * 3)
+    np.testing.assert_allclose(paths.by_length, [1.0, 1.5, 0.75, 0.125])  # C(3, k) / 2^k; k = 0 is I
+    assert paths.by_length.sum() == pytest.approx(res.grad_norm[0, 0])
+    np.testing.assert_allclose(res.response_std[:3], 0.0)  # one sample, one feature: std 0
+
+
+def _cross_entropy(model, x, y) -> float:
+    graphdef, state = nnx.split(model)
+    logits = jax.jit(lambda s, x: nnx.merge(graphdef, s, copy=True)(x))(state, x)
+    return float(jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)))
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["resnet", "plain"])
+def test_stage_gradients_and_responses_match_a_hand_written_stack(skip):
+    width, depth = 3, 4
+    make = _mlp(width)
+    stage = (_resnet if skip else _plain)(make, depth)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((6, width)))
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((6, width)))
+    loss = lambda out: jnp.sum(jnp.tanh(out) * w)
+    flow = gf.gradient_flow(stage, x, loss=loss)
+    graphdef, state = nnx.split(stage.field if skip else stage.fields)
+
+    @jax.jit
+    def reference(state, x):  # the stack written out layer by layer; jax.grad of the tail from each x_l
+        fields = nnx.merge(graphdef, state)
+        layer = lambda k, z: field_at(fields, k)(float(k), z) + (z if skip else 0.0)
+
+        def tail(start, z):
+            for k in range(start, depth):
+                z = layer(k, z)
+            return loss(z)
+
+        states = [x]
+        for k in range(depth):
+            states.append(layer(k, states[-1]))
+        grads = [jax.grad(lambda z, i=i: tail(i, z))(states[i]) for i in range(depth + 1)]
+        stds = [jnp.std(field_at(fields, k)(float(k), states[k])) for k in range(depth)]
+        return jnp.stack([jnp.linalg.norm(g, axis=-1) for g in grads]), jnp.stack(stds), tail(0, x)
+
+    norms, stds, value = reference(state, x)
+    np.testing.assert_allclose(flow.grad_norm, norms, rtol=1e-6)
+    np.testing.assert_allclose(flow.response_std[:depth], stds, rtol=1e-6)
+    assert np.isnan(flow.response_std[depth]) and flow.loss == pytest.approx(float(value), rel=1e-9)
+
+
+def test_classifier_matches_observe_model():
+    model = _filled(lambda: on.models.build("resnet", input_shape=(6,), num_classes=3, width=4, depth=2))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 6)))
+    y = jnp.asarray([0, 1, 2, 0, 1])
+    flow = gf.gradient_flow(model, x, y)
+    observed = on.analysis.observe_model(model, x, y)  # gradients of the batch mean: B times smaller
+    reference = np.concatenate([5 * np.linalg.norm(np.asarray(o.grads), axis=-1) for o in observed])
+    np.testing.assert_allclose(flow.grad_norm, reference, rtol=1e-5)
+    assert list(flow.stage) == [0] * 3 and list(flow.layer) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["resnet", "plain"])
+def test_product_of_layer_jacobians_is_the_stage_jacobian(skip):
+    width, depth = 3, 3
+    stage = (_resnet if skip else _plain)(_mlp(width), depth, seed=2)
+    x = jnp.asarray(np.random.default_rng(3).standard_normal(width))
+    jac = gf.layer_jacobians(stage, x)
+    graphdef, state = nnx.split(stage)
+    expected = jax.jit(jax.jacobian(lambda z: nnx.merge(graphdef, state, copy=True)(z[None])[0]))(x)
+    np.testing.assert_allclose(gf.jacobian_product(jac, skip=skip), expected, rtol=1e-6, atol=1e-9)
+    if skip:
+        paths = gf.path_expansion(jac)
+        np.testing.assert_allclose(paths.terms.sum(0), expected, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(paths.by_length[0], np.eye(width))  # the identity path
+
+
+def test_path_expansion_counts_and_refusals():
+    depth, a = 5, -0.3
+    paths = gf.path_expansion([a] * depth)
+    assert paths.terms.shape == (2**depth,)
+    for k in range(depth + 1):
+        assert int((paths.lengths == k).sum()) == math.comb(depth, k)
+        assert paths.by_length[k] == pytest.approx(math.comb(depth, k) * a**k)
+    mats = np.random.default_rng(0).standard_normal((4, 2, 2))
+    np.testing.assert_allclose(gf.path_expansion(mats).by_length.sum(0), gf.jacobian_product(mats), atol=1e-12)
+    with pytest.raises(ValueError, match="L must be <= 16, got L=17"):
+        gf.path_expansion([0.5] * 17)
+    with pytest.raises(ValueError, match=r"\(L, n, n\) or \(L,\), got shape \(2, 2, 3\)"):
+        gf.jacobian_product(np.zeros((2, 2, 3)))
+
+
+@pytest.mark.parametrize("family, stages", [("momentum", 1), ("hamiltonian", 2)])
+def test_other_step_rules_reproduce_the_models_loss(family, stages):
+    """Momentum stages are taken layer by layer (state (x, v)); Hamiltonian stages count as one layer; the
+    transitions between stages are the model's."""
+    model = _filled(lambda: on.models.build(family, input_shape=(4,), num_classes=2, width=4, depth=2,
+                                              stages=stages))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    y = jnp.asarray([0, 1, 1])
+    flow = gf.gradient_flow(model, x, y)
+    assert flow.loss == pytest.approx(_cross_entropy(model, x, y), rel=1e-6)
+    per_stage = 3 if family == "momentum" else 2  # x_0, x_1, x_2 / the stage's input and output
+    assert flow.grad_norm.shape == (per_stage * stages, 3)
+    assert list(flow.stage) == [s for s in range(stages) for _ in range(per_stage)]
+    assert np.all(np.isfinite(flow.grad_norm)) and np.any(flow.grad_norm > 0)
+
+
+def test_refusals():
+    model = _filled(lambda: on.models.build("plain", input_shape=(4,), num_classes=2, width=4, depth=2))
+    with pytest.raises(ValueError, match="needs the labels y"):
+        gf.gradient_flow(model, jnp.zeros((2, 4)))
+    with pytest.raises(ValueError, match="needs loss=L"):
+        gf.gradient_flow(model.stages[0], jnp.zeros((2, 4)))
