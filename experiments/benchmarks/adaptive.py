@@ -21,6 +21,7 @@ from flax import nnx
 
 import odenets as on
 from odenets import cli, models
+from odenets.integrators.adaptive import BACKPROP_CHECKPOINTS
 from odenets.train import loop
 
 from . import common
@@ -52,7 +53,8 @@ TORCH_SKIPPED = ("dense", "adjoint")  # odeint_adjoint with 100 save times: seco
 def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
     """{peer: (params, x0) -> (saved states, step counts)}; odenets also counts its NFE."""
     dense, integ = save == "dense", SOLVERS[solver][0](rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
-    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(MAX_STEPS)
+    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(
+        min(MAX_STEPS, BACKPROP_CHECKPOINTS))
     saveat = diffrax.SaveAt(ts=jnp.linspace(0.0, t1, DENSE_TIMES)) if dense else diffrax.SaveAt(t1=True)
 
     def ours(params, x0):
@@ -239,6 +241,7 @@ def measure(cfg: dict, python: str | None) -> dict:
             rows.append(run_row(cfg, solver, save, mode, params, x0, arrays))
     info, trows = torch_rows(python, cfg, params, x0, rows, arrays) if python else (None, [])
     return {"config": cfg, "rows": rows, "torch": info, "torch_rows": trows, "mlp": mlp_rows(cfg, python),
+            "backprop_checkpoints": min(MAX_STEPS, BACKPROP_CHECKPOINTS),
             "training": train_rows(cfg)}
 
 
@@ -330,7 +333,8 @@ def fields(data: dict) -> dict:
     return {**cfg, **cfg["torch"], "budget_s": f"{cfg['budget_s']:g}",
             "mlp": mlp_section(data, blocks), "training": training_section(data, blocks),
             "torch_budget_s": f"{cfg['torch']['budget_s']:g}",
-            "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS, "dense": DENSE_TIMES,
+            "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS,
+            "checkpoints": data.get("backprop_checkpoints", MAX_STEPS), "dense": DENSE_TIMES,
             "table": common.rows(main), "jaxprs": common.rows(jaxprs), "tol": f"{TOL_DIFFRAX:g}",
             "worst": f"{max(r['rel'] for r in rows):.1e}",
             "torch_table": blocks["torch"].format(tol=TOL_TORCH, table=common.rows(torch)) if torch else "",
