@@ -45,8 +45,8 @@ from odenets.integrators.base import REGISTRY, Integrator, blowup_message, concr
 # made by a first, gradient-free pass (a lax.switch over stores of 16 ... 4096 states: XLA keeps the residuals of
 # every branch, 717 MB) nor DirectAdjoint (92.6 MB, 334 ms) is smaller. README "Gradients through adaptive
 # solves" has the measurements.
-BACKPROP_CHECKPOINTS = 32  # nothing recomputed up to 32 steps; past them each step at most once more up to 560
-CHECKPOINT_CHECKPOINTS = 8  # memory of 8 states whatever the step count; <= 1 recomputation per step up to 44
+BACKPROP_CHECKPOINTS = 32  # nothing recomputed up to 32 steps; past them each step at most once more up to 561
+CHECKPOINT_CHECKPOINTS = 8  # memory of 8 states whatever the step count; <= 1 recomputation per step up to 45
 
 # gradient strategy name -> the diffrax adjoint that plays its role
 ADJOINTS = {
