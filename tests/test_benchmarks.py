@@ -23,7 +23,9 @@ BENCH = ROOT / "experiments" / "benchmarks"
 TINY = {
     "sizes": dict(sizes=[["floor", 2, 1, 4, 5, 1]], integrators=["rk4", "euler"]),
     "adaptive": dict(batch=2, t1=1.0, groups=[["dopri5", "final"]], modes=["forward", "adjoint"], budget_s=0.01,
-                     min_repeats=1, max_repeats=1, retime=True, torch=dict(forward=1, gradient=1, budget_s=0.1)),
+                     min_repeats=1, max_repeats=1, retime=True, torch=dict(forward=1, gradient=1, budget_s=0.1),
+                     mlp=dict(batch=2, width=2, hidden=4, repeats=1, torch_repeats=1, torch_budget_s=0.1),
+                     train=dict(overrides=["optim.batch_size=4", "model.width=4"], steps=1)),
     "memory": dict(batch=2, width=2, hidden=4, steps=[4, 9], timed=[9], torch_timed=[9], diffrax_steps=[4, 9],
                    repeats=1, torch_repeats=1),
     "compile": dict(width=4, hidden=4, batch=2, depths=[2, 4], max_unrolled=2),

@@ -150,6 +150,34 @@ def test_adaptive_gradients_match_finite_differences(integrator, gradient):
         assert abs(directional(grads, direction) - fd) < 1e-7 * scale(grads, direction)
 
 
+# Checkpoint's recomputation is also run by the finite-difference test above (16 and 20 steps, 8 stored)
+@pytest.mark.parametrize("gradient", ["backprop", pytest.param("checkpoint", marks=SLOW)])
+def test_adaptive_gradient_past_the_stored_states_is_that_of_every_step_stored(gradient, monkeypatch):
+    """A Dopri5 solve of more steps than Backprop and Checkpoint store (adaptive.BACKPROP_CHECKPOINTS,
+    CHECKPOINT_CHECKPOINTS): the recomputed steps give the gradient of the loop that stores every step
+    (diffrax's RecursiveCheckpointAdjoint(checkpoints=max_steps), Backprop's former default)."""
+    import diffrax
+
+    from odenets.integrators import adaptive
+
+    integ = on.Dopri5(rtol=1e-10, atol=1e-10, max_steps=64)
+    x0, params = inputs(False)
+
+    def grad():
+        loss = lambda x0, p: jnp.sum(jnp.sin(on.odeint(mlp_field, x0, 0.0, 6.0, integrator=integ,
+                                                      gradient=gradient, args=p).x))
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(x0, params)
+
+    stats = on.odeint(mlp_field, x0, 0.0, 6.0, integrator=integ, args=params).stats
+    attempted = int(stats["steps"]) + int(stats["rejected"])
+    assert attempted > adaptive.BACKPROP_CHECKPOINTS > adaptive.CHECKPOINT_CHECKPOINTS
+    got = grad()
+    monkeypatch.setitem(adaptive.ADJOINTS, gradient,
+                        lambda i: diffrax.RecursiveCheckpointAdjoint(checkpoints=i.max_steps))
+    for a, b in zip(jax.tree.leaves(grad()), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("integrator,gradient", [
     pytest.param(i, g, marks=() if i in ("rk4", "reversible_heun") else SLOW) for i, g in PAIRS])
 def test_vmap_over_initial_states(integrator, gradient):

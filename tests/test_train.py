@@ -180,3 +180,19 @@ def test_optimizer_schedules_and_clipping():
     assert max(range(11), key=lambda i: float(onecycle(i))) == 3 and float(onecycle(3)) == pytest.approx(0.1)
     with pytest.raises(ValueError, match=r"optim.warmup_steps=5 is not used by schedule 'onecycle'"):
         optimizer("sgd", schedule="onecycle", warmup_steps=5)
+
+
+def test_adaptive_train_records_carry_nfe_and_step_time(tmp_path):
+    # log_every=1: each train record is one step; the test record's nfe_forward is models.solver_stats of
+    # the state after the epoch's last step, so the last train record must hold the same count
+    cfg = tiny(**{"integrator": {"name": "dopri5", "rtol": 1e-4}, "optim.epochs": 1, "train.log_every": 1,
+                  "data.n_train": 128})
+    summary = fit(cfg, tmp_path / "run")
+    records = read_metrics(tmp_path / "run")
+    train = [r for r in records if r["split"] == "train"]
+    assert len(train) == 128 // 32
+    assert train[-1]["nfe"] == summary["nfe_forward"] == records[-1]["nfe_forward"]
+    for r in train:  # Dopri5: 1 evaluation at t0, then 6 per attempted step, summed over the model's stages
+        assert r["nfe"] > 7 and r["nfe"] == int(r["nfe"]) and (r["nfe"] - 1) % 6 == 0
+    assert "step_time_ms" not in train[0]  # the step that compiled
+    assert all(r["step_time_ms"] > 0 for r in train[1:])

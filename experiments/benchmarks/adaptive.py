@@ -1,11 +1,15 @@
 """Case 2: an adaptive Dopri5 / Tsit5 neural ODE (diffrax's small_neural_ode benchmark), odenets against
 diffeqsolve written out with what odenets uses underneath (same process, round robin, plus diffrax's program
-called again: A/A, the noise floor) and torchdiffeq; solutions, gradients, steps and NFE must agree."""
+called again: A/A, the noise floor) and torchdiffeq; solutions, gradients, steps and NFE must agree. Then the
+MLP Neural ODE of case 1's mid size solved by Dopri5 with its gradient, each odenets gradient strategy against
+torchdiffeq and torchode, and the MNIST-1D ODE-Net trained through Dopri5 against the Euler ODE-Net: cost per
+forward NFE and temporary memory of a train step."""
 
 from __future__ import annotations
 
 import collections
 import tempfile
+import time
 from pathlib import Path
 
 import diffrax
@@ -13,8 +17,12 @@ import jax
 import jax.extend.core as jcore
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 import odenets as on
+from odenets import cli, models
+from odenets.integrators.adaptive import BACKPROP_CHECKPOINTS
+from odenets.train import loop
 
 from . import common
 from . import problem as pb
@@ -24,11 +32,19 @@ MAX_STEPS = 4096  # odenets' default, passed explicitly to both peers
 DENSE_TIMES = 100
 SOLVERS = {"dopri5": (on.Dopri5, diffrax.Dopri5), "tsit5": (on.Tsit5, diffrax.Tsit5)}
 MODES = {"forward": "forward", "backprop": "grad, Backprop", "adjoint": "grad, Adjoint"}
+STRATEGIES = ("backprop", "checkpoint", "adjoint")  # gradients for adaptive solves (Backprop: the default)
+MLP_TOL, MLP_T1 = 1e-5, 1.0  # the MLP Neural ODE: Dopri5 rtol = atol, t in [0, t1]
+TRAIN = ("experiment=mnist1d_odenet", "model.unroll=1")  # both ODE-Nets as loops (adaptive ones cannot unroll)
 FULL = dict(batch=64, t1=100.0, groups=(("dopri5", "final"), ("tsit5", "final"), ("dopri5", "dense")),
             modes=tuple(MODES), budget_s=3.0, min_repeats=10, max_repeats=500, retime=True,
-            torch=dict(forward=20, gradient=10, budget_s=3.0))
+            torch=dict(forward=20, gradient=10, budget_s=3.0),
+            mlp=dict(batch=256, width=64, hidden=256, repeats=20, torch_repeats=10, torch_budget_s=5.0),
+            train=dict(overrides=(), steps=4))
 QUICK = dict(batch=8, t1=10.0, groups=(("dopri5", "final"),), modes=("forward", "backprop"), budget_s=0.1,
-             min_repeats=2, max_repeats=5, retime=False, torch=dict(forward=2, gradient=2, budget_s=1.0))
+             min_repeats=2, max_repeats=5, retime=False, torch=dict(forward=2, gradient=2, budget_s=1.0),
+             mlp=dict(batch=8, width=4, hidden=8, repeats=2, torch_repeats=2, torch_budget_s=1.0),
+             train=dict(overrides=("optim.batch_size=8", "model.width=8"), steps=1))
+COST_GOAL, MEMORY_GOAL = 1.5, 4.0  # adaptive training / the Euler ODE-Net's: cost per forward NFE, temp memory
 GOAL = 1.05  # odenets / diffrax, every row
 TOL_DIFFRAX, TOL_TORCH = 1e-6, 1e-3  # relative: everything vs diffrax; saved states vs torchdiffeq
 TORCH_SKIPPED = ("dense", "adjoint")  # odeint_adjoint with 100 save times: seconds per call in Python
@@ -37,7 +53,8 @@ TORCH_SKIPPED = ("dense", "adjoint")  # odeint_adjoint with 100 save times: seco
 def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
     """{peer: (params, x0) -> (saved states, step counts)}; odenets also counts its NFE."""
     dense, integ = save == "dense", SOLVERS[solver][0](rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
-    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(MAX_STEPS)
+    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(
+        min(MAX_STEPS, BACKPROP_CHECKPOINTS))
     saveat = diffrax.SaveAt(ts=jnp.linspace(0.0, t1, DENSE_TIMES)) if dense else diffrax.SaveAt(t1=True)
 
     def ours(params, x0):
@@ -145,6 +162,77 @@ def torch_rows(python, cfg, params, x0, rows, arrays) -> tuple[dict | None, list
     return info and {k: v for k, v in info.items() if k != "runs"}, trows
 
 
+def mlp_rows(cfg: dict, python: str | None) -> dict:
+    """The MLP Neural ODE solve + gradient, jit(value_and_grad(mean(x(t1)^2))) w.r.t. (params, x0), under each
+    odenets gradient strategy (round robin, with the forward solve alone), then torchdiffeq and torchode."""
+    m = cfg["mlp"]
+    params, x0 = pb.make_problem(m["batch"], m["width"], m["hidden"])
+    integ = on.Dopri5(rtol=MLP_TOL, atol=MLP_TOL)
+    solve = lambda g: lambda p, x: on.odeint(pb.field, x, 0.0, MLP_T1, integrator=integ, gradient=g, args=p)
+    fns = {g: jax.jit(jax.value_and_grad(lambda p, x, s=solve(g): jnp.mean(s(p, x).x ** 2), argnums=(0, 1)))
+           for g in STRATEGIES}
+    fns["forward"] = jax.jit(lambda p, x: solve("backprop")(p, x).x)
+    temp = {g: common.temp_bytes(fn, params, x0) for g, fn in fns.items()}
+    best, _, outs = common.time_all(fns, (params, x0), m["repeats"])
+    stats = on.odeint(pb.field, x0, 0.0, MLP_T1, integrator=integ, args=params).stats
+    ours = {g: dict(seconds=best[g], temp_bytes=temp[g]) for g in fns}
+    for g in STRATEGIES:
+        ours[g]["grad_rel"] = common.rel_discrepancy(outs[g][1], outs["backprop"][1])
+    out = dict(ours=ours, nfe=int(stats["nfe"]), steps=int(stats["steps"]), rejected=int(stats["rejected"]),
+               torch={}, torch_versions=None)
+    if python is None:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        path, dest = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
+        pb.save_npz(path, params, x0)
+        info = common.run_torch(python, "mlp_adaptive", dict(
+            problem=str(path), t1=MLP_T1, rtol=MLP_TOL, atol=MLP_TOL, repeats=m["torch_repeats"],
+            budget_s=m["torch_budget_s"], out=str(dest),
+            runs=["torchdiffeq/backprop", "torchdiffeq/adjoint", "torchode/backprop"]))
+        got = dict(np.load(dest)) if info else {}
+    if info:
+        ref = jax.tree.map(np.asarray, outs["backprop"][1])
+        for key, run in info["runs"].items():
+            if "seconds" in run:
+                theirs = ({k: got[f"{key}/grad/{k}"] for k in ("W1", "b1", "W2", "b2")}, got[f"{key}/grad/x0"])
+                out["torch"][key] = {**run, "grad_rel": common.rel_discrepancy(theirs, ref)}
+        out["torch_versions"] = {k: info.get(k) for k in ("torch", "torchdiffeq", "torchode", "threads")}
+    print(out, flush=True)
+    return out
+
+
+def train_rows(cfg: dict) -> dict:
+    """Train steps of the MNIST-1D ODE-Net (`odenets run experiment=mnist1d_odenet model.unroll=1`) through Dopri5
+    under each gradient strategy and through its 6 Euler steps (Backprop), round robin on one batch: the minimum
+    step time over `steps` steps after a compiling and a warm-up step, the forward NFE of the step
+    (models.solver_stats) and XLA's temporary buffer size of the compiled train step."""
+    t = cfg["train"]
+    variants = {"euler": ("integrator=euler", "gradient=backprop"),
+                **{g: ("integrator=dopri5", f"gradient={g}") for g in STRATEGIES}}
+    runs = {}
+    for name, over in variants.items():
+        s = loop.setup(cli.compose([*TRAIN, *over, *t["overrides"]]))
+        step = loop.make_steps(s)[0]
+        b = s.run.optim.batch_size
+        batch = jax.device_put((s.data.x_train[:b], s.data.y_train[:b]))
+        runs[name] = dict(setup=s, step=step, batch=batch, state=s.state, times=[],
+                          temp_bytes=common.temp_bytes(step, s.state, *batch))
+    for k in range(t["steps"] + 2):  # a compiling step, a warm-up step, then the timed ones
+        for r in runs.values():
+            start = time.perf_counter()
+            r["state"], _ = jax.block_until_ready(r["step"](r["state"], *r["batch"]))
+            if k >= 2:
+                r["times"].append(time.perf_counter() - start)
+    out = {}
+    for name, r in runs.items():
+        params, rest, _ = r["state"]
+        nfe = models.solver_stats(nnx.merge(r["setup"].graphdef, params, rest))["nfe"]
+        out[name] = dict(seconds=min(r["times"]), nfe=int(nfe), temp_bytes=r["temp_bytes"],
+                         batch=int(r["setup"].run.optim.batch_size), params=int(r["setup"].n_params))
+    print(out, flush=True)
+    return out
+
+
 def measure(cfg: dict, python: str | None) -> dict:
     params, x0 = pb.adaptive_problem(cfg["batch"])
     rows, arrays = [], []
@@ -152,7 +240,9 @@ def measure(cfg: dict, python: str | None) -> dict:
         for mode in cfg["modes"]:
             rows.append(run_row(cfg, solver, save, mode, params, x0, arrays))
     info, trows = torch_rows(python, cfg, params, x0, rows, arrays) if python else (None, [])
-    return {"config": cfg, "rows": rows, "torch": info, "torch_rows": trows}
+    return {"config": cfg, "rows": rows, "torch": info, "torch_rows": trows, "mlp": mlp_rows(cfg, python),
+            "backprop_checkpoints": min(MAX_STEPS, BACKPROP_CHECKPOINTS),
+            "training": train_rows(cfg)}
 
 
 # -- what the numbers say -----------------------------------------------------------------------
@@ -166,8 +256,53 @@ def goals(data: dict) -> list[common.Goal]:
     out += [common.Goal(f"torchdiffeq / odenets, dopri5 {t['save']} {MODES[t['mode']]}",
                         t["seconds"] / t["ours_s"],
                         1.0, True, info=True) for t in data["torch_rows"]]
-    return out + [common.Goal("torchdiffeq / odenets, dopri5", None, 1.0, True, where="torch peer not run")
-                  for _ in [0] if not data["torch_rows"]]
+    out += [common.Goal("torchdiffeq / odenets, dopri5", None, 1.0, True, where="torch peer not run")
+            for _ in [0] if not data["torch_rows"]]
+    return out + mlp_goals(data.get("mlp")) + train_goals(data.get("training"))
+
+
+def mlp_best(mlp: dict) -> str:
+    return min(STRATEGIES, key=lambda g: mlp["ours"][g]["seconds"])
+
+
+def peer_seconds(mlp: dict, lib: str) -> float | None:
+    """The fastest of a torch library's runs (torchdiffeq: odeint or odeint_adjoint), None when not run."""
+    times = [r["seconds"] for k, r in mlp["torch"].items() if k.startswith(lib + "/")]
+    return min(times) if times else None
+
+
+def mlp_goals(mlp: dict | None) -> list[common.Goal]:
+    """odenets' default (Backprop) and best strategy against each torch library's fastest run: theirs / ours."""
+    if mlp is None:
+        return [common.Goal("torchdiffeq, torchode / odenets, MLP Neural ODE solve + gradient", None, 1.0, True,
+                            where="not measured in this run")]
+    out = []
+    for lib in ("torchdiffeq", "torchode"):
+        theirs = peer_seconds(mlp, lib)
+        for label, g in (("default, Backprop", "backprop"), (f"best, {mlp_best(mlp)}", mlp_best(mlp))):
+            out.append(common.Goal(f"{lib} / odenets ({label}), MLP Neural ODE solve + gradient",
+                                   theirs and theirs / mlp["ours"][g]["seconds"], 1.0, True,
+                                   where="" if theirs else f"{lib} not run"))
+    return out
+
+
+def train_ratios(training: dict, g: str) -> tuple[float, float]:
+    """(cost per forward NFE, temporary bytes) of Dopri5 training under g over the Euler ODE-Net's."""
+    per_nfe = lambda r: r["seconds"] / r["nfe"]
+    base = training["euler"]
+    return per_nfe(training[g]) / per_nfe(base), training[g]["temp_bytes"] / base["temp_bytes"]
+
+
+def train_goals(training: dict | None) -> list[common.Goal]:
+    if training is None:
+        return [common.Goal("Dopri5 / Euler ODE-Net training, cost per forward NFE and temporary memory", None,
+                            COST_GOAL, False, where="not measured in this run")]
+    out = []
+    for g in STRATEGIES:
+        cost, memory = train_ratios(training, g)
+        out += [common.Goal(f"Dopri5 / Euler ODE-Net training, cost per forward NFE, {g}", cost, COST_GOAL, False),
+                common.Goal(f"Dopri5 / Euler ODE-Net training, temporary memory, {g}", memory, MEMORY_GOAL, False)]
+    return out
 
 
 def agrees(r: dict) -> bool:
@@ -196,13 +331,47 @@ def fields(data: dict) -> dict:
             "over the goal in both rounds") if "first_ratio" in r else "")
         for r in rows if "first_ratio" in r or r["ours_s"] / r["diffrax_s"] > GOAL]
     return {**cfg, **cfg["torch"], "budget_s": f"{cfg['budget_s']:g}",
+            "mlp": mlp_section(data, blocks), "training": training_section(data, blocks),
             "torch_budget_s": f"{cfg['torch']['budget_s']:g}",
-            "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS, "dense": DENSE_TIMES,
+            "t1": f"{cfg['t1']:g}", "rtol": f"{RTOL:g}", "max_steps": MAX_STEPS,
+            "checkpoints": data.get("backprop_checkpoints", MAX_STEPS), "dense": DENSE_TIMES,
             "table": common.rows(main), "jaxprs": common.rows(jaxprs), "tol": f"{TOL_DIFFRAX:g}",
             "worst": f"{max(r['rel'] for r in rows):.1e}",
             "torch_table": blocks["torch"].format(tol=TOL_TORCH, table=common.rows(torch)) if torch else "",
             "torch": blocks["torch_line"].format(**data["torch"]) if data["torch"] else blocks["no_torch"],
             "over": blocks["over_intro"] + "\n\n" + "\n".join(over) if over else ""}
+
+
+def mlp_section(data: dict, blocks: dict) -> str:
+    if "mlp" not in data:
+        return blocks["not_measured"].format(what="MLP Neural ODE: Dopri5 solve + gradient")
+    cfg, mlp, fmt = data["config"]["mlp"], data["mlp"], common.fmt
+    ours = [[g, f"{1e3 * mlp['ours'][g]['seconds']:.2f}", common.fmt_bytes(mlp["ours"][g]["temp_bytes"]),
+             f"{mlp['ours'][g]['seconds'] / mlp['ours']['forward']['seconds']:.2f}x",
+             fmt(mlp["ours"][g].get("grad_rel"), ".1e")] for g in (*STRATEGIES, "forward")]
+    torch = [[k, f"{1e3 * r['seconds']:.2f}", r["calls"], fmt(r["grad_rel"], ".1e"),
+              f"{r['seconds'] / mlp['ours']['backprop']['seconds']:.2f}x",
+              f"{r['seconds'] / mlp['ours'][mlp_best(mlp)]['seconds']:.2f}x"] for k, r in mlp["torch"].items()]
+    return blocks["mlp"].format(
+        mlp_batch=cfg["batch"], mlp_width=cfg["width"], mlp_hidden=cfg["hidden"], mlp_tol=f"{MLP_TOL:g}",
+        mlp_t1=f"{MLP_T1:g}", mlp_repeats=cfg["repeats"], mlp_torch_repeats=cfg["torch_repeats"],
+        mlp_nfe=mlp["nfe"], mlp_steps=mlp["steps"], mlp_rejected=mlp["rejected"], mlp_table=common.rows(ours),
+        mlp_torch=common.rows(torch) if torch else "| (torch peers not run) | | | | | |",
+        mlp_versions=", ".join(f"{k} {v}" for k, v in (mlp["torch_versions"] or {}).items()) or "not run")
+
+
+def training_section(data: dict, blocks: dict) -> str:
+    if "training" not in data:
+        return blocks["not_measured"].format(what="Training through Dopri5: cost per NFE and memory")
+    cfg, training = data["config"]["train"], data["training"]
+    table = [[name, f"{1e3 * r['seconds']:.1f}", f"{r['batch'] / r['seconds']:.0f}", r["nfe"],
+              f"{1e3 * r['seconds'] / r['nfe']:.2f}", common.fmt_bytes(r["temp_bytes"]),
+              *(("1 (reference)", "1 (reference)") if name == "euler" else
+                (f"{v:.2f}x" for v in train_ratios(training, name)))] for name, r in training.items()]
+    return blocks["training"].format(
+        train_cmd=" ".join(TRAIN + tuple(cfg["overrides"])), train_steps=cfg["steps"],
+        train_table=common.rows(table), train_params=training["euler"]["params"], cost_goal=f"{COST_GOAL:g}",
+        memory_goal=f"{MEMORY_GOAL:g}")
 
 
 def figures(data: dict, fig_dir) -> None:

@@ -1,5 +1,6 @@
-"""The torch peers, `python -m experiments.benchmarks.torch_worker fixed|adaptive|throughput THREADS JSON`
-under an interpreter with torch + torchdiffeq (imports no JAX, no odenets; exit status 3 without them).
+"""The torch peers, `python -m experiments.benchmarks.torch_worker TASK THREADS JSON` (TASK: fixed, adaptive,
+mlp_adaptive, throughput) under an interpreter with torch + torchdiffeq (imports no JAX, no odenets; exit status 3
+without them; torchode is optional).
 Input: an .npz of float32 arrays (x @ W + b layouts); output: arrays in opts["out"], one JSON line last.
 Timing: 2 warm-up calls, then the minimum of the repeats."""
 
@@ -139,6 +140,69 @@ def adaptive(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
     return results, arrays
 
 
+def mlp_adaptive(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
+    """The MLP Neural ODE f(t, x) = tanh(x W1 + b1) W2 + b2 on [0, t1], dopri5 at rtol / atol, loss =
+    mean(x(t1)^2), backward to (W1, b1, W2, b2, x0): torchdiffeq odeint (backprop through the solver),
+    odeint_adjoint, and torchode (AutoDiffAdjoint: backprop through its solver loop; IntegralController; each
+    batch row takes its own steps).
+    runs: "torchdiffeq/backprop", "torchdiffeq/adjoint", "torchode/backprop"; field calls counted per call."""
+    data, calls = np.load(opts.problem), [0]
+    leaves = {k: torch.tensor(data[k], requires_grad=True) for k in (*NAMES, "x0")}
+    W1, b1, W2, b2 = (leaves[k] for k in NAMES)
+
+    def field(t, x):
+        calls[0] += 1
+        return torch.tanh(x @ W1 + b1) @ W2 + b2
+
+    def torchdiffeq_solve(adjoint):
+        solve = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
+        extra = {"adjoint_params": (W1, b1, W2, b2)} if adjoint else {}
+        ts = torch.tensor([0.0, opts.t1])
+        return lambda x0: solve(field, x0, ts, rtol=opts.rtol, atol=opts.atol, method="dopri5", **extra)[-1]
+
+    def torchode_solve():
+        import torchode
+
+        term = torchode.ODETerm(field)
+        solver = torchode.AutoDiffAdjoint(torchode.Dopri5(term=term),
+                                          torchode.IntegralController(atol=opts.atol, rtol=opts.rtol, term=term))
+
+        def solve(x0):
+            n = x0.shape[0]
+            problem = torchode.InitialValueProblem(y0=x0, t_start=torch.zeros(n), t_end=torch.full((n,), opts.t1))
+            return solver.solve(problem).ys[:, -1]
+
+        return solve
+
+    results, arrays = {"runs": {}}, {}
+    for key in opts.runs:
+        lib, mode = key.split("/")
+        try:
+            solve = torchode_solve() if lib == "torchode" else torchdiffeq_solve(mode == "adjoint")
+        except ImportError as exc:
+            results["runs"][key] = {"missing": str(exc)}
+            continue
+
+        def call():
+            calls[0] = 0
+            for v in leaves.values():
+                v.grad = None
+            loss = torch.mean(solve(leaves["x0"]) ** 2)
+            loss.backward()
+            return loss
+
+        seconds, loss = best_of(call, opts.repeats, opts.budget_s)
+        results["runs"][key] = {"seconds": seconds, "calls": calls[0], "loss": float(loss.detach())}
+        arrays.update({f"{key}/grad/{k}": v.grad.numpy() for k, v in leaves.items()})
+    try:
+        import torchode
+
+        results["torchode"] = torchode.__version__ if hasattr(torchode, "__version__") else "installed"
+    except ImportError:
+        results["torchode"] = None
+    return results, arrays
+
+
 def chen_model(torch, torchdiffeq, spec):
     """Stem conv3 VALID -> GN-ReLU-conv4/2 -> GN-ReLU-conv4/2; fields GN-ReLU-conv3-GN-ReLU-conv3-GN (the
     ODE-Net's convolutions take t as the LAST input channel); head GN-ReLU-pool-Linear. GroupNorm:
@@ -243,7 +307,8 @@ def main(task: str, threads: str, opts: str) -> int:
         print(f"not installed: {exc}")
         return TORCH_MISSING
     torch.set_num_threads(threads)
-    results, arrays = {"fixed": fixed, "adaptive": adaptive, "throughput": throughput}[task](
+    results, arrays = {"fixed": fixed, "adaptive": adaptive, "throughput": throughput,
+                       "mlp_adaptive": mlp_adaptive}[task](
         np, torch, torchdiffeq, types.SimpleNamespace(**opts))
     if opts.get("out"):
         np.savez(opts["out"], **arrays)

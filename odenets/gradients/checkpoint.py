@@ -23,8 +23,18 @@ class Checkpoint(Gradient):
     The N steps are split into segments of length s (default ceil(sqrt(N))). The forward
     pass keeps only the state at segment boundaries; the backward pass recomputes one
     segment at a time (`jax.checkpoint` around an inner scan), so memory is
-    O(N/s + s) = O(sqrt(N)) at the price of one extra forward solve. For adaptive
-    integrators: diffrax's RecursiveCheckpointAdjoint (online treeverse checkpointing).
+    O(N/s + s) = O(sqrt(N)) at the price of one extra forward solve.
+
+    For adaptive integrators (whose step count is known only at run time): diffrax's
+    RecursiveCheckpointAdjoint with `integrators.adaptive.CHECKPOINT_CHECKPOINTS` = 8 stored
+    solver states whatever the steps and max_steps; equinox's online (Stumm-Walther) checkpointing
+    recomputes the others, with treeverse's optimal schedule up to (8 + 1)(8 + 2)/2 = 45 steps
+    (each step run at most once more), of the same order past them (`segment` does not apply).
+    Measured on a 2-core CPU: MLP
+    Neural ODE (batch 256, width 64, hidden 256, Dopri5 rtol = atol = 1e-5, 4 steps) solve +
+    gradient 26 ms and 3.3 MB temporary memory (formerly 90 stored states: 37 ms, 17.8 MB);
+    MNIST-1D ODE-Net training through Dopri5 (43 NFE): 1.04x the Euler ODE-Net's cost per forward
+    NFE, 0.83x its temporary memory.
     """
 
     segment: int | None = None

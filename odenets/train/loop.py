@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 from odenets import data as datasets
 from odenets import models
 from odenets._abstract import final
+from odenets.models.block import Counted
 from odenets.train import distributed
 from odenets.train.checkpoints import Checkpoints
 from odenets.train.config import RunConfig, build_model, build_trajectory_model
@@ -184,7 +185,7 @@ def make_steps(s: Setup):
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite}
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": _nfe(nnx.merge(s.graphdef, params, new_rest))}
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
         return (params, new_rest, opt_state), metrics
@@ -202,6 +203,16 @@ def make_steps(s: Setup):
         return sums
 
     return train_step, eval_step
+
+
+def _nfe(model: nnx.Module) -> jax.Array:
+    """The forward NFE of the model's last call, traced: what `models.solver_stats` reads from the
+    state a train step returns ("nfe"), summed over its stages; -1 where any stage's count is unknown."""
+    counts = [node.nfe[...] for _, node in nnx.iter_graph(model) if isinstance(node, Counted)]
+    if not counts:
+        return jnp.array(0, jnp.int32)
+    counts = jnp.stack(counts)
+    return jnp.where(jnp.any(counts < 0), -1, jnp.sum(counts))
 
 
 def _shard(s: Setup, *arrays):
@@ -281,6 +292,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     bar = _progress(tcfg.progress and primary, s.total_steps, step)
     status, last_finite, window, epoch = "completed", None, [], epoch0
     stop = tcfg.stop_after_epochs
+    adaptive = s.run.integrator is not None and s.run.integrator.adaptive
+    timed = False  # the first step of this call compiles: its time is not a step time
     quiet, callback_log = _QuietX0Check(), logging.getLogger("jax._src.callback")
     callback_log.addFilter(quiet)
 
@@ -310,10 +323,13 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                 # read every step: a step after a divergence would run the solver on non-finite
                 # states, so it must not be dispatched
                 try:
+                    began = time.perf_counter()
                     state, metrics = train_step(state, *_shard(s, x[idx], y[idx]))
                     metrics = dict(metrics)
                     finite = bool(metrics.pop("finite"))
-                    loss = float(metrics["loss"])
+                    loss = float(metrics["loss"])  # waits for the step: the time below is the step's
+                    metrics["step_time_ms"] = 1e3 * (time.perf_counter() - began) if timed else None
+                    timed = True
                 except jax.errors.JaxRuntimeError as err:  # odeint's check of a solve's initial state
                     if X0_CHECK not in str(err):
                         raise
@@ -327,7 +343,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                     raise diverged("the parameters became non-finite in the update", loss, step, epoch)
                 window.append(metrics)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, refresh=False)
+                shown = dict(nfe=int(metrics["nfe"]), ms=_fmt_ms(metrics["step_time_ms"])) if adaptive else {}
+                bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, **shown, refresh=False)
                 if step % tcfg.log_every == 0:
                     flush(window, step, epoch)
                     window = []
@@ -372,8 +389,15 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
 
 
 def _train_record(window: list[dict], step: int, epoch: int) -> dict:
-    mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+    """The window's means: loss, grad_norm (accuracy), nfe (forward evaluations per step; -1 when
+    unknown) and step_time_ms (wall time of a train step, compilation excluded; absent when the
+    window holds only the step that compiled)."""
+    mean = {k: float(np.mean(v)) for k in window[0] if (v := [w[k] for w in window if w[k] is not None])}
     return {"split": "train", "step": step, "epoch": epoch, **mean}
+
+
+def _fmt_ms(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms:.0f}"
 
 
 def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp) -> dict:
