@@ -185,7 +185,8 @@ def make_steps(s: Setup):
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": _nfe(nnx.merge(s.graphdef, params, new_rest))}
+        nfe = _nfe(nnx.merge(s.graphdef, params, new_rest))  # the forward pass' counts, in new_rest
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": nfe}
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
         return (params, new_rest, opt_state), metrics
