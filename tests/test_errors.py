@@ -171,6 +171,23 @@ def test_adaptive_max_steps_exhausted_is_an_error(name):
         jax.block_until_ready(jax.jit(lambda x: on.odeint(stiff, x, 0.0, 10.0, integrator=integ).x)(jnp.ones(2)))
 
 
+def test_adjoint_backward_solve_that_stops_short_is_an_error():
+    """x0 = 0 makes the forward solve of dx/dt = -c x take 3 steps; the adjoint a' = c a solved
+    backwards needs about 100 at c = 300. With max_steps=16 the backward solve stops short: before,
+    the gradient was the adjoint where it stopped (d/dx0 = 1.0215, exact 1 + e^-300); now an error."""
+    f = lambda t, x, c: -c * x
+    integ = on.Dopri5(rtol=1e-6, atol=1e-9, max_steps=16)
+    loss = lambda c, x0: jnp.sum(on.odeint(f, x0, integrator=integ, gradient="adjoint", args=c).x) + jnp.sum(x0)
+    assert int(on.odeint(f, jnp.zeros(2), integrator=integ, args=300.0).stats["steps"]) < 16  # forward is fine
+    with pytest.raises(Exception, match=r"backward \(adjoint\) solve of gradient 'adjoint' with adaptive "
+                                        r"integrator 'dopri5' took max_steps=16 steps without reaching t0"):
+        jax.block_until_ready(jax.jit(jax.grad(loss, argnums=1))(jnp.float32(300.0), jnp.zeros(2)))
+    enough = on.Dopri5(rtol=1e-6, atol=1e-9)  # the default budget: the exact gradient
+    grad = jax.grad(lambda x0: jnp.sum(on.odeint(f, x0, integrator=enough, gradient="adjoint", args=300.0).x)
+                    + jnp.sum(x0))(jnp.zeros(2))
+    np.testing.assert_allclose(grad, 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("unroll", [0, -2, 1.5, "all", None])
 def test_unroll_must_be_a_bool_or_positive_int(unroll):
     rejects(r"unroll must be True, False or an integer >= 1, got " + repr(unroll).replace(".", r"\."),

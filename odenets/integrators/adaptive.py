@@ -224,7 +224,8 @@ class AdaptiveIntegrator(Integrator):
             diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
             stepsize_controller=self.controller(), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
-        return jax.tree.map(lambda v: v[-1], sol.ys)
+        # a backward solve that stops short returns the state where it stopped: an error, not a gradient
+        return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys), _backward_messages(self))
 
     def _failed(self, sol, x0):
         """Raise for a failed solve whose values are concrete, naming the time it reached: a state
@@ -404,13 +405,26 @@ def _messages(integ: AdaptiveIntegrator) -> list[str]:
     ]
 
 
-def _raise_on_failure(integ: AdaptiveIntegrator, result, ys):
+def _backward_messages(integ: AdaptiveIntegrator) -> list[str]:
+    """_messages for the adjoint system solved backwards by gradient 'adjoint' (same order)."""
+    where = (f"odeint: the backward (adjoint) solve of gradient 'adjoint' with adaptive integrator "
+             f"{integ.name!r}")
+    other = "or use gradient 'backprop' or 'checkpoint', which differentiate the forward steps"
+    return [
+        f"{where} took max_steps={integ.max_steps} steps without reaching t0, so it has no gradient; raise "
+        f"max_steps (e.g. {type(integ).__name__}(max_steps={4 * integ.max_steps})), loosen rtol/atol, {other}",
+        f"{where} failed: the adjoint state became non-finite (NaN/Inf) or the step size underflowed; {other}",
+        f"{where} needed a step below dtmin={integ.dtmin!r}; lower dtmin, set force_dtmin=True, {other}",
+    ]
+
+
+def _raise_on_failure(integ: AdaptiveIntegrator, result, ys, messages: list[str] | None = None):
     """An unsuccessful adaptive solve is an error at run time (under jit), never a wrong answer."""
     failed = result != diffrax.RESULTS.successful
     exhausted = result == diffrax.RESULTS.max_steps_reached
     below_dtmin = result == diffrax.RESULTS.dt_min_reached
     leaf = jax.tree.leaves(ys)[0]
     which = jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1))  # the index of its message
-    leaf = eqx.branched_error_if(leaf, failed, which, _messages(integ))
+    leaf = eqx.branched_error_if(leaf, failed, which, messages or _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])
