@@ -53,9 +53,7 @@ def _input_transpose(kernel, g, pads, precision):
 def _kernel_transpose(x, g, pads, precision):
     """conv^T with respect to K: dK[j, i, o] = sum_{b, s} xp[b, s + j, i] g[b, s, o], as a canonical
     correlation of xp with channels as the batch axis and the batch as the contracted feature axis."""
-    ndim = x.ndim - 2
-    xp = jnp.pad(x, [(0, 0), *pads, (0, 0)])
-    dk = _correlate(jnp.moveaxis(xp, (0, -1), (-1, 0)), jnp.moveaxis(g, 0, -2), [(0, 0)] * ndim, precision)
+    dk = _correlate(jnp.moveaxis(x, (0, -1), (-1, 0)), jnp.moveaxis(g, 0, -2), pads, precision)
     return jnp.moveaxis(dk, 0, -2)
 
 
