@@ -19,7 +19,8 @@ from . import problem as pb
 FULL = dict(integrators=("rk4", "euler"), sizes=(("floor", 4, 1, 16, 1000, 50), ("small", 32, 32, 64, 200, 30),
                                                   ("mid", 64, 256, 256, 50, 10), ("compute", 512, 1024, 512, 20,
                                                                                   3)))
-QUICK = dict(sizes=(("floor", 2, 1, 4, 20, 2), ("compute", 8, 8, 16, 3, 2)), integrators=("rk4", "euler"))
+QUICK = dict(sizes=(("floor", 2, 1, 4, 20, 2), ("mid", 4, 4, 8, 3, 2), ("compute", 8, 8, 16, 3, 2)),
+             integrators=("rk4", "euler"))
 STAGES, TOLERANCE = {"rk4": 4, "euler": 1}, 1e-4
 METHODS = ("odenets", "hand-written scan", "diffrax default", "diffrax tuned", "torchdiffeq")
 # (goal, method, target, at least?, sizes, integrators); the scan's goal is on odenets / scan, the others on
