@@ -10,4 +10,4 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("EQX_ON_ERROR", "nan")  # equinox reads it at import: error checks become lax.cond
 
-CASES = {"sizes": "1, 5", "adaptive": "2", "memory": "3", "compile": "4", "throughput": "6"}
+CASES = {"sizes": "1, 5", "adaptive": "2", "memory": "3", "compile": "4", "throughput": "6", "scaleout": "8"}

@@ -189,14 +189,14 @@ def figure(fig_dir: Path, name: str, title: str, *, bars: dict | None = None, li
         drawn = (ax.barh if horizontal else ax.bar)(at, [np.nan if v is None else v for v in values],
                                                      0.8 / len(bars), label=label)
         ax.bar_label(drawn, fmt="%.0f", fontsize=7) if annotate else None
-    if bars:
-        (ax.set_yticks if horizontal else ax.set_xticks)(range(len(groups)), groups, fontsize=6.5,
-                                                         rotation=0 if horizontal else 15)
     for label, (xs, ys) in (lines or {}).items():
         ax.plot(xs, ys, "o-", label=label)
     (ax.axvline if horizontal else ax.axhline)(ref, color="k", lw=0.8) if ref is not None else None
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xscale="log" if log and (horizontal or lines) else "linear",
            yscale="log" if log and not horizontal else "linear")
+    if bars:  # after the scales: setting a scale resets its axis' ticks to numbers
+        (ax.set_yticks if horizontal else ax.set_xticks)(range(len(groups)), groups, fontsize=6.5,
+                                                         rotation=0 if horizontal else 15)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -6,9 +6,38 @@
     jacobian_spectrum(f, x, ...)             eigenvalues of h dF/dx at a state
     step_spectra(model, x, ...)              ... at every step of a forward trajectory
     observe(f, x0, ...), observe_model(...)  states, residuals F(x_k), gradients dL/dx_k per step
+    restack, delete, accuracy, ...           lesions and reorderings of per-step blocks (lesion)
+    interpolate_depth(model, M)              per-step weights interpolated in depth (depth)
+    path_gradients, stage_paths, ...         the unrolled view: gradient per path length (paths)
+    spectral_norm, block_lipschitz           power-iteration Lipschitz estimates (lipschitz)
+    fgsm, pgd, attack_accuracy               L_inf attacks (attacks)
+    magnitude_masks, masked, ...             lottery-ticket pruning masks (prune)
 """
 
+from odenets.analysis.attacks import attack_accuracy, fgsm, pgd
+from odenets.analysis.depth import depth_weights, interpolate_depth, interpolate_stack
+from odenets.analysis.lesion import accuracy as lesion_accuracy
+from odenets.analysis.lesion import blocks, delete_blocks, keep_orders, random_deletion, random_swaps, restack
+from odenets.analysis.lipschitz import Lipschitz, block_lipschitz, spectral_norm
 from odenets.analysis.observe import Observation, observe, observe_block, observe_model
+from odenets.analysis.paths import (
+    Paths,
+    path_counts,
+    path_gradients,
+    path_length_distribution,
+    sample_path_gradients,
+    stage_paths,
+)
+from odenets.analysis.prune import (
+    apply_masks,
+    kept_fraction,
+    magnitude_masks,
+    masked,
+    ones_like,
+    random_masks,
+    rewind,
+    weights_only,
+)
 from odenets.analysis.regions import plot_regions, region_grid
 from odenets.analysis.spectra import jacobian_spectrum
 from odenets.analysis.stability import (
@@ -27,4 +56,10 @@ __all__ = [
     "fraction_inside",
     "reach", "jacobian_spectrum", "observe", "observe_block", "observe_model", "plot_regions",
     "region_grid", "stability_function", "stable", "step_spectra",
+    "Lipschitz", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks", "delete_blocks",
+    "depth_weights",
+    "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
+    "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
+    "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",
+    "spectral_norm", "stage_paths", "weights_only",
 ]

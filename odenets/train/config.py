@@ -44,7 +44,12 @@ class TrainConfig:
     log_every: int = 50  # steps between training-metric records
     eval_every: int = 1  # epochs between test evaluations (and always after the last)
     stop_after_epochs: int | None = None  # stop early; the run stays resumable with --resume
-    distributed: bool = False  # jax.distributed.initialize() first, for multi-host runs
+    distributed: bool = False  # jax.distributed.initialize() first: one process of a multi-process run
+    # with distributed: the keys of jax.distributed.initialize; None: what JAX detects (Slurm, Open MPI,
+    # Cloud TPU, $JAX_COORDINATOR_ADDRESS)
+    coordinator_address: str | None = None  # "host:port" of process 0's coordinator
+    num_processes: int | None = None
+    process_id: int | None = None  # 0 .. num_processes - 1; process 0 writes the run directory
     progress: bool = True  # a progress bar when the output is a terminal
     eval_batch_size: int = 500
 
@@ -54,6 +59,25 @@ class TrainConfig:
         validate.optional(validate.integer, "train.stop_after_epochs", self.stop_after_epochs, 1)
         validate.boolean("train.distributed", self.distributed)
         validate.boolean("train.progress", self.progress)
+        _check_address("train.coordinator_address", self.coordinator_address)
+        validate.optional(validate.integer, "train.num_processes", self.num_processes, 1)
+        high = None if self.num_processes is None else self.num_processes - 1
+        validate.optional(validate.integer, "train.process_id", self.process_id, 0, high)
+        given = [f"train.{k}={v!r}" for k in ("coordinator_address", "num_processes", "process_id")
+                 if (v := getattr(self, k)) is not None]
+        if given and not self.distributed:
+            raise ValueError(f"{', '.join(given)} joins a multi-process run only with train.distributed=true; "
+                             f"set it, or leave those keys unset")
+
+
+def _check_address(key: str, value) -> None:
+    """None, or "host:port" with a non-empty host and a port in 1..65535 (IPv6 hosts in brackets)."""
+    if value is None:
+        return
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not (host and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f'{key} must be "host:port" with a port in 1..65535 (e.g. "localhost:12345", '
+                         f'"node001:7777"), or null to let JAX detect it, got {key}={value!r}')
 
 
 @final

@@ -10,8 +10,9 @@
 The config is a dict with the groups data, model, integrator, gradient, optim, train and the
 keys seed, name (odenets.train.config holds its defaults and checks), or a parsed RunConfig.
 Everything is validated before any training. Data parallelism: the batch is sharded over all
-local devices (jax.sharding, axis "data"), parameters replicated; with
-`train.distributed: true` jax.distributed.initialize() first joins the other hosts.
+devices (jax.sharding, axis "data"), parameters replicated; with `train.distributed: true` the
+process first joins the others (odenets.train.distributed): the mesh then spans every process'
+devices, each process places its rows of the global batch, and process 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from odenets import data as datasets
 from odenets import models
 from odenets._abstract import final
+from odenets.train import distributed
 from odenets.train.checkpoints import Checkpoints
 from odenets.train.config import RunConfig, build_model, build_trajectory_model
 from odenets.train.metrics import MetricsLog, read_metrics
@@ -137,10 +138,10 @@ def setup(cfg: dict | RunConfig) -> Setup:
     trajectory = run.data.task == "trajectory"
     if trajectory:  # a classifier family on time series: refused before the data is generated or read
         models.check_trajectories(run.model["family"], run.data.name)
+    if run.train.distributed:  # before any JAX computation (loading data may run some)
+        distributed.initialize(run.train)
     data = datasets.load(run.data, seed=run.seed)
-    if run.train.distributed:
-        jax.distributed.initialize()
-    devices = jax.devices()
+    devices = jax.devices()  # every process' devices
     batch = run.optim.batch_size
     if batch % len(devices):
         raise ValueError(f"optim.batch_size={batch} must be divisible by the {len(devices)} devices")
@@ -155,8 +156,7 @@ def setup(cfg: dict | RunConfig) -> Setup:
     total = steps_per_epoch * run.optim.epochs
     tx = run.optim.transform(total)
     mesh = Mesh(np.array(devices), ("data",))
-    replicated = NamedSharding(mesh, P())
-    state = jax.device_put((params, rest, tx.init(params)), replicated)
+    state = distributed.replicate(mesh, (params, rest, tx.init(params)))
     return Setup(run.to_dict(), run, data, graphdef, state, tx, mesh, steps_per_epoch, total,
                  models.param_count(model))
 
@@ -167,19 +167,20 @@ def make_steps(s: Setup):
     classify = s.data.task == "classification"
     trajectory = s.data.task == "trajectory"
 
+    per_shard = distributed.per_shard(s.mesh, s.run.integrator)
+
     @jax.jit
     def train_step(state, x, y):
         params, rest, opt_state = state
-        model = nnx.merge(s.graphdef, params, rest)
 
-        def loss_fn(m):
+        def loss_fn(m, x, y):
             out = m(x)
             return jnp.mean(loss_of(out, y)), out
 
-        # nnx.value_and_grad: gradients w.r.t. the nnx.Param leaves; the solver statistics the
-        # forward pass records come back as updated model state
-        (loss, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-        _, _, new_rest = nnx.split(model, nnx.Param, ...)
+        # gradients w.r.t. the nnx.Param leaves; the solver statistics the forward pass records come
+        # back as updated model state (new_rest); per_shard: each device's shard, then one mean
+        (loss, out), grads, new_rest = distributed.value_and_grad(loss_fn, s.graphdef, params, rest, x, y,
+                                                                 s.mesh if per_shard else None)
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
@@ -204,8 +205,7 @@ def make_steps(s: Setup):
 
 
 def _shard(s: Setup, *arrays):
-    sharding = NamedSharding(s.mesh, P("data"))
-    return [jax.device_put(a, sharding) for a in arrays]
+    return distributed.global_batch(s.mesh, *arrays)
 
 
 def evaluate(s: Setup, eval_step, state) -> dict:
@@ -232,7 +232,7 @@ def evaluate(s: Setup, eval_step, state) -> dict:
 
 def predict_trajectories(s: Setup, state, n: int = PLOTTED_TRAJECTORIES) -> dict:
     """{"ts": (T,), "y": (n, T, D), "pred": (n, T, D)} for the first n test trajectories."""
-    params, rest, _ = state
+    params, rest = jax.device_get(state[:2])  # host copies: a multi-process state spans other processes
     x = s.data.x_test[:n]
     pred = nnx.merge(s.graphdef, params, rest)(jnp.asarray(x))
     return {"ts": np.asarray(s.data.ts), "y": np.asarray(s.data.y_test[:n]), "pred": np.asarray(pred)}
@@ -262,21 +262,23 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     s = setup(cfg)  # every error about the config comes from here, before anything is written
     from odenets.train.rundir import prepare, release, write_outputs
 
-    prepare(run_dir, s.cfg, resume=resume)
+    primary = distributed.is_primary()  # process 0 writes the run directory; every process checks it
+    prepare(run_dir, s.cfg, resume=resume, write=primary)
+    distributed.sync("prepared")
     train_step, eval_step = make_steps(s)
     ckpt = Checkpoints(run_dir / "checkpoints")
     state, epoch0, step, wall = s.state, 0, 0, 0.0
     restored = ckpt.restore_latest(state) if resume else None
     if restored is not None:
         state, meta = restored
-        state = jax.device_put(state, NamedSharding(s.mesh, P()))
+        state = distributed.replicate(s.mesh, state)
         epoch0, step, wall = meta["epoch"], meta["step"], meta["wall_time_s"]
-    log = MetricsLog(run_dir, resume_step=step if resume else None)
+    log = MetricsLog(run_dir, resume_step=step if resume else None) if primary else distributed.NoLog()
     tcfg, ocfg = s.run.train, s.run.optim
     x, y = s.data.x_train, s.data.y_train
     batch = ocfg.batch_size
     temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
-    bar = _progress(tcfg.progress, s.total_steps, step)
+    bar = _progress(tcfg.progress and primary, s.total_steps, step)
     status, last_finite, window, epoch = "completed", None, [], epoch0
     stop = tcfg.stop_after_epochs
     quiet, callback_log = _QuietX0Check(), logging.getLogger("jax._src.callback")
@@ -359,10 +361,11 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
             ckpt.close()
             summary = _summary(s, run_dir, status, step, wall, temp)
             paths = None
-            if s.data.task == "trajectory" and status in ("completed", "stopped"):
+            if primary and s.data.task == "trajectory" and status in ("completed", "stopped"):
                 paths = predict_trajectories(s, state)
-            write_outputs(run_dir, s.cfg, summary, trajectories=paths)
-            release(run_dir)
+            if primary:
+                write_outputs(run_dir, s.cfg, summary, trajectories=paths)
+                release(run_dir)
         finally:
             ctrl_c.restore()
     return summary

@@ -50,14 +50,17 @@ def release(run_dir: Path) -> None:
         handle.close()
 
 
-def prepare(run_dir: Path, cfg: dict, *, resume: bool) -> None:
+def prepare(run_dir: Path, cfg: dict, *, resume: bool, write: bool = True) -> None:
     """Create and lock run_dir for a new run, or check it holds a compatible run for a resume.
 
-    A resume may change how long or how verbosely to run (train.stop_after_epochs, train.progress)
-    and may extend training (a larger optim.epochs) when the learning-rate schedule does not depend
-    on the run's length (schedule constant); any other difference is refused, naming the keys."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock(run_dir)
+    A resume may change how long or how verbosely to run (train.stop_after_epochs, train.progress),
+    how many processes run it (train.distributed and the keys joining them) and may extend training
+    (a larger optim.epochs) when the learning-rate schedule does not depend on the run's length
+    (schedule constant); any other difference is refused, naming the keys. write=False: the checks
+    only (the processes of a multi-process run other than process 0, which writes)."""
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock(run_dir)
     existing = [name for name in OUTPUTS if (run_dir / name).exists()]
     config = run_dir / "config.yaml"
     if resume:
@@ -71,10 +74,14 @@ def prepare(run_dir: Path, cfg: dict, *, resume: bool) -> None:
             f"{run_dir} already holds a run ({', '.join(existing)}); nothing is overwritten. Resume it with "
             f"--resume, or choose another directory (hydra.run.dir=...)"
         )
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if write:  # whole or not at all: the other processes of a multi-process run may be reading it
+        partial = config.with_name(f".{config.name}.partial")
+        partial.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        partial.replace(config)
 
 
-FREE_ON_RESUME = ("train.stop_after_epochs", "train.progress")
+FREE_ON_RESUME = ("train.stop_after_epochs", "train.progress", "train.distributed", "train.coordinator_address",
+                  "train.num_processes", "train.process_id")
 _MISSING = object()
 
 

@@ -1,0 +1,105 @@
+"""Depth transfer: per-step parameters trained at N steps, evaluated at M steps (Sander et al. 2022).
+
+A per-step stage holds theta_0 .. theta_{N-1}. Read as samples of a function theta(s) of depth
+s in [0, 1] at s_k = k / (N - 1), the parameters at M steps are its piecewise-linear interpolant
+at s_j = j / (M - 1):
+
+    theta'_j = (1 - w) theta_i + w theta_{i+1},   i = floor(s_j (N - 1)),  w = s_j (N - 1) - i
+
+(`depth_weights(N, M)` is that (M, N) matrix W, theta' = W theta; N = 1 or M = 1 use s = 0).
+The first and last parameter sets are kept, and M = N is the identity. The stage keeps its
+interval [t0, t1], so its step becomes h' = (t1 - t0) / M = h N / M: a ResNet with h = 1 at
+N steps runs with h = N / M, the same ODE dx/dt = F(t, x; theta(t)) at another resolution.
+Whether the trained net is close to that ODE (a smooth theta(s)) decides whether this works.
+
+    depth_weights(N, M)               the interpolation matrix W (M, N), rows summing to 1
+    interpolate_stack(tree, M)        a pytree with leading axis N -> leading axis M
+    interpolate_depth(model, M)       a copy of a Classifier / ODEBlock with every ODE stage at M
+                                      steps (per-step: interpolated; shared: only the step count)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from odenets import validate
+from odenets.models import Classifier, ODEBlock
+from odenets.models.stages import AugmentedBlock
+
+
+def depth_weights(n: int, m: int) -> np.ndarray:
+    """(m, n) matrix W of linear interpolation in depth from n samples at s_k = k / (n - 1) to m
+    samples at s_j = j / (m - 1): theta'_j = sum_k W[j, k] theta_k."""
+    n, m = validate.integer("n", n, 1), validate.integer("m", m, 1)
+    w = np.zeros((m, n))
+    if n == 1:
+        w[:, 0] = 1.0
+        return w
+    s = np.linspace(0.0, 1.0, m) if m > 1 else np.zeros(1)
+    pos = s * (n - 1)
+    i = np.minimum(np.floor(pos).astype(int), n - 2)
+    frac = pos - i
+    w[np.arange(m), i] = 1.0 - frac
+    w[np.arange(m), i + 1] += frac
+    return w
+
+
+def interpolate_stack(tree, m: int):
+    """A pytree whose leaves have leading axis N, resampled to leading axis m (`depth_weights`)."""
+    leaves = jax.tree.leaves(tree)
+    lengths = {leaf.shape[0] for leaf in leaves}
+    if len(lengths) != 1:
+        raise ValueError(f"interpolate_stack needs one leading (step) axis length, got {sorted(lengths)}")
+    w = depth_weights(lengths.pop(), m)
+    return jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(w, v.dtype), v, axes=1), tree)
+
+
+@functools.singledispatch
+def _blocks(stage) -> list[ODEBlock]:
+    return []
+
+
+@_blocks.register
+def _(stage: ODEBlock):
+    return [stage]
+
+
+@_blocks.register
+def _(stage: AugmentedBlock):
+    return [stage.block]
+
+
+def _resample(block: ODEBlock, m: int) -> None:
+    if block.params == "per_step":
+        graphdef, state = nnx.split(block.field)
+        block.field = nnx.merge(graphdef, interpolate_stack(state, m))
+    block.steps = m
+
+
+def interpolate_depth(model: Classifier | ODEBlock, steps: int) -> Classifier | ODEBlock:
+    """A copy of `model` whose ODE stages take `steps` steps over their own [t0, t1]: per-step
+    parameters interpolated linearly in depth (module docstring), shared fields unchanged.
+    Stages that are not ODE solves (plain, momentum, Hamiltonian, dense scans) have no step
+    size to rescale and are refused, as is a model without ODE stages."""
+    steps = validate.integer("steps", steps, 1)
+    if isinstance(model, ODEBlock):
+        copy = nnx.clone(model)
+        _resample(copy, steps)
+        return copy
+    if not isinstance(model, Classifier):
+        raise TypeError(f"interpolate_depth takes a Classifier or an ODEBlock, got {type(model).__name__}")
+    found = [_blocks(stage) for stage in model.stages]
+    if not all(found):
+        kinds = ", ".join(type(stage).__name__ for stage in model.stages)
+        raise ValueError(f"interpolate_depth needs ODE stages (ODEBlock: a step size to rescale); model family "
+                         f"{model.family!r} has stages {kinds}")
+    copy = nnx.clone(model)
+    for stage in copy.stages:
+        for block in _blocks(stage):
+            _resample(block, steps)
+    return copy
