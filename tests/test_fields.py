@@ -150,3 +150,44 @@ def test_highway_field_is_a_gated_difference():
     x = jnp.linspace(-1.0, 1.0, 6).reshape(2, 3)
     g = jax.nn.sigmoid(field.gate(x))
     np.testing.assert_allclose(field(0.0, x), g * (inner(0.0, x) - x), rtol=1e-6)
+
+
+# -- the loop-friendly convolution ------------------------------------------------------------------
+@pytest.mark.parametrize("x_shape,k_shape,padding", [((2, 6, 3), (4, 3, 2), ((1, 2),)),
+                                                     ((2, 5, 4, 3), (3, 3, 3, 2), "SAME")])
+def test_conv_general_dilated_equals_lax_in_value_and_every_derivative(x_shape, k_shape, padding):
+    """fields.conv.conv_general_dilated against lax.conv_general_dilated: value, grad, jvp and hessian."""
+    from jax import lax
+
+    from odenets.fields.conv import conv_general_dilated
+
+    rng = np.random.default_rng(0)
+    x, k = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in (x_shape, k_shape))
+    nd = len(x_shape) - 2
+    labels = ("NWC", "WIO", "NWC") if nd == 1 else ("NHWC", "HWIO", "NHWC")
+    dn = lax.conv_dimension_numbers(x_shape, k_shape, labels)
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, (1,) * nd, padding, dimension_numbers=dn)))
+    checks = (lambda f: f(x, k), lambda f: jax.grad(f, (0, 1))(x, k), lambda f: jax.jvp(f, (x, k), (x, k)),
+              lambda f: jax.hessian(f, 1)(x, k))
+    for check in checks:
+        ours, ref = (jax.jit(lambda conv=conv: check(loss(conv)))() for conv in (conv_general_dilated,
+                                                                                  lax.conv_general_dilated))
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_conv_field_gradients_in_a_scan_use_canonical_convolutions():
+    """The ConvField's backward convolutions inside lax.scan keep XLA:CPU's canonical dimension labels
+    (b0f_0io->b0f), where lax's own derivatives leave b0f_0oi / f0b_i0o ones that run 5-10x slower."""
+    import re
+
+    field = on.fields.ConvField(8, ndim=1, groups=4, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(field)
+
+    def loss(params, x):
+        f = nnx.merge(graphdef, params)
+        return jnp.sum(jax.lax.scan(lambda x, t: (x + 0.1 * f(t, x), None), x, jnp.arange(3.0))[0] ** 2)
+
+    text = jax.jit(jax.grad(loss)).lower(params, jnp.ones((2, 6, 8))).compile().as_text()
+    labels = set(re.findall(r"dim_labels=([\w>-]+)", text))
+    assert labels == {"b0f_0io->b0f"}, labels

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from odenets._abstract import final
+from odenets.fields.conv import conv_layer
 from odenets.fields.time import concat_time
 
 
@@ -50,7 +51,7 @@ class BottleneckField(nnx.Module):
         t = int(time)
 
         def conv(cin, cout, k):
-            return nnx.Conv(cin + t, cout, (k,) * ndim, padding="SAME", param_dtype=param_dtype, rngs=rngs)
+            return conv_layer(cin + t, cout, (k,) * ndim, padding="SAME", param_dtype=param_dtype, rngs=rngs)
 
         def norm(c):
             return nnx.GroupNorm(c, num_groups=math.gcd(c, groups), param_dtype=param_dtype, rngs=rngs)

@@ -6,6 +6,7 @@ import jax
 from flax import nnx
 
 from odenets._abstract import final
+from odenets.fields.conv import conv_layer
 
 
 @final
@@ -21,7 +22,7 @@ class HighwayField(nnx.Module):
         if ndim == 0:
             self.gate = nnx.Linear(channels, channels, bias_init=bias, rngs=rngs)
         else:
-            self.gate = nnx.Conv(channels, channels, (1,) * ndim, bias_init=bias, rngs=rngs)
+            self.gate = conv_layer(channels, channels, (1,) * ndim, bias_init=bias, rngs=rngs)
 
     def __call__(self, t, x):
         g = jax.nn.sigmoid(self.gate(x))

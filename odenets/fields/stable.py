@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 from flax import nnx
-from jax import lax
 
 from odenets._abstract import final
+from odenets.fields.conv import conv_general_dilated
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
@@ -38,9 +38,7 @@ def apply_operator(kernel, x, ndim: int):
     if ndim == 0:
         return x @ kernel
     s = _SPATIAL[ndim]
-    return lax.conv_general_dilated(
-        x, kernel, (1,) * ndim, "SAME", dimension_numbers=(f"N{s}C", f"{s}IO", f"N{s}C")
-    )
+    return conv_general_dilated(x, kernel, (1,) * ndim, "SAME", dimension_numbers=(f"N{s}C", f"{s}IO", f"N{s}C"))
 
 
 def transpose_kernel(kernel, ndim: int):

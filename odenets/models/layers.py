@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from odenets._abstract import final
+from odenets.fields.conv import conv_layer
 
 KIND_NDIM = {"mlp": 0, "conv1d": 1, "conv2d": 2}
 
@@ -21,7 +22,7 @@ def weight(cin: int, cout: int, ndim: int, *, kernel: int = 1, stride: int = 1, 
     """A Linear layer (ndim = 0) or a `kernel`-wide convolution over `ndim` spatial axes."""
     if ndim == 0:
         return nnx.Linear(cin, cout, rngs=rngs, **kw)
-    return nnx.Conv(cin, cout, (kernel,) * ndim, strides=stride, padding=padding, rngs=rngs, **kw)
+    return conv_layer(cin, cout, (kernel,) * ndim, strides=stride, padding=padding, rngs=rngs, **kw)
 
 
 def norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:

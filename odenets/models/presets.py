@@ -8,8 +8,9 @@ chen_odenet_*: the same with ONE ODE block instead: a shared ConvField with Conc
     channels, `depth`=6 steps of the family's fixed-step integrator (node: RK4) on [0, 1].
     Chen's own solver is adaptive, Dopri5 with rtol = atol = 1e-3 (his --tol) and backprop
     through the solver: `preset("chen_odenet_1d", **CHEN_DOPRI5)`.
-Both unroll their 6 steps into straight-line code (unroll=True: XLA:CPU runs backward
-convolutions inside loops several times slower).
+Both unroll their 6 steps into straight-line code (unroll=True). Their fields' convolutions
+(`odenets.fields.conv.conv_general_dilated`) keep the backward convolutions canonical inside loops,
+so unroll=1 (and an adaptive solve's while loop) costs about the same per step (benchmark case 6).
 *_1d: MNIST-1D, input (40, 1); *_2d: MNIST, input (28, 28, 1). 10 classes.
 """
 
