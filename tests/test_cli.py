@@ -231,6 +231,7 @@ def test_cli_runs_end_to_end_and_reports(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow  # a whole command line (10 s); the plain family itself is tested in test_models.py
 def test_a_family_without_an_integrator_records_none(tmp_path):
     cli("run", "experiment=toy", "model=plain", "~integrator", "~gradient", "optim.epochs=1",
         "train.progress=false", f"hydra.run.dir={tmp_path / 'run'}")

@@ -98,7 +98,7 @@ def test_checkpoint_equals_backprop(segment, save):
 
 @pytest.mark.parametrize("integrator,per_step", [
     ("euler", False), ("heun", False), ("rk4", False), ("reversible_heun", False), ("trapezoid", False),
-    ("euler", True), ("rk4", True), ("reversible_heun", True),
+    pytest.param("euler", True, marks=SLOW), ("rk4", True), ("reversible_heun", True),
     pytest.param("backward_euler", False, marks=SLOW), pytest.param("heun", True, marks=SLOW),
     pytest.param("backward_euler", True, marks=SLOW), pytest.param("trapezoid", True, marks=SLOW),
 ])
@@ -192,7 +192,7 @@ def test_vmap_over_initial_states(integrator, gradient):
 
 @pytest.mark.parametrize("state,param", [("float64", "float32"), ("float32", "float64")])
 @pytest.mark.parametrize("integrator,gradient", [("rk4", g) for g in GRADIENTS if g != "reversible"]
-                         + [("reversible_heun", "reversible"), ("dopri5", "adjoint")])
+                         + [("reversible_heun", "reversible"), pytest.param("dopri5", "adjoint", marks=SLOW)])
 def test_mixed_precision(integrator, gradient, state, param):
     """The state keeps x0's dtype, gradients take the parameters' dtype, and agree with Backprop."""
     x0, params = inputs(False)

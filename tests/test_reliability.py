@@ -24,10 +24,11 @@ pytestmark = pytest.mark.usefixtures("strict_promotion")
 T0, T1, STEPS = 0.2, 1.1, 64
 HEAVY = [n for n in ADAPTIVE + FIXED if n in ADAPTIVE or on.integrator.get(n).dynamic_nfe]  # Newton or diffrax
 ALL_PAIRS = [
-    # every pair; with the slow tests (CI runs both): the adaptive ones beyond Dopri5 (Tsit5, Kvaerno5),
-    # and Checkpoint with Newton-based or adaptive steps (Backprop covers the same code in the default suite)
+    # every pair; with the slow tests (CI runs both): the adaptive ones beyond Dopri5 with Adjoint (Tsit5,
+    # Kvaerno5; Dopri5's Backprop and Checkpoint are diffrax's one checkpointed loop, which the finite-difference
+    # tests of test_gradients.py cover by default), and Checkpoint with Newton-based steps (Backprop covers them)
     pytest.param(i, g, marks=pytest.mark.slow)
-    if (i in ADAPTIVE and i != "dopri5") or (g == "checkpoint" and i in HEAVY)
+    if (i in ADAPTIVE and (i, g) != ("dopri5", "adjoint")) or (g == "checkpoint" and i in HEAVY)
     else (i, g)
     for i in FIXED + ADAPTIVE for g in GRADIENTS if allowed(i, g)
 ]
@@ -368,7 +369,7 @@ def test_third_derivative_through_newton_steps_matches_finite_differences(integr
 
 # -- solves inside lax.scan with traced times; fields that close over what is differentiated -------------
 @pytest.mark.parametrize("integrator,gradient", [
-    (i, g) if i == "dopri5" else pytest.param(i, g, marks=pytest.mark.slow)
+    (i, g) if i == "dopri5" and g != "checkpoint" else pytest.param(i, g, marks=pytest.mark.slow)
     for i in ADAPTIVE for g in GRADIENTS if allowed(i, g)])
 def test_adaptive_gradients_inside_a_scan_with_traced_times(integrator, gradient):
     """One solve per interval in a lax.scan (the trajectory model's uneven times): the gradient
