@@ -222,7 +222,9 @@ class AdaptiveIntegrator(Integrator):
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
-            stepsize_controller=self.controller(), max_steps=self.max_steps,
+            # diffrax's integral controller at this method's tolerances: the PI defaults chosen for the
+            # forward solve exhausted max_steps on Kvaerno5's adjoint system (tests/test_reliability.py)
+            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
         # a backward solve that stops short returns the state where it stopped: an error, not a gradient
         return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys), _backward_messages(self))
