@@ -65,7 +65,7 @@ def test_sigkill_at_random_points_then_resume_equals_an_uninterrupted_run(tmp_pa
     run_dir, kills, points = tmp_path / "killed", [], []
     for _ in range(40):
         proc = start(run_dir, *(["--resume"] if (run_dir / "config.yaml").exists() else []))
-        at = rng.uniform(0.1, 0.95) * whole
+        at = rng.uniform(0.1, 0.6) * whole  # a resumed run has less left to do than the whole run
         deadline = time.monotonic() + at
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
