@@ -12,7 +12,6 @@ train.* keys that join a run before anything starts.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from odenets.train import distributed
 from odenets.train.config import RunConfig, TrainConfig
 from odenets.train.rundir import check_resumable
 
@@ -145,28 +145,15 @@ def test_the_per_shard_gradient_is_the_global_batch_gradient():
 # ---- real processes (slow) ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def launch(run_dir: Path, processes: int, *extra: str) -> None:
     """`odenets run` in `processes` processes (one CPU device each) as one run in run_dir."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    join = [] if processes == 1 else ["train.distributed=true", f"train.num_processes={processes}",
-                                      f"train.coordinator_address=localhost:{free_port()}"]
-    procs = [subprocess.Popen([sys.executable, "-m", "odenets.cli", "run", *RUN, f"hydra.run.dir={run_dir}", *join,
-                               *([f"train.process_id={p}"] if processes > 1 else []), *extra],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in range(processes)]
-    try:
-        outs = [p.communicate(timeout=LAUNCH_TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            p.kill() if p.poll() is None else None
-    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {rank} of {processes}: exit {p.returncode}\n{out[-2000:]}{err[-4000:]}"
+
+    def argv(p: int, port: int) -> list[str]:
+        join = [] if processes == 1 else ["train.distributed=true", f"train.num_processes={processes}",
+                                          f"train.coordinator_address=localhost:{port}", f"train.process_id={p}"]
+        return ["-m", "odenets.cli", "run", *RUN, f"hydra.run.dir={run_dir}", *join, *extra]
+
+    distributed.run_local(argv, processes, timeout=LAUNCH_TIMEOUT, cwd=ROOT)
 
 
 def records(run_dir: Path) -> list[dict]:
