@@ -244,9 +244,9 @@ def evaluate(s: Setup, eval_step, state) -> dict:
 
 def predict_trajectories(s: Setup, state, n: int = PLOTTED_TRAJECTORIES) -> dict:
     """{"ts": (T,), "y": (n, T, D), "pred": (n, T, D)} for the first n test trajectories."""
-    # host copies (a multi-process state spans other processes), back as this process' own arrays: the
-    # model's call writes its solver statistics into them
-    params, rest = jax.tree.map(jnp.asarray, jax.device_get(state[:2]))
+    # the replica on this process' first device (a multi-process state spans devices of other processes,
+    # which an eager call cannot mix with this process' x); no copy through the host
+    params, rest = jax.tree.map(lambda a: a.addressable_data(0), state[:2])
     x = s.data.x_test[:n]
     pred = nnx.merge(s.graphdef, params, rest)(jnp.asarray(x))
     return {"ts": np.asarray(s.data.ts), "y": np.asarray(s.data.y_test[:n]), "pred": np.asarray(pred)}
