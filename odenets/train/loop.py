@@ -291,12 +291,11 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     tcfg, ocfg = s.run.train, s.run.optim
     x, y = s.data.x_train, s.data.y_train
     batch = ocfg.batch_size
-    temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
     bar = _progress(tcfg.progress and primary, s.total_steps, step)
-    status, last_finite, window, epoch = "completed", None, [], epoch0
+    status, last_finite, window, epoch, temp = "completed", None, [], epoch0, None
     stop = tcfg.stop_after_epochs
     adaptive = s.run.integrator is not None and s.run.integrator.adaptive
-    timed = False  # the first step of this call compiles: its time is not a step time
+    timed = False  # the first step of this call fills jit's caches (~10x a step): its time is not a step time
     quiet, callback_log = _QuietX0Check(), logging.getLogger("jax._src.callback")
     callback_log.addFilter(quiet)
 
@@ -317,6 +316,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
 
     ctrl_c = _CtrlC().install()
     try:
+        # compiles the train step: a Ctrl-C in the compile (the longest wait of a short run) is an Interrupted too
+        temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
         for epoch in range(epoch0, ocfg.epochs):
             if stop is not None and epoch - epoch0 >= stop:
                 status = "stopped"
