@@ -12,7 +12,6 @@ train.* keys that join a run before anything starts.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from odenets.train import distributed
 from odenets.train.config import RunConfig, TrainConfig
 from odenets.train.rundir import check_resumable
 
@@ -73,31 +73,87 @@ def test_a_resume_may_change_the_processes():
         check_resumable(saved, {**joined, "seed": 1}, Path("config.yaml"))
 
 
+# ---- the per-shard gradient against a hand computation (one process, several CPU devices) ---------------------
+
+DEVICES, B, D, H = 4, 8, 3, 0.5  # B rows over DEVICES devices; one Euler step of size H
+
+
+def per_shard_gradient() -> dict:
+    """`distributed.value_and_grad` over a DEVICES-device mesh (shard by shard, and as one XLA-partitioned program)
+    for the model x -> x1 = x + H x A^T (one Euler step of dx/dt = A x through `odeint`) and the loss
+    L = (1/B) sum_i ||x1_i - y_i||^2, whose gradient is dL/dA = (2H/B) R^T X with R = X1 - Y. Run in its own
+    process (`python tests/test_distributed.py`): the devices must be asked for before JAX starts."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+    from jax.sharding import Mesh
+
+    import odenets as on
+    from odenets.train import distributed
+
+    jax.config.update("jax_enable_x64", True)
+
+    class Linear(nnx.Module):
+        def __init__(self, a):
+            self.a = nnx.Param(jnp.asarray(a))
+
+        def __call__(self, t, x):
+            return x @ self.a[...].T
+
+    class Model(nnx.Module):
+        def __init__(self, a):
+            self.field = Linear(a)
+
+        def __call__(self, x):
+            return on.odeint(self.field, x, 0.0, H, steps=1, integrator="euler").x
+
+    def loss_fn(m, x, y):
+        out = m(x)
+        return jnp.mean(jnp.sum((out - y) ** 2, -1)), out
+
+    rng = np.random.default_rng(0)
+    a, x, y = rng.normal(size=(D, D)), rng.normal(size=(B, D)), rng.normal(size=(B, D))
+    x1 = x + H * x @ a.T
+    loss, grad = np.mean(np.sum((x1 - y) ** 2, -1)), 2 * H / B * (x1 - y).T @ x  # by hand
+    graphdef, params, rest = nnx.split(Model(a), nnx.Param, ...)
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    state, batch = distributed.replicate(mesh, (params, rest)), distributed.global_batch(mesh, x, y)
+    errors = {}
+    for name, m in (("per_shard", mesh), ("global", None)):
+        step = jax.jit(lambda p, r, x, y, m=m: distributed.value_and_grad(loss_fn, graphdef, p, r, x, y, m))
+        (got_loss, out), grads, _ = step(*state, *batch)
+        got_grad = np.asarray(grads["field"]["a"][...])
+        errors[name] = [abs(float(got_loss) - loss), float(np.max(np.abs(got_grad - grad))),
+                        float(np.max(np.abs(np.asarray(out) - x1)))]
+    return {"devices": mesh.devices.size, "per_shard": distributed.per_shard(mesh, None), "errors": errors,
+            "grad_scale": float(np.max(np.abs(grad)))}
+
+
+def test_the_per_shard_gradient_is_the_global_batch_gradient():
+    """Each device's gradient of its shard's mean loss, averaged once, equals the global batch's gradient by hand
+    (loss, dL/dA and the gathered outputs to rounding), as does the one program XLA partitions over the batch."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    done = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (got["devices"], got["per_shard"]) == (DEVICES, True) and got["grad_scale"] > 0.1
+    for name, errors in got["errors"].items():
+        assert max(errors) < 1e-12, (name, errors)
+
+
 # ---- real processes (slow) ---------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 def launch(run_dir: Path, processes: int, *extra: str) -> None:
     """`odenets run` in `processes` processes (one CPU device each) as one run in run_dir."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    join = [] if processes == 1 else ["train.distributed=true", f"train.num_processes={processes}",
-                                      f"train.coordinator_address=localhost:{free_port()}"]
-    procs = [subprocess.Popen([sys.executable, "-m", "odenets.cli", "run", *RUN, f"hydra.run.dir={run_dir}", *join,
-                               *([f"train.process_id={p}"] if processes > 1 else []), *extra],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in range(processes)]
-    try:
-        outs = [p.communicate(timeout=LAUNCH_TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            p.kill() if p.poll() is None else None
-    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
-        assert p.returncode == 0, f"process {rank} of {processes}: exit {p.returncode}\n{out[-2000:]}{err[-4000:]}"
+
+    def argv(p: int, port: int) -> list[str]:
+        join = [] if processes == 1 else ["train.distributed=true", f"train.num_processes={processes}",
+                                          f"train.coordinator_address=localhost:{port}", f"train.process_id={p}"]
+        return ["-m", "odenets.cli", "run", *RUN, f"hydra.run.dir={run_dir}", *join, *extra]
+
+    distributed.run_local(argv, processes, timeout=LAUNCH_TIMEOUT, cwd=ROOT)
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -189,3 +245,7 @@ def test_outside_a_cluster_the_unset_keys_are_named():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "set train.coordinator_address, train.process_id" in done.stderr, done.stderr[-2000:]
+
+
+if __name__ == "__main__":  # test_the_per_shard_gradient_is_the_global_batch_gradient's own process
+    print(json.dumps(per_shard_gradient()))

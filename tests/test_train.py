@@ -196,3 +196,24 @@ def test_adaptive_train_records_carry_nfe_and_step_time(tmp_path):
         assert r["nfe"] > 7 and r["nfe"] == int(r["nfe"]) and (r["nfe"] - 1) % 6 == 0
     assert "step_time_ms" not in train[0]  # the step that compiled
     assert all(r["step_time_ms"] > 0 for r in train[1:])
+
+
+def test_ctrl_c_while_the_train_step_compiles_leaves_a_resumable_run(tmp_path, monkeypatch):
+    """A Ctrl-C before the first step (in the compile) is an Interrupted like one between steps: the run
+    directory gets its summary and report, its lock is released and a resume of it is accepted."""
+    from odenets.train import loop, rundir
+    from odenets.train.config import RunConfig
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_temp_bytes", ctrl_c)
+    cfg, run = tiny(**{"optim.epochs": 1}), tmp_path / "run"
+    with pytest.raises(loop.Interrupted, match="interrupted at step 0 of 8") as caught:
+        fit(cfg, run)
+    assert caught.value.checkpoint is None
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("interrupted", 0) and (run / "report.md").exists()
+    assert run.absolute() not in rundir._HELD
+    rundir.prepare(run, RunConfig.parse(cfg).to_dict(), resume=True)  # raises if the run cannot be resumed
+    rundir.release(run)

@@ -7,9 +7,6 @@ order)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 
@@ -56,29 +53,14 @@ def worker(cfg: dict, processes: int, process: int, port: int) -> dict:
                 median_s=timed[len(timed) // 2], first_call_s=times[0], losses=losses)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def launch(cfg: dict, processes: int) -> dict:
     """The P processes of one count; process 0's measurements."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    port, start = free_port(), time.perf_counter()
-    args = [json.dumps(cfg), str(processes)]
-    procs = [subprocess.Popen([sys.executable, "-m", __spec__.name, *args, str(p), str(port)], cwd=common.ROOT,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for p in range(processes)]
-    try:
-        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
-    finally:
-        for p in procs:
-            p.kill() if p.poll() is None else None
-    for rank, (p, (_, err)) in enumerate(zip(procs, outs)):
-        if p.returncode:
-            raise RuntimeError(f"process {rank} of {processes} failed (exit {p.returncode}):\n{err[-3000:]}")
-    return {**json.loads(outs[0][0].strip().splitlines()[-1]), "launch_s": time.perf_counter() - start}
+    from odenets.train import distributed
+
+    start = time.perf_counter()
+    outs = distributed.run_local(lambda p, port: ["-m", __spec__.name, json.dumps(cfg), str(processes), str(p),
+                                                  str(port)], processes, timeout=TIMEOUT, cwd=common.ROOT)
+    return {**json.loads(outs[0].strip().splitlines()[-1]), "launch_s": time.perf_counter() - start}
 
 
 def measure(cfg: dict, torch_python=None) -> dict:

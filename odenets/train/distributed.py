@@ -22,6 +22,13 @@ multi-host run needs the run directory on a filesystem all hosts share.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -58,6 +65,32 @@ def initialize(train: TrainConfig) -> None:
     except RuntimeError as err:
         raise RuntimeError(f"train.distributed=true: {err} (odenets calls it first thing in setup; something "
                            f"in this process used JAX before)") from None
+
+
+def run_local(argv: Callable[[int, int], list[str]], processes: int, *, timeout: float,
+              cwd: str | Path | None = None) -> list[str]:
+    """Run `processes` Python processes on this machine as the processes of one run, each with one CPU device:
+    process p runs `python *argv(p, port)`, port a free localhost port for process 0's coordinator
+    (train.coordinator_address=localhost:{port}). Waits for all (killing every one still running after
+    `timeout` seconds) and returns their stdouts; RuntimeError naming the first that failed, with its output's
+    end. For trying a multi-process run (and testing one) without a cluster."""
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    procs = [subprocess.Popen([sys.executable, *argv(p, port)], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for p in range(processes)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, (out, err)) in enumerate(zip(procs, outs)):
+        if p.returncode:
+            raise RuntimeError(f"process {rank} of {processes} failed (exit {p.returncode}):\n"
+                               f"{out[-2000:]}{err[-4000:]}")
+    return [out for out, _ in outs]
 
 
 def is_primary() -> bool:

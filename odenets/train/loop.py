@@ -244,9 +244,9 @@ def evaluate(s: Setup, eval_step, state) -> dict:
 
 def predict_trajectories(s: Setup, state, n: int = PLOTTED_TRAJECTORIES) -> dict:
     """{"ts": (T,), "y": (n, T, D), "pred": (n, T, D)} for the first n test trajectories."""
-    # host copies (a multi-process state spans other processes), back as this process' own arrays: the
-    # model's call writes its solver statistics into them
-    params, rest = jax.tree.map(jnp.asarray, jax.device_get(state[:2]))
+    # the replica on this process' first device (a multi-process state spans devices of other processes,
+    # which an eager call cannot mix with this process' x); no copy through the host
+    params, rest = jax.tree.map(lambda a: a.addressable_data(0), state[:2])
     x = s.data.x_test[:n]
     pred = nnx.merge(s.graphdef, params, rest)(jnp.asarray(x))
     return {"ts": np.asarray(s.data.ts), "y": np.asarray(s.data.y_test[:n]), "pred": np.asarray(pred)}
@@ -291,12 +291,11 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
     tcfg, ocfg = s.run.train, s.run.optim
     x, y = s.data.x_train, s.data.y_train
     batch = ocfg.batch_size
-    temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
     bar = _progress(tcfg.progress and primary, s.total_steps, step)
-    status, last_finite, window, epoch = "completed", None, [], epoch0
+    status, last_finite, window, epoch, temp = "completed", None, [], epoch0, None
     stop = tcfg.stop_after_epochs
     adaptive = s.run.integrator is not None and s.run.integrator.adaptive
-    timed = False  # the first step of this call compiles: its time is not a step time
+    timed = False  # the first step of this call fills jit's caches (~10x a step): its time is not a step time
     quiet, callback_log = _QuietX0Check(), logging.getLogger("jax._src.callback")
     callback_log.addFilter(quiet)
 
@@ -317,6 +316,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
 
     ctrl_c = _CtrlC().install()
     try:
+        # compiles the train step: a Ctrl-C in the compile (the longest wait of a short run) is an Interrupted too
+        temp = _temp_bytes(train_step, state, *_shard(s, x[:batch], y[:batch]))
         for epoch in range(epoch0, ocfg.epochs):
             if stop is not None and epoch - epoch0 >= stop:
                 status = "stopped"
