@@ -160,7 +160,11 @@ def run(argv: list[str]) -> None:
     overrides = [a for a in argv if ("=" in a or a.startswith("~")) and not a.startswith("-")]
     multirun = bool({"-m", "--multirun"} & set(argv))
     chosen = check(overrides, multirun=multirun, resume=resume)
-    if len(chosen) == 1 and None not in chosen:  # the data's own default model, as compose chose it
+    if len(chosen) > 1:  # Hydra takes one model default for a whole sweep: its jobs' data disagree on it
+        models = ", ".join(sorted(m or "the composed default" for m in chosen))
+        _fail(f"the jobs of this sweep need different models for their data ({models}); choose the model "
+              f"on the command line (model=...) or sweep each kind of data on its own")
+    if chosen and None not in chosen:  # the data's own default model, as compose chose it
         argv = [f"model={chosen.pop()}", *argv]
     directory = config_dir()
 

@@ -144,6 +144,16 @@ def test_defaults_that_depend_on_the_data_follow_it():
         assert s.cfg["model"]["kind"] is None and s.n_params > 0
 
 
+def test_a_sweep_whose_data_need_different_models_is_refused_before_any_job(tmp_path, monkeypatch, capsys):
+    """Trajectory data default to the Neural ODE, classification data to the ResNet; Hydra takes one model
+    for a whole sweep, so a sweep over both would train the wrong family in one job: refused up front."""
+    sweep = tmp_path / "sweep"
+    code, _, err = in_process(monkeypatch, capsys, "run", "-m", "data=spiral_ode,moons", "optim.epochs=1",
+                              f"hydra.sweep.dir={sweep}")
+    assert code != 0 and "need different models for their data (node, the composed default)" in err, err
+    assert "model=" in err and not sweep.exists()
+
+
 @pytest.mark.parametrize("extension", [["integrator=ralston"], ["model=scaled_resnet", "data=xor"]])
 def test_classes_registered_in_one_class_each_run_from_the_command_line(tmp_path, extension):
     """A user's module registers Ralston's method, a ReZero family and an XOR dataset
