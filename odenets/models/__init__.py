@@ -16,7 +16,7 @@ from odenets.models.base import REGISTRY
 from odenets.models.base import REGISTRY as family
 from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.families import Residual, SharedODE
-from odenets.models.block import ODEBlock, SolverStats, solver_stats
+from odenets.models.block import ODEBlock, SolverStats, solver_stats, stage_totals
 from odenets.models.classifier import Classifier
 from odenets.models.trajectory import Trajectory
 from odenets.models.base import check_trajectories
@@ -51,5 +51,5 @@ __all__ = [
     "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered", "ODEBlock", "Residual",
     "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "Trajectory", "build",
     "check_trajectories", "family", "param_count", "preset",
-    "solver_stats", "stem", "trajectory",
+    "solver_stats", "stage_totals", "stem", "trajectory",
 ]

@@ -48,6 +48,16 @@ class Counted(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array: ...
 
 
+def stage_totals(model: nnx.Module) -> dict[str, jax.Array]:
+    """{"nfe": ..., "nfe_backward": ...} of the model's last call, summed over its stages, as arrays
+    (traceable: a train step can log them): -1 where any stage's count is unknown, 0 for a model
+    without stages. The one rule `solver_stats` reads out."""
+    counts = {key: [getattr(node, key)[...] for _, node in nnx.iter_graph(model) if isinstance(node, Counted)]
+              for key in ("nfe", "nfe_backward")}
+    return {key: jnp.where(jnp.any(jnp.stack(c) < 0), -1, jnp.sum(jnp.stack(c))) if c else jnp.array(0, jnp.int32)
+            for key, c in counts.items()}
+
+
 def solver_stats(model: nnx.Module) -> dict[str, int]:
     """{"nfe": ..., "nfe_backward": ...} of the model's last call, summed over its stages.
 
@@ -56,15 +66,9 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
     forward and 0 backward. -1 where any stage's count is unknown (Kvaerno5, Newton re-solves)
     (adaptive solves and Backprop through implicit steps, whose backward pass counts are
     not known) or the model has not been called yet; 0 for a model without stages. Reads concrete values:
-    call it outside jit, on the model (or the state) a train step returned.
+    call it outside jit, on the model (or the state) a train step returned (`stage_totals` inside).
     """
-    totals = {"nfe": 0, "nfe_backward": 0}
-    for _, node in nnx.iter_graph(model):
-        if isinstance(node, Counted):
-            for key in totals:
-                n = int(np.asarray(getattr(node, key)[...]))
-                totals[key] = -1 if (n < 0 or totals[key] < 0) else totals[key] + n
-    return totals
+    return {key: int(np.asarray(v)) for key, v in stage_totals(model).items()}
 
 
 @final

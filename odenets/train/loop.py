@@ -35,7 +35,6 @@ from jax.sharding import Mesh
 from odenets import data as datasets
 from odenets import models
 from odenets._abstract import final
-from odenets.models.block import Counted
 from odenets.train import distributed
 from odenets.train.checkpoints import Checkpoints
 from odenets.train.config import RunConfig, build_model, build_trajectory_model
@@ -185,7 +184,7 @@ def make_steps(s: Setup):
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        nfe = _nfe(nnx.merge(s.graphdef, params, new_rest))  # the forward pass' counts, in new_rest
+        nfe = models.stage_totals(nnx.merge(s.graphdef, params, new_rest))["nfe"]
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": nfe}
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
@@ -204,16 +203,6 @@ def make_steps(s: Setup):
         return sums
 
     return train_step, eval_step
-
-
-def _nfe(model: nnx.Module) -> jax.Array:
-    """The forward NFE of the model's last call, traced: what `models.solver_stats` reads from the
-    state a train step returns ("nfe"), summed over its stages; -1 where any stage's count is unknown."""
-    counts = [node.nfe[...] for _, node in nnx.iter_graph(model) if isinstance(node, Counted)]
-    if not counts:
-        return jnp.array(0, jnp.int32)
-    counts = jnp.stack(counts)
-    return jnp.where(jnp.any(counts < 0), -1, jnp.sum(counts))
 
 
 def _shard(s: Setup, *arrays):
