@@ -152,7 +152,14 @@ def test_path_expansion_counts_and_refusals():
     for k in range(depth + 1):
         assert int((paths.lengths == k).sum()) == math.comb(depth, k)
         assert paths.by_length[k] == pytest.approx(math.comb(depth, k) * a**k)
+    scales = np.array([2.0, 3.0, 5.0, 7.0])  # distinct primes: each product names its subset
+    single = gf.path_expansion(scales)
+    np.testing.assert_array_equal(single.terms, [np.prod(scales[s]) for s in single.subsets])
+    assert not single.subsets[0].any() and single.subsets[-1].all()
     mats = np.random.default_rng(0).standard_normal((4, 2, 2))
+    # ordered products: the non-commuting J_l of a path are applied first layer first (J_3 J_1 for {1, 3})
+    terms = gf.path_expansion(mats).terms
+    np.testing.assert_allclose(terms[0b1010], mats[3] @ mats[1], atol=1e-15)
     np.testing.assert_allclose(gf.path_expansion(mats).by_length.sum(0), gf.jacobian_product(mats), atol=1e-12)
     with pytest.raises(ValueError, match="L must be <= 16, got L=17"):
         gf.path_expansion([0.5] * 17)

@@ -32,7 +32,6 @@ parameters (as experiments/studies/_trained.py does), then `gradient_flow(model,
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -331,15 +330,12 @@ def path_expansion(jacobians) -> PathExpansion:
     depth, n = jac.shape[0], jac.shape[1]
     if depth > MAX_PATH_LAYERS:
         raise ValueError(f"path_expansion enumerates 2^L paths: L must be <= {MAX_PATH_LAYERS}, got L={depth}")
-    subsets = np.array(list(itertools.product([False, True], repeat=depth)), bool).reshape(-1, depth)[:, ::-1]
-    eye = np.eye(n)
-    terms = np.empty((len(subsets), n, n))
-    for i, subset in enumerate(subsets):
-        out = eye
-        for j, on in zip(jac, subset):
-            if on:
-                out = j @ out
-        terms[i] = out
+    # path i takes layer l's branch when bit l of i is set; layer by layer the paths double:
+    # those without branch l, then the same ones with J_l applied last (a batched matmul per layer)
+    subsets = (np.arange(2**depth)[:, None] >> np.arange(depth)) & 1 == 1
+    terms = np.eye(n)[None]
+    for j in jac:
+        terms = np.concatenate([terms, j @ terms])
     lengths = subsets.sum(1)
     by_length = np.stack([terms[lengths == k].sum(0) for k in range(depth + 1)])
     if scalar:
