@@ -110,6 +110,7 @@ def test_lesions_refuse_what_they_cannot_run():
     with pytest.raises(ValueError, match=r"keep must be a boolean mask of shape \(3,\)"):
         analysis.keep_orders(model, [True])
     assert analysis.blocks(shaped("node", 2)) == []
+    assert analysis.blocks(shaped("anode", 2)) == []  # ANODE's wrapped ODE block shares one field
 
 
 # -- depth ----------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def test_depth_interpolation_by_hand_and_identity():
     kernel, k_old = block.field.out.kernel[...], old.field.out.kernel[...]
     np.testing.assert_allclose(kernel[::2], k_old, rtol=1e-12)
     np.testing.assert_allclose(kernel[1::2], (k_old[:-1] + k_old[1:]) / 2, rtol=1e-12)
+    assert analysis.interpolate_depth(shaped("anode", 2), 4).stages[0].block.steps == 4  # ANODE's inner block
 
 
 # -- paths ----------------------------------------------------------------------------------------------

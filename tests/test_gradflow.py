@@ -167,17 +167,17 @@ def test_path_expansion_counts_and_refusals():
         gf.jacobian_product(np.zeros((2, 2, 3)))
 
 
-@pytest.mark.parametrize("family, stages", [("momentum", 1), ("hamiltonian", 2)])
+@pytest.mark.parametrize("family, stages", [("momentum", 1), ("anode", 1), ("hamiltonian", 2)])
 def test_other_step_rules_reproduce_the_models_loss(family, stages):
-    """Momentum stages are taken layer by layer (state (x, v)); Hamiltonian stages count as one layer; the
-    transitions between stages are the model's."""
+    """Momentum stages are taken layer by layer (state (x, v)), ANODE's augmented ODE block too (on the padded
+    state); Hamiltonian stages count as one layer; the transitions between stages are the model's."""
     model = _filled(lambda: on.models.build(family, input_shape=(4,), num_classes=2, width=4, depth=2,
                                               stages=stages))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
     y = jnp.asarray([0, 1, 1])
     flow = gf.gradient_flow(model, x, y)
     assert flow.loss == pytest.approx(_cross_entropy(model, x, y), rel=1e-6)
-    per_stage = 3 if family == "momentum" else 2  # x_0, x_1, x_2 / the stage's input and output
+    per_stage = 2 if family == "hamiltonian" else 3  # the stage's input and output / x_0, x_1, x_2
     assert flow.grad_norm.shape == (per_stage * stages, 3)
     assert list(flow.stage) == [s for s in range(stages) for _ in range(per_stage)]
     assert np.all(np.isfinite(flow.grad_norm)) and np.any(flow.grad_norm > 0)

@@ -44,6 +44,7 @@ from jax import lax
 
 from odenets.analysis._field import Merged
 from odenets.analysis.stability import carried_size
+from odenets.analysis.steps import _ode_block
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.models import Classifier
 from odenets.models.block import ODEBlock
@@ -110,8 +111,8 @@ def _(stage: ODEBlock) -> _Layers:
 
 @_layers.register
 def _(stage: AugmentedBlock) -> _Layers:
-    inner = _layers(stage.block)
-    pad = lambda x: jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (stage.augment,), x.dtype)], -1)
+    block, pad = _ode_block(stage)  # the ODE block inside and the zero padding of its input
+    inner = _layers(block)
     return inner._replace(enter=lambda x: inner.enter(pad(x)))
 
 
