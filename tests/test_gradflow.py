@@ -189,3 +189,32 @@ def test_refusals():
         gf.gradient_flow(model, jnp.zeros((2, 4)))
     with pytest.raises(ValueError, match="needs loss=L"):
         gf.gradient_flow(model.stages[0], jnp.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("family, kind, preact, stages",
+                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1)])
+def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributions(family, kind, preact, stages):
+    """The depth studies draw initial parameters by numpy (experiments/studies/_depthnets.initialise) to skip
+    compiling the initialisers: every leaf must match the library's own draw in what is zero, what is one, and
+    the scale of every kernel (max |w| of a normal truncated at two standard deviations, and the std)."""
+    from experiments.studies._depthnets import initialise
+
+    build = lambda r: on.models.build(family, kind=kind, input_shape=(16, 1) if kind == "conv1d" else (16,),
+                                      num_classes=10, width=8, depth=3, stages=stages, preact=preact, rngs=r)
+    graphdef, ours = nnx.split(initialise(nnx.eval_shape(lambda: build(nnx.Rngs(0))), seed=0))
+    _, library = nnx.split(build(nnx.Rngs(jax.random.key(1, impl="rbg"))))
+    flat, lib = dict(nnx.to_flat_state(ours)), dict(nnx.to_flat_state(library))
+    assert flat.keys() == lib.keys()
+    kernels = 0
+    for path, leaf in lib.items():
+        a, b = np.asarray(flat[path][...]), np.asarray(leaf[...])
+        assert a.shape == b.shape and a.dtype == b.dtype, path
+        if not np.issubdtype(b.dtype, np.floating) or np.all(b == 0) or np.all(b == 1):
+            if np.issubdtype(b.dtype, np.floating):
+                np.testing.assert_array_equal(a, b, err_msg=str(path))
+            continue
+        kernels += 1
+        wide = 0.0 if a.size >= 96 else 0.5  # looser for a few dozen entries (a stem's 3-wide kernel)
+        assert 0.8 - wide < np.abs(a).max() / np.abs(b).max() < 1.25 + 2 * wide, path
+        assert 0.75 - wide < a.std() / b.std() < 1.33 + 2 * wide, path
+    assert kernels >= 4  # stem, the fields' two layers (stacked over steps), head (and transitions)
