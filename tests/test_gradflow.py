@@ -18,7 +18,7 @@ from odenets._abstract import final
 from odenets.analysis import gradflow as gf
 from odenets.fields import field_at
 from odenets.models import ODEBlock
-from odenets.models.stages import PlainBlock
+from odenets.models.stages import MomentumBlock, PlainBlock
 
 
 @final
@@ -117,6 +117,47 @@ def test_stage_gradients_and_responses_match_a_hand_written_stack(skip):
     np.testing.assert_allclose(flow.grad_norm, norms, rtol=1e-6)
     np.testing.assert_allclose(flow.response_std[:depth], stds, rtol=1e-6)
     assert np.isnan(flow.response_std[depth]) and flow.loss == pytest.approx(float(value), rel=1e-9)
+
+
+def test_momentum_stage_gradients_match_a_hand_written_momentum_loop():
+    """gradient_flow restates the momentum rule v_{l+1} = gamma v_l + (1 - gamma) F_l(x_l), x_{l+1} = x_l +
+    v_{l+1}: its |dL/d(x_l, v_l)| and std F_l(x_l) against jax.grad of that loop written out by hand."""
+    width, depth, gamma = 3, 4, 0.7
+    stage = _filled(lambda: MomentumBlock(_mlp(width), steps=depth, gamma=gamma, rngs=nnx.Rngs(0)))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((6, width)))
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((6, width)))
+    loss = lambda out: jnp.sum(jnp.tanh(out) * w)
+    flow = gf.gradient_flow(stage, x, loss=loss)
+    graphdef, state = nnx.split(stage.fields)
+
+    @jax.jit
+    def reference(state, x):
+        fields = nnx.merge(graphdef, state)
+        branch = lambda k, z: field_at(fields, k)(float(k), z)
+
+        def layer(k, c):
+            v = gamma * c[1] + (1 - gamma) * branch(k, c[0])
+            return c[0] + v, v
+
+        def tail(start, c):
+            for k in range(start, depth):
+                c = layer(k, c)
+            return loss(c[0])
+
+        states = [(x, jnp.zeros_like(x))]
+        for k in range(depth):
+            states.append(layer(k, states[-1]))
+        norms = []
+        for i, c in enumerate(states):
+            gx, gv = jax.grad(lambda c, i=i: tail(i, c))(c)
+            norms.append(jnp.sqrt(jnp.sum(gx**2, -1) + jnp.sum(gv**2, -1)))
+        stds = [jnp.std(branch(k, states[k][0])) for k in range(depth)]
+        return jnp.stack(norms), jnp.stack(stds), tail(0, states[0])
+
+    norms, stds, value = reference(state, x)
+    np.testing.assert_allclose(flow.grad_norm, norms, rtol=1e-6)
+    np.testing.assert_allclose(flow.response_std[:depth], stds, rtol=1e-6)
+    assert flow.loss == pytest.approx(float(value), rel=1e-9)
 
 
 def test_classifier_matches_observe_model():
