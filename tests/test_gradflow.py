@@ -169,6 +169,21 @@ def test_classifier_matches_observe_model():
     reference = np.concatenate([5 * np.linalg.norm(np.asarray(o.grads), axis=-1) for o in observed])
     np.testing.assert_allclose(flow.grad_norm, reference, rtol=1e-5)
     assert list(flow.stage) == [0] * 3 and list(flow.layer) == [0, 1, 2]
+    # and independently of observe_model: jax.grad through the model's own stem, stage and head
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def ends(state, x):
+        m = lambda: nnx.merge(graphdef, state, copy=True)  # a fresh copy per trace: stages record their NFE
+        summed = lambda logits: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+        h0 = m().stem(x)
+        g0 = jax.grad(lambda h: summed(m().head(m().stages[0](h))))(h0)
+        g_out = jax.grad(lambda h: summed(m().head(h)))(m().stages[0](h0))
+        return jnp.linalg.norm(g0, axis=-1), jnp.linalg.norm(g_out, axis=-1)
+
+    g0, g_out = ends(state, x)
+    np.testing.assert_allclose(flow.grad_norm[0], g0, rtol=1e-9)
+    np.testing.assert_allclose(flow.grad_norm[-1], g_out, rtol=1e-9)
 
 
 @pytest.mark.parametrize("skip", [True, False], ids=["resnet", "plain"])
