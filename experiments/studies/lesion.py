@@ -146,8 +146,8 @@ class Lesion(studies.Study):
         )
         base, single = {}, {}
         for net, t in nets.items():
-            identity = {s: np.arange(len(v)) for s, v in keep_orders(t.model, np.ones(len(blocks(t.model)), bool))
-                        .items()}  # the unlesioned net, compiled as the reorderings are
+            identity = keep_orders(t.model, np.ones(len(blocks(t.model)), bool))  # every block kept, in order:
+            # the unlesioned net, compiled as the reorderings are
             base[net] = lesion_accuracy(t.model, x, y, identity)
             single[net] = self._single(t.model, x, y)
         where = {net: blocks(t.model) for net, t in nets.items()}
