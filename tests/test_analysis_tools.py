@@ -110,6 +110,7 @@ def test_lesions_refuse_what_they_cannot_run():
     with pytest.raises(ValueError, match=r"keep must be a boolean mask of shape \(3,\)"):
         analysis.keep_orders(model, [True])
     assert analysis.blocks(shaped("node", 2)) == []
+    assert analysis.blocks(shaped("anode", 2)) == []  # ANODE's wrapped ODE block shares one field
 
 
 # -- depth ----------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def test_depth_interpolation_by_hand_and_identity():
     kernel, k_old = block.field.out.kernel[...], old.field.out.kernel[...]
     np.testing.assert_allclose(kernel[::2], k_old, rtol=1e-12)
     np.testing.assert_allclose(kernel[1::2], (k_old[:-1] + k_old[1:]) / 2, rtol=1e-12)
+    assert analysis.interpolate_depth(shaped("anode", 2), 4).stages[0].block.steps == 4  # ANODE's inner block
 
 
 # -- paths ----------------------------------------------------------------------------------------------
@@ -218,13 +220,13 @@ def test_block_lipschitz_bounds_a_linear_resnet():
     model = tiny()
     field = model.stages[0].field
     field.activation = lambda z: z
-    w1, b1 = field.hidden[0].kernel[...], field.hidden[0].bias[...]
-    w2 = field.out.kernel[...]
+    w1, w2 = field.hidden[0].kernel[...], field.out.kernel[...]
     (lip,) = analysis.block_lipschitz(model, X, iters=200)
     exact = [np.linalg.norm(np.asarray(w1[k] @ w2[k]), 2) for k in range(3)]  # x W1 W2: rows are states
     np.testing.assert_allclose(lip.field, exact, rtol=1e-6)
+    steps = [np.linalg.norm(np.eye(4) + np.asarray(w1[k] @ w2[k]), 2) for k in range(3)]  # Euler, h = 1
+    np.testing.assert_allclose(lip.step, steps, rtol=1e-6)
     assert np.all(lip.step <= lip.bound + 1e-9) and lip.product == pytest.approx(np.prod(1 + np.array(exact)))
-    assert b1 is not None
 
 
 # -- attacks --------------------------------------------------------------------------------------------

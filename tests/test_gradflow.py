@@ -18,7 +18,7 @@ from odenets._abstract import final
 from odenets.analysis import gradflow as gf
 from odenets.fields import field_at
 from odenets.models import ODEBlock
-from odenets.models.stages import PlainBlock
+from odenets.models.stages import MomentumBlock, PlainBlock
 
 
 @final
@@ -119,6 +119,47 @@ def test_stage_gradients_and_responses_match_a_hand_written_stack(skip):
     assert np.isnan(flow.response_std[depth]) and flow.loss == pytest.approx(float(value), rel=1e-9)
 
 
+def test_momentum_stage_gradients_match_a_hand_written_momentum_loop():
+    """gradient_flow restates the momentum rule v_{l+1} = gamma v_l + (1 - gamma) F_l(x_l), x_{l+1} = x_l +
+    v_{l+1}: its |dL/d(x_l, v_l)| and std F_l(x_l) against jax.grad of that loop written out by hand."""
+    width, depth, gamma = 3, 4, 0.7
+    stage = _filled(lambda: MomentumBlock(_mlp(width), steps=depth, gamma=gamma, rngs=nnx.Rngs(0)))
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((6, width)))
+    w = jnp.asarray(np.random.default_rng(1).standard_normal((6, width)))
+    loss = lambda out: jnp.sum(jnp.tanh(out) * w)
+    flow = gf.gradient_flow(stage, x, loss=loss)
+    graphdef, state = nnx.split(stage.fields)
+
+    @jax.jit
+    def reference(state, x):
+        fields = nnx.merge(graphdef, state)
+        branch = lambda k, z: field_at(fields, k)(float(k), z)
+
+        def layer(k, c):
+            v = gamma * c[1] + (1 - gamma) * branch(k, c[0])
+            return c[0] + v, v
+
+        def tail(start, c):
+            for k in range(start, depth):
+                c = layer(k, c)
+            return loss(c[0])
+
+        states = [(x, jnp.zeros_like(x))]
+        for k in range(depth):
+            states.append(layer(k, states[-1]))
+        norms = []
+        for i, c in enumerate(states):
+            gx, gv = jax.grad(lambda c, i=i: tail(i, c))(c)
+            norms.append(jnp.sqrt(jnp.sum(gx**2, -1) + jnp.sum(gv**2, -1)))
+        stds = [jnp.std(branch(k, states[k][0])) for k in range(depth)]
+        return jnp.stack(norms), jnp.stack(stds), tail(0, states[0])
+
+    norms, stds, value = reference(state, x)
+    np.testing.assert_allclose(flow.grad_norm, norms, rtol=1e-6)
+    np.testing.assert_allclose(flow.response_std[:depth], stds, rtol=1e-6)
+    assert flow.loss == pytest.approx(float(value), rel=1e-9)
+
+
 def test_classifier_matches_observe_model():
     model = _filled(lambda: on.models.build("resnet", input_shape=(6,), num_classes=3, width=4, depth=2))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 6)))
@@ -128,6 +169,21 @@ def test_classifier_matches_observe_model():
     reference = np.concatenate([5 * np.linalg.norm(np.asarray(o.grads), axis=-1) for o in observed])
     np.testing.assert_allclose(flow.grad_norm, reference, rtol=1e-5)
     assert list(flow.stage) == [0] * 3 and list(flow.layer) == [0, 1, 2]
+    # and independently of observe_model: jax.grad through the model's own stem, stage and head
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def ends(state, x):
+        m = lambda: nnx.merge(graphdef, state, copy=True)  # a fresh copy per trace: stages record their NFE
+        summed = lambda logits: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+        h0 = m().stem(x)
+        g0 = jax.grad(lambda h: summed(m().head(m().stages[0](h))))(h0)
+        g_out = jax.grad(lambda h: summed(m().head(h)))(m().stages[0](h0))
+        return jnp.linalg.norm(g0, axis=-1), jnp.linalg.norm(g_out, axis=-1)
+
+    g0, g_out = ends(state, x)
+    np.testing.assert_allclose(flow.grad_norm[0], g0, rtol=1e-9)
+    np.testing.assert_allclose(flow.grad_norm[-1], g_out, rtol=1e-9)
 
 
 @pytest.mark.parametrize("skip", [True, False], ids=["resnet", "plain"])
@@ -152,7 +208,14 @@ def test_path_expansion_counts_and_refusals():
     for k in range(depth + 1):
         assert int((paths.lengths == k).sum()) == math.comb(depth, k)
         assert paths.by_length[k] == pytest.approx(math.comb(depth, k) * a**k)
+    scales = np.array([2.0, 3.0, 5.0, 7.0])  # distinct primes: each product names its subset
+    single = gf.path_expansion(scales)
+    np.testing.assert_array_equal(single.terms, [np.prod(scales[s]) for s in single.subsets])
+    assert not single.subsets[0].any() and single.subsets[-1].all()
     mats = np.random.default_rng(0).standard_normal((4, 2, 2))
+    # ordered products: the non-commuting J_l of a path are applied first layer first (J_3 J_1 for {1, 3})
+    terms = gf.path_expansion(mats).terms
+    np.testing.assert_allclose(terms[0b1010], mats[3] @ mats[1], atol=1e-15)
     np.testing.assert_allclose(gf.path_expansion(mats).by_length.sum(0), gf.jacobian_product(mats), atol=1e-12)
     with pytest.raises(ValueError, match="L must be <= 16, got L=17"):
         gf.path_expansion([0.5] * 17)
@@ -160,17 +223,17 @@ def test_path_expansion_counts_and_refusals():
         gf.jacobian_product(np.zeros((2, 2, 3)))
 
 
-@pytest.mark.parametrize("family, stages", [("momentum", 1), ("hamiltonian", 2)])
+@pytest.mark.parametrize("family, stages", [("momentum", 1), ("anode", 1), ("hamiltonian", 2)])
 def test_other_step_rules_reproduce_the_models_loss(family, stages):
-    """Momentum stages are taken layer by layer (state (x, v)); Hamiltonian stages count as one layer; the
-    transitions between stages are the model's."""
+    """Momentum stages are taken layer by layer (state (x, v)), ANODE's augmented ODE block too (on the padded
+    state); Hamiltonian stages count as one layer; the transitions between stages are the model's."""
     model = _filled(lambda: on.models.build(family, input_shape=(4,), num_classes=2, width=4, depth=2,
                                               stages=stages))
     x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
     y = jnp.asarray([0, 1, 1])
     flow = gf.gradient_flow(model, x, y)
     assert flow.loss == pytest.approx(_cross_entropy(model, x, y), rel=1e-6)
-    per_stage = 3 if family == "momentum" else 2  # x_0, x_1, x_2 / the stage's input and output
+    per_stage = 2 if family == "hamiltonian" else 3  # the stage's input and output / x_0, x_1, x_2
     assert flow.grad_norm.shape == (per_stage * stages, 3)
     assert list(flow.stage) == [s for s in range(stages) for _ in range(per_stage)]
     assert np.all(np.isfinite(flow.grad_norm)) and np.any(flow.grad_norm > 0)
@@ -182,3 +245,32 @@ def test_refusals():
         gf.gradient_flow(model, jnp.zeros((2, 4)))
     with pytest.raises(ValueError, match="needs loss=L"):
         gf.gradient_flow(model.stages[0], jnp.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("family, kind, preact, stages",
+                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1)])
+def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributions(family, kind, preact, stages):
+    """The depth studies draw initial parameters by numpy (experiments/studies/_depthnets.initialise) to skip
+    compiling the initialisers: every leaf must match the library's own draw in what is zero, what is one, and
+    the scale of every kernel (max |w| of a normal truncated at two standard deviations, and the std)."""
+    from experiments.studies._depthnets import initialise
+
+    build = lambda r: on.models.build(family, kind=kind, input_shape=(16, 1) if kind == "conv1d" else (16,),
+                                      num_classes=10, width=8, depth=3, stages=stages, preact=preact, rngs=r)
+    graphdef, ours = nnx.split(initialise(nnx.eval_shape(lambda: build(nnx.Rngs(0))), seed=0))
+    _, library = nnx.split(build(nnx.Rngs(jax.random.key(1, impl="rbg"))))
+    flat, lib = dict(nnx.to_flat_state(ours)), dict(nnx.to_flat_state(library))
+    assert flat.keys() == lib.keys()
+    kernels = 0
+    for path, leaf in lib.items():
+        a, b = np.asarray(flat[path][...]), np.asarray(leaf[...])
+        assert a.shape == b.shape and a.dtype == b.dtype, path
+        if not np.issubdtype(b.dtype, np.floating) or np.all(b == 0) or np.all(b == 1):
+            if np.issubdtype(b.dtype, np.floating):
+                np.testing.assert_array_equal(a, b, err_msg=str(path))
+            continue
+        kernels += 1
+        wide = 0.0 if a.size >= 96 else 0.5  # looser for a few dozen entries (a stem's 3-wide kernel)
+        assert 0.8 - wide < np.abs(a).max() / np.abs(b).max() < 1.25 + 2 * wide, path
+        assert 0.75 - wide < a.std() / b.std() < 1.33 + 2 * wide, path
+    assert kernels >= 4  # stem, the fields' two layers (stacked over steps), head (and transitions)

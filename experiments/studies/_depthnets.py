@@ -1,5 +1,5 @@
-"""Plain and residual classifiers on MNIST-1D at many depths, trained by odenets' own train step
-(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow and degradation studies."""
+"""Plain and residual classifiers on MNIST-1D at many depths, trained in memory by odenets' own train step
+(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow, degradation and lesion studies."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ class Net:
     losses: list[float]
     seconds: float
 
+    @property
+    def data(self):
+        """The dataset it was trained on (as `_trained.Trained.data`)."""
+        return self.setup.data
+
+
+MNIST1D = ("data=mnist1d",)  # the data group's overrides unless a study names others
+
 
 def overrides(family: str, depth: int, width: int, kind: str, preact: bool = False) -> list[str]:
     """The model group of a `family` net of `depth` layers of `width` channels (one stage)."""
@@ -50,10 +58,10 @@ def error(eval_step, state, x, y, chunk: int = 1000) -> float:
 
 
 def setup(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int,
-          n_train: int | None) -> loop.Setup:
+          n_train: int | None, data: tuple[str, ...] = MNIST1D) -> loop.Setup:
     """`loop.setup` of the config, with the parameters drawn by `initialise` (epochs=0: no optimiser
     state, the state's third entry is None)."""
-    cfg = cli.compose(["data=mnist1d", *over, f"optim.epochs={max(epochs, 1)}", f"optim.batch_size={batch_size}",
+    cfg = cli.compose([*data, *over, f"optim.epochs={max(epochs, 1)}", f"optim.batch_size={batch_size}",
                        f"optim.lr={lr}", f"seed={seed}", "train.progress=false"])
     run = RunConfig.parse(cfg)
     data = _data(run.data, run.seed)
@@ -94,7 +102,8 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0, norm scales 1; counters -1."""
+    a per-step stack), biases 0, norm scales 1; counters -1. A second statement of the initialisers' rule:
+    tests/test_gradflow.py compares it leaf by leaf with the library's own draw."""
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng([seed, 7])
 
@@ -117,12 +126,13 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
 
 
 def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int, n_train: int | None = None,
-          evaluate: bool = True) -> Net:
-    """`epochs` epochs of the run's optimiser on MNIST-1D (the first `n_train` training signals; all when
-    None), by the run's jitted train step. The training error is the running error over the last epoch's
-    mini-batches (He et al.'s training curves); evaluate=True adds the test error (the run's eval step).
+          evaluate: bool = True, data: tuple[str, ...] = MNIST1D) -> Net:
+    """`epochs` epochs of the run's optimiser on MNIST-1D (or the `data` group's overrides; the first
+    `n_train` training signals, all when None), by the run's jitted train step. The training error is the
+    running error over the last epoch's mini-batches (He et al.'s training curves); evaluate=True adds the
+    test error (the run's eval step).
     epochs=0: the initial parameters."""
-    s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train)
+    s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train, data=data)
     state, start, losses = s.state, time.perf_counter(), []
     x, y = s.data.x_train, s.data.y_train
     train_error = test_error = None

@@ -158,14 +158,9 @@ class Degradation(studies.Study):
         # findings
         deep, shallow = max(o.depths), min(o.depths)
         err = lambda name, d, kind="mlp": results[kind, name, d].train_error
-        report.finding("residual_beats_plain_deep", err("resnet", deep) < err("plain", deep),
-                       f"at the deepest depth (L = {deep}) the residual net trains to a lower error than the "
-                       "plain net with the same layers.",
-                       f"training error plain {err('plain', deep):.3f}, resnet {err('resnet', deep):.3f}.")
+        self.depth_findings(report, err, o.depths, "MLP fields",
+                            "residual_beats_plain_deep", "plain_degrades")
         if len(o.depths) >= 2:
-            report.finding("plain_degrades", err("plain", deep) > err("plain", shallow),
-                           f"the plain net's training error rises from L = {shallow} to L = {deep}.",
-                           ", ".join(f"L = {d}: {err('plain', d):.3f}" for d in o.depths) + ".")
             report.finding("residual_improves", err("resnet", deep) <= err("resnet", shallow),
                            f"the residual net's training error falls (or holds) from L = {shallow} to L = {deep}.",
                            ", ".join(f"L = {d}: {err('resnet', d):.3f}" for d in o.depths) + ".")
@@ -181,16 +176,10 @@ class Degradation(studies.Study):
                            "ResNets' responses are smaller than the plain net's (He et al. Fig. 7).",
                            f"at L = {deep}: mean std of F_l(x_l) plain {plain_std:.3g}, resnet {res_std:.3g}.")
         if o.conv_depths:
-            cdeep, cshallow = max(o.conv_depths), min(o.conv_depths)
+            cdeep = max(o.conv_depths)
             cerr = lambda name, d: err(name, d, "conv1d")
-            report.finding("conv_residual_beats_plain", cerr("resnet", cdeep) < cerr("plain", cdeep),
-                           f"with conv + GroupNorm fields at L = {cdeep}, the residual net trains better than the "
-                           "plain net.",
-                           f"training error plain {cerr('plain', cdeep):.3f}, resnet {cerr('resnet', cdeep):.3f}.")
-            if len(o.conv_depths) >= 2:
-                report.finding("conv_plain_degrades", cerr("plain", cdeep) > cerr("plain", cshallow),
-                               f"the conv plain net's training error rises from L = {cshallow} to L = {cdeep}.",
-                               ", ".join(f"L = {d}: {cerr('plain', d):.3f}" for d in o.conv_depths) + ".")
+            self.depth_findings(report, cerr, o.conv_depths, "conv + GroupNorm fields",
+                                "conv_residual_beats_plain", "conv_plain_degrades")
             pre, post = cerr("resnet (pre-act)", cdeep), cerr("resnet", cdeep)
             report.finding("preact_trains_better", pre <= post,
                            f"pre-activation blocks train at least as well as post-activation ones (L = {cdeep}).",
@@ -203,6 +192,21 @@ class Degradation(studies.Study):
         report.note("Training error is the running error over the last epoch's mini-batches (the parameters "
                     "change during the epoch), as in He et al.'s training curves; the test error is of the final "
                     "parameters.")
+
+    @staticmethod
+    def depth_findings(report: studies.Report, err, depths, fields: str, beats: str, degrades: str) -> None:
+        """He et al.'s two claims for one kind of field, err(net, L) the training error: at the deepest L the
+        residual net trains better than the plain net (`beats`); the plain net's error rises from the
+        shallowest L to the deepest (`degrades`, with two depths or more)."""
+        deep, shallow = max(depths), min(depths)
+        report.finding(beats, err("resnet", deep) < err("plain", deep),
+                       f"with {fields} at the deepest depth (L = {deep}) the residual net trains to a lower error "
+                       "than the plain net with the same layers.",
+                       f"training error plain {err('plain', deep):.3f}, resnet {err('resnet', deep):.3f}.")
+        if len(depths) >= 2:
+            report.finding(degrades, err("plain", deep) > err("plain", shallow),
+                           f"with {fields} the plain net's training error rises from L = {shallow} to L = {deep}.",
+                           ", ".join(f"L = {d}: {err('plain', d):.3f}" for d in depths) + ".")
 
     @staticmethod
     def plot_responses(responses: dict, report: studies.Report, plt) -> None:

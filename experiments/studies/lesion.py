@@ -20,23 +20,21 @@ first block of each later stage is where Veit et al.'s downsampling blocks sit.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
-from flax import nnx
 
-from odenets import cli, validate
-from odenets import data as datasets
+from experiments.studies import _depthnets as nets_
 from odenets import study as studies
+from odenets import validate
 from odenets._abstract import final
 from odenets.analysis import blocks, lesion_accuracy, random_deletion, random_swaps
 from odenets.analysis.lesion import keep_orders
-from odenets.train import loop
 
 NETS = ("resnet", "plain")
 DEEP = ("deep", "plain_deep")
 WHERE = {True: " through `odenets run` into runs/<net>/ and restored from its last checkpoint",
-         False: " in memory (no run directory)"}
+         False: " in memory (no run directory; the initial parameters drawn by numpy from the initialisers' "
+                "distributions)"}
 
 
 @final
@@ -73,38 +71,27 @@ class Options:
             validate.integer("study.swaps", k, 0)
 
 
-def overrides(net: str, options: Options, seed: int) -> list[str]:
-    """`odenets run` overrides of a compared net ("resnet", "plain") or of one at the deep size ("deep": the
-    residual net, "plain_deep")."""
+def model_overrides(net: str, options: Options) -> list[str]:
+    """The model group of a compared net ("resnet", "plain") or of one at the deep size ("deep": the residual
+    net, "plain_deep")."""
     deep = net in DEEP
     depth, stages = (options.deep_depth, options.deep_stages) if deep else (options.depth, options.stages)
     family = {"deep": "resnet", "plain_deep": "plain"}.get(net, net)
-    return [*options.data, f"model={family}", f"model.kind={options.kind}",
-            f"model.width={options.width}", f"model.depth={depth}", f"model.stages={stages}",
-            f"optim.epochs={options.epochs}", f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}",
-            f"seed={seed}"]
+    return [f"model={family}", f"model.kind={options.kind}", f"model.width={options.width}",
+            f"model.depth={depth}", f"model.stages={stages}"]
 
 
-@final
-@dataclasses.dataclass(frozen=True)
-class InMemory:
-    """A net trained without a run directory: the model and its data (as `_trained.Trained` has them)."""
-
-    model: Any
-    data: Any
+def overrides(net: str, options: Options, seed: int) -> list[str]:
+    """`odenets run` overrides of a net (`model_overrides`, the data group, the optimiser, the seed)."""
+    return [*options.data, *model_overrides(net, options), f"optim.epochs={options.epochs}",
+            f"optim.batch_size={options.batch_size}", f"optim.lr={options.lr}", f"seed={seed}"]
 
 
-def train_in_memory(over: list[str], options: Options, seed: int) -> InMemory:
-    """`odenets run <over>`'s model, data and jitted train step (`odenets.train.loop`), run for the
-    configured epochs in memory: no run directory, no checkpoints."""
-    s = loop.setup(cli.compose(["train.progress=false", *over]))
-    train_step, _ = loop.make_steps(s)
-    state, x, y = s.state, s.data.x_train, s.data.y_train
-    for epoch in range(options.epochs):
-        for idx in datasets.batches(len(x), options.batch_size, seed=seed, epoch=epoch):
-            state, _ = train_step(state, x[idx], y[idx])
-    params, rest, _ = state
-    return InMemory(nnx.merge(s.graphdef, params, rest), s.data)
+def train_in_memory(net: str, options: Options, seed: int) -> nets_.Net:
+    """The same config's model trained by the same train step in memory (`_depthnets.train`: no run
+    directory, no checkpoints, numpy-drawn initial parameters, no compiled initialisers)."""
+    return nets_.train(model_overrides(net, options), epochs=options.epochs, batch_size=options.batch_size,
+                       lr=options.lr, seed=seed, evaluate=False, data=options.data)
 
 
 @final
@@ -121,7 +108,7 @@ class Lesion(studies.Study):
     )
     sizes = {
         "smoke": Options(width=16, depth=4, stages=1, epochs=3, batch_size=128, lr=1e-2, deep_depth=0, ks=(1, 2),
-                         swaps=(1, 2), repeats=2, checkpoints=False),
+                         swaps=(1, 2), repeats=6, checkpoints=False),
         "full": Options(),
     }
     smoke_expect = ("residual_beats_plain", "k_deletions_decline")
@@ -133,11 +120,10 @@ class Lesion(studies.Study):
         from experiments.studies._trained import train
 
         names = (*NETS, *DEEP) if options.deep_depth else NETS
-        over = {net: overrides(net, options, report.seed) for net in names}
         if options.checkpoints:
-            nets = {net: train(over[net], report.subdir(net)) for net in names}
+            nets = {net: train(overrides(net, options, report.seed), report.subdir(net)) for net in names}
         else:
-            nets = {net: train_in_memory(over[net], options, report.seed) for net in names}
+            nets = {net: train_in_memory(net, options, report.seed) for net in names}
         subject = "deep" if options.deep_depth else "resnet"  # the net of the deletions, swaps, transitions
         data = nets["resnet"].data
         x, y = np.asarray(data.x_test), np.asarray(data.y_test)
@@ -160,8 +146,8 @@ class Lesion(studies.Study):
         )
         base, single = {}, {}
         for net, t in nets.items():
-            identity = {s: np.arange(len(v)) for s, v in keep_orders(t.model, np.ones(len(blocks(t.model)), bool))
-                        .items()}  # the unlesioned net, compiled as the reorderings are
+            identity = keep_orders(t.model, np.ones(len(blocks(t.model)), bool))  # every block kept, in order:
+            # the unlesioned net, compiled as the reorderings are
             base[net] = lesion_accuracy(t.model, x, y, identity)
             single[net] = self._single(t.model, x, y)
         where = {net: blocks(t.model) for net, t in nets.items()}

@@ -20,16 +20,14 @@ Whether the trained net is close to that ODE (a smooth theta(s)) decides whether
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from odenets import validate
+from odenets.analysis.steps import _ode_block
 from odenets.models import Classifier, ODEBlock
-from odenets.models.stages import AugmentedBlock
 
 
 def depth_weights(n: int, m: int) -> np.ndarray:
@@ -59,19 +57,10 @@ def interpolate_stack(tree, m: int):
     return jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(w, v.dtype), v, axes=1), tree)
 
 
-@functools.singledispatch
 def _blocks(stage) -> list[ODEBlock]:
-    return []
-
-
-@_blocks.register
-def _(stage: ODEBlock):
-    return [stage]
-
-
-@_blocks.register
-def _(stage: AugmentedBlock):
-    return [stage.block]
+    """The ODE block of a model stage (`steps._ode_block`: itself, or the one inside ANODE's wrapper), or []."""
+    found = _ode_block(stage)
+    return [] if found is None else [found[0]]
 
 
 def _resample(block: ODEBlock, m: int) -> None:

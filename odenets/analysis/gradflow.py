@@ -32,7 +32,6 @@ parameters (as experiments/studies/_trained.py does), then `gradient_flow(model,
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -45,6 +44,7 @@ from jax import lax
 
 from odenets.analysis._field import Merged
 from odenets.analysis.stability import carried_size
+from odenets.analysis.steps import _ode_block
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.models import Classifier
 from odenets.models.block import ODEBlock
@@ -111,8 +111,8 @@ def _(stage: ODEBlock) -> _Layers:
 
 @_layers.register
 def _(stage: AugmentedBlock) -> _Layers:
-    inner = _layers(stage.block)
-    pad = lambda x: jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (stage.augment,), x.dtype)], -1)
+    block, pad = _ode_block(stage)  # the ODE block inside and the zero padding of its input
+    inner = _layers(block)
     return inner._replace(enter=lambda x: inner.enter(pad(x)))
 
 
@@ -331,15 +331,12 @@ def path_expansion(jacobians) -> PathExpansion:
     depth, n = jac.shape[0], jac.shape[1]
     if depth > MAX_PATH_LAYERS:
         raise ValueError(f"path_expansion enumerates 2^L paths: L must be <= {MAX_PATH_LAYERS}, got L={depth}")
-    subsets = np.array(list(itertools.product([False, True], repeat=depth)), bool).reshape(-1, depth)[:, ::-1]
-    eye = np.eye(n)
-    terms = np.empty((len(subsets), n, n))
-    for i, subset in enumerate(subsets):
-        out = eye
-        for j, on in zip(jac, subset):
-            if on:
-                out = j @ out
-        terms[i] = out
+    # path i takes layer l's branch when bit l of i is set; layer by layer the paths double:
+    # those without branch l, then the same ones with J_l applied last (a batched matmul per layer)
+    subsets = (np.arange(2**depth)[:, None] >> np.arange(depth)) & 1 == 1
+    terms = np.eye(n)[None]
+    for j in jac:
+        terms = np.concatenate([terms, j @ terms])
     lengths = subsets.sum(1)
     by_length = np.stack([terms[lengths == k].sum(0) for k in range(depth + 1)])
     if scalar:

@@ -38,27 +38,20 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from odenets.analysis.steps import _ode_block
 from odenets.models import Classifier, ODEBlock
-from odenets.models.stages import AugmentedBlock, ScanStage
+from odenets.models.stages import ScanStage
 
 Order = Mapping[int, Sequence[int]]
 
 
 @functools.singledispatch
 def _holder(stage):
-    """The module holding a stage's per-step stack (an ODEBlock with per-step params or a
-    ScanStage), or None when the stage has no per-step blocks."""
-    return None
-
-
-@_holder.register
-def _(stage: ODEBlock):
-    return stage if stage.params == "per_step" else None
-
-
-@_holder.register
-def _(stage: AugmentedBlock):
-    return _holder(stage.block)
+    """The module holding a stage's per-step stack (an ODEBlock with per-step params, itself or inside
+    ANODE's wrapper as `steps._ode_block` finds it, or a ScanStage), or None when the stage has no
+    per-step blocks."""
+    found = _ode_block(stage)
+    return found[0] if found is not None and found[0].params == "per_step" else None
 
 
 @_holder.register
