@@ -80,8 +80,10 @@ class AdaptiveIntegrator(Integrator):
     grows steps less eagerly: fewer rejected steps where the error estimate is not smooth
     (stiff problems, Newton failures of implicit stages). dtmin/dtmax bound |h| (None: no bound);
     with force_dtmin=True (diffrax's default) a step at dtmin is accepted whatever its error, with
-    False a needed step below dtmin is an error. Each method sets its defaults from
-    experiments/step_control.py's measurement (see the concrete classes).
+    False a needed step below dtmin is an error. Every method defaults to diffrax's I controller;
+    its class says where a PI controller measured better (experiments/step_control.py). The same
+    controller drives both solves of gradient 'adjoint': the forward one and the backward solve of
+    the adjoint system (whose failures, max_steps or dtmin, are errors too).
     """
 
     adaptive: ClassVar[bool] = True
@@ -211,7 +213,7 @@ class AdaptiveIntegrator(Integrator):
     def _backward(self, term, y_a_g, args, t_from, t_to):
         """The adjoint system dx/dt = f, da/dt = -a^T df/dx, dg/dt = -a^T df/dtheta (theta: the
         inexact arrays of args), solved by diffrax from t_from back to t_to with this solver and
-        its tolerances; nothing is differentiated."""
+        its step-size controller (`controller()`); nothing is differentiated."""
         dargs, nargs = eqx.partition(args, eqx.is_inexact_array)
 
         def adjoint_field(t, state, d):
@@ -222,9 +224,7 @@ class AdaptiveIntegrator(Integrator):
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
-            # diffrax's integral controller at this method's tolerances: the PI defaults chosen for the
-            # forward solve exhausted max_steps on Kvaerno5's adjoint system (tests/test_reliability.py)
-            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol), max_steps=self.max_steps,
+            stepsize_controller=self.controller(), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
         # a backward solve that stops short returns the state where it stopped: an error, not a gradient
         return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys), _backward_messages(self))
@@ -384,14 +384,12 @@ class Kvaerno5(AdaptiveIntegrator):
     and needs 0.47-0.95x the f calls of the I controller at equal error. It is not the default
     because Backprop gradients through it disagree more with central finite differences
     (experiments/demo.py: 4.6e-6 relative against 2.6e-8 with the I controller) and the adjoint
-    system solved backwards with it exhausted max_steps in a test: opt in with Kvaerno5(pcoeff=0.3,
-    icoeff=0.3) where only the solution matters.
+    system solved backwards with it (gradient 'adjoint' uses the forward's controller) exhausted
+    max_steps in a test: opt in with Kvaerno5(pcoeff=0.3, icoeff=0.3) where only the solution matters.
     """
 
     order: ClassVar[int] = 5
     nfe_per_attempt: ClassVar[None] = None
-    pcoeff: float = 0.0
-    icoeff: float = 1.0
 
     def diffrax_solver(self):
         return diffrax.Kvaerno5()
