@@ -21,7 +21,7 @@ from flax import nnx
 
 import odenets as on
 from odenets import cli, models
-from odenets.integrators.adaptive import BACKPROP_CHECKPOINTS
+from odenets.integrators.adaptive import ADJOINTS
 from odenets.train import loop
 
 from . import common
@@ -53,8 +53,7 @@ TORCH_SKIPPED = ("dense", "adjoint")  # odeint_adjoint with 100 save times: seco
 def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
     """{peer: (params, x0) -> (saved states, step counts)}; odenets also counts its NFE."""
     dense, integ = save == "dense", SOLVERS[solver][0](rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
-    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(
-        min(MAX_STEPS, BACKPROP_CHECKPOINTS))
+    adjoint = ADJOINTS["adjoint" if mode == "adjoint" else "backprop"](integ)  # what odenets' own solve passes
     saveat = diffrax.SaveAt(ts=jnp.linspace(0.0, t1, DENSE_TIMES)) if dense else diffrax.SaveAt(t1=True)
 
     def ours(params, x0):
@@ -65,7 +64,7 @@ def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
 
     def theirs(params, x0):
         sol = diffrax.diffeqsolve(diffrax.ODETerm(f), SOLVERS[solver][1](), 0.0, t1, None, x0, args=params,
-                                  saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+                                  saveat=saveat, stepsize_controller=integ.controller(),
                                   adjoint=adjoint, max_steps=MAX_STEPS)
         return (sol.ys if dense else sol.ys[-1]), {"steps": sol.stats["num_accepted_steps"],
                                                    "rejected": sol.stats["num_rejected_steps"]}
@@ -241,7 +240,7 @@ def measure(cfg: dict, python: str | None) -> dict:
             rows.append(run_row(cfg, solver, save, mode, params, x0, arrays))
     info, trows = torch_rows(python, cfg, params, x0, rows, arrays) if python else (None, [])
     return {"config": cfg, "rows": rows, "torch": info, "torch_rows": trows, "mlp": mlp_rows(cfg, python),
-            "backprop_checkpoints": min(MAX_STEPS, BACKPROP_CHECKPOINTS),
+            "backprop_checkpoints": ADJOINTS["backprop"](on.Dopri5(max_steps=MAX_STEPS)).checkpoints,
             "training": train_rows(cfg)}
 
 
