@@ -237,11 +237,11 @@ class AdaptiveIntegrator(Integrator):
         t = float(reached[last]) if last >= 0 else float(sol.t0)
         size = max(float(np.max(np.abs(np.asarray(v[last])), initial=0.0)) for v in jax.tree.leaves(sol.ys))
         scale = max(float(np.max(np.abs(np.asarray(v)), initial=0.0)) for v in jax.tree.leaves(x0))
-        exhausted = sol.result == diffrax.RESULTS.max_steps_reached
-        if sol.result == diffrax.RESULTS.dt_min_reached:
-            raise ValueError(_messages(self)[2] + f" (at t={t:.6g})")
-        if exhausted and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
-            raise ValueError(_messages(self)[0] + f" (it reached t={t:.6g})")
+        which = int(_failure(sol.result))
+        if which == BELOW_DTMIN:
+            raise ValueError(_messages(self)[BELOW_DTMIN] + f" (at t={t:.6g})")
+        if which == EXHAUSTED and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
+            raise ValueError(_messages(self)[EXHAUSTED] + f" (it reached t={t:.6g})")
         raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
 
 
@@ -395,7 +395,18 @@ class Kvaerno5(AdaptiveIntegrator):
         return diffrax.Kvaerno5()
 
 
+# the index of each failure's message in _messages and _backward_messages
+EXHAUSTED, NON_FINITE, BELOW_DTMIN = 0, 1, 2
+
+
+def _failure(result):
+    """The index of a failed diffrax result's message (EXHAUSTED, NON_FINITE or BELOW_DTMIN)."""
+    return jnp.where(result == diffrax.RESULTS.max_steps_reached, EXHAUSTED,
+                     jnp.where(result == diffrax.RESULTS.dt_min_reached, BELOW_DTMIN, NON_FINITE))
+
+
 def _messages(integ: AdaptiveIntegrator) -> list[str]:
+    """odeint's message for each failure of the forward solve, at its index (EXHAUSTED, ...)."""
     hint = "loosen rtol/atol, or use an implicit integrator (kvaerno5) if the problem is stiff"
     return [
         f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
@@ -411,7 +422,7 @@ def _messages(integ: AdaptiveIntegrator) -> list[str]:
 
 
 def _backward_messages(integ: AdaptiveIntegrator) -> list[str]:
-    """_messages for the adjoint system solved backwards by gradient 'adjoint' (same order)."""
+    """_messages for the adjoint system solved backwards by gradient 'adjoint' (same indices)."""
     where = (f"odeint: the backward (adjoint) solve of gradient 'adjoint' with adaptive integrator "
              f"{integ.name!r}")
     other = "or use gradient 'backprop' or 'checkpoint', which differentiate the forward steps"
@@ -426,10 +437,6 @@ def _backward_messages(integ: AdaptiveIntegrator) -> list[str]:
 def _raise_on_failure(integ: AdaptiveIntegrator, result, ys, messages: list[str] | None = None):
     """An unsuccessful adaptive solve is an error at run time (under jit), never a wrong answer."""
     failed = result != diffrax.RESULTS.successful
-    exhausted = result == diffrax.RESULTS.max_steps_reached
-    below_dtmin = result == diffrax.RESULTS.dt_min_reached
-    leaf = jax.tree.leaves(ys)[0]
-    which = jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1))  # the index of its message
-    leaf = eqx.branched_error_if(leaf, failed, which, messages or _messages(integ))
+    leaf = eqx.branched_error_if(jax.tree.leaves(ys)[0], failed, _failure(result), messages or _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])
