@@ -188,6 +188,19 @@ def test_adjoint_backward_solve_that_stops_short_is_an_error():
     np.testing.assert_allclose(grad, 1.0, atol=1e-5)
 
 
+def test_adjoint_backward_solve_below_dtmin_is_an_error():
+    """The backward solve uses the integrator's controller, dtmin included: dx/dt = -c x from x0 = 0 is
+    solved forwards in steps of any size, but the adjoint a' = c a (c = 300) needs steps near 3/c = 0.01
+    backwards, below dtmin = 0.05; with force_dtmin=False that is the backward dtmin error (the forward
+    solve's own errors have other messages), not a gradient."""
+    f = lambda t, x, c: -c * x
+    integ = on.Dopri5(rtol=1e-6, atol=1e-9, dtmin=0.05, force_dtmin=False)
+    loss = lambda x0: jnp.sum(on.odeint(f, x0, integrator=integ, gradient="adjoint", args=300.0).x) + jnp.sum(x0)
+    with pytest.raises(Exception, match=r"backward \(adjoint\) solve of gradient 'adjoint' with adaptive "
+                                        r"integrator 'dopri5' needed a step below dtmin=0\.05"):
+        jax.block_until_ready(jax.jit(jax.grad(loss))(jnp.zeros(2)))
+
+
 @pytest.mark.parametrize("unroll", [0, -2, 1.5, "all", None])
 def test_unroll_must_be_a_bool_or_positive_int(unroll):
     rejects(r"unroll must be True, False or an integer >= 1, got " + repr(unroll).replace(".", r"\."),

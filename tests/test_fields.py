@@ -154,7 +154,10 @@ def test_highway_field_is_a_gated_difference():
 
 # -- the loop-friendly convolution ------------------------------------------------------------------
 @pytest.mark.parametrize("x_shape,k_shape,padding", [((2, 6, 3), (4, 3, 2), ((1, 2),)),
-                                                     ((2, 5, 4, 3), (3, 3, 3, 2), "SAME")])
+                                                     ((2, 6, 3), (4, 3, 2), "SAME"),  # even kernel: pads (1, 2)
+                                                     ((2, 7, 3), (3, 3, 2), "VALID"),
+                                                     ((2, 5, 4, 3), (3, 3, 3, 2), "SAME"),
+                                                     ((2, 5, 4, 3), (2, 3, 3, 2), "VALID")])
 def test_conv_general_dilated_equals_lax_in_value_and_every_derivative(x_shape, k_shape, padding):
     """fields.conv.conv_general_dilated against lax.conv_general_dilated: value, grad, jvp and hessian."""
     from jax import lax
@@ -174,6 +177,30 @@ def test_conv_general_dilated_equals_lax_in_value_and_every_derivative(x_shape, 
                                                                                   lax.conv_general_dilated))
         for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@pytest.mark.parametrize("x_shape,k_shape,options", [
+    ((2, 8, 3), (3, 3, 2), dict(window_strides=(2,))),  # a strided stem
+    ((2, 8, 3), (3, 3, 2), dict(rhs_dilation=(2,))),
+    ((2, 8, 3), (3, 3, 2), dict(lhs_dilation=(2,))),
+    ((2, 8, 4), (3, 2, 4), dict(feature_group_count=2)),
+    ((2, 3, 8), (2, 3, 3), dict(dimension_numbers=("NCW", "OIW", "NCW"))),  # channels first
+])
+def test_conv_general_dilated_passes_other_convolutions_to_lax(x_shape, k_shape, options):
+    """Anything but a channels-last stride-1 undilated ungrouped convolution is lax's own: the same
+    program as lax.conv_general_dilated for the value and the gradient (the custom path would ignore
+    strides and dilations, and give other values)."""
+    from jax import lax
+
+    from odenets.fields.conv import conv_general_dilated
+
+    nd = len(x_shape) - 2
+    options = {"window_strides": (1,) * nd, "dimension_numbers": ("NWC", "WIO", "NWC"), **options}
+    x, k = (jnp.linspace(-1.0, 1.0, int(np.prod(s))).reshape(s) for s in (x_shape, k_shape))
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k, padding=((1, 1),), **options)))
+    ours, theirs = (str(jax.make_jaxpr(jax.value_and_grad(loss(conv), (0, 1)))(x, k))
+                    for conv in (conv_general_dilated, lax.conv_general_dilated))
+    assert "custom_jvp" not in ours and ours == theirs
 
 
 def test_conv_field_gradients_in_a_scan_use_canonical_convolutions():

@@ -21,7 +21,7 @@ from flax import nnx
 
 import odenets as on
 from odenets import cli, models
-from odenets.integrators.adaptive import BACKPROP_CHECKPOINTS
+from odenets.integrators.adaptive import ADJOINTS
 from odenets.train import loop
 
 from . import common
@@ -53,8 +53,7 @@ TORCH_SKIPPED = ("dense", "adjoint")  # odeint_adjoint with 100 save times: seco
 def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
     """{peer: (params, x0) -> (saved states, step counts)}; odenets also counts its NFE."""
     dense, integ = save == "dense", SOLVERS[solver][0](rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
-    adjoint = diffrax.BacksolveAdjoint() if mode == "adjoint" else diffrax.RecursiveCheckpointAdjoint(
-        min(MAX_STEPS, BACKPROP_CHECKPOINTS))
+    adjoint = ADJOINTS["adjoint" if mode == "adjoint" else "backprop"](integ)  # what odenets' own solve passes
     saveat = diffrax.SaveAt(ts=jnp.linspace(0.0, t1, DENSE_TIMES)) if dense else diffrax.SaveAt(t1=True)
 
     def ours(params, x0):
@@ -65,7 +64,7 @@ def solves(solver, save, mode, t1, f=pb.adaptive_field) -> dict:
 
     def theirs(params, x0):
         sol = diffrax.diffeqsolve(diffrax.ODETerm(f), SOLVERS[solver][1](), 0.0, t1, None, x0, args=params,
-                                  saveat=saveat, stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
+                                  saveat=saveat, stepsize_controller=integ.controller(),
                                   adjoint=adjoint, max_steps=MAX_STEPS)
         return (sol.ys if dense else sol.ys[-1]), {"steps": sol.stats["num_accepted_steps"],
                                                    "rejected": sol.stats["num_rejected_steps"]}
@@ -135,26 +134,36 @@ def run_row(cfg, solver, save, mode, params, x0, arrays: list) -> dict:
     return row
 
 
+def torch_peer(python: str, task: str, params, x0, opts: dict) -> tuple[dict | None, dict]:
+    """The torch worker's `task` on (params, x0) (problem.save_npz): its JSON answer (None: torch missing)
+    and the arrays it wrote."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
+        pb.save_npz(path, params, x0)
+        info = common.run_torch(python, task, dict(problem=str(path), out=str(out), **opts))
+        return info, (dict(np.load(out)) if info else {})
+
+
+def torch_grads(got: dict, key: str) -> tuple[dict, np.ndarray]:
+    """A torch run's gradient in odenets' layout: ({W1, b1, W2, b2}, x0)."""
+    return {k: got[f"{key}/grad/{k}"] for k in ("W1", "b1", "W2", "b2")}, got[f"{key}/grad/x0"]
+
+
 def torch_rows(python, cfg, params, x0, rows, arrays) -> tuple[dict | None, list[dict]]:
     """torchdiffeq's dopri5 on every Dopri5 row it runs; saved states must agree with ours."""
     keys = [f"{r['save']}/{r['mode']}" for r in rows if r["solver"] == "dopri5"
             and (r["save"], r["mode"]) != TORCH_SKIPPED]
-    with tempfile.TemporaryDirectory() as tmp:
-        path, out = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
-        pb.save_npz(path, params, x0)
-        t = cfg["torch"]
-        info = common.run_torch(python, "adaptive", dict(
-            problem=str(path), t1=cfg["t1"], rtol=RTOL, atol=ATOL, runs=keys, repeats_forward=t["forward"],
-            repeats_gradient=t["gradient"], budget_s=t["budget_s"], out=str(out)))
-        got = dict(np.load(out)) if info else {}
+    t = cfg["torch"]
+    info, got = torch_peer(python, "adaptive", params, x0, dict(
+        t1=cfg["t1"], rtol=RTOL, atol=ATOL, runs=keys, repeats_forward=t["forward"],
+        repeats_gradient=t["gradient"], budget_s=t["budget_s"]))
     trows = []
     for r, ours in zip(rows, arrays):
         key = f"{r['save']}/{r['mode']}"
         if key not in keys or not info:
             continue
         run = info["runs"][key]
-        grad_rel = ours["grads"] and common.rel_discrepancy(
-            ({k: got[f"{key}/grad/{k}"] for k in ("W1", "b1", "W2", "b2")}, got[f"{key}/grad/x0"]), ours["grads"])
+        grad_rel = ours["grads"] and common.rel_discrepancy(torch_grads(got, key), ours["grads"])
         trows.append(dict(save=r["save"], mode=r["mode"], seconds=run["seconds"], ours_s=r["ours_s"],
                           nfe=info["runs"].get(f"{r['save']}/forward",
                                                run)["nfe"], calls=run["nfe"], ours_nfe=r["nfe"],
@@ -182,20 +191,14 @@ def mlp_rows(cfg: dict, python: str | None) -> dict:
                torch={}, torch_versions=None)
     if python is None:
         return out
-    with tempfile.TemporaryDirectory() as tmp:
-        path, dest = Path(tmp) / "problem.npz", Path(tmp) / "out.npz"
-        pb.save_npz(path, params, x0)
-        info = common.run_torch(python, "mlp_adaptive", dict(
-            problem=str(path), t1=MLP_T1, rtol=MLP_TOL, atol=MLP_TOL, repeats=m["torch_repeats"],
-            budget_s=m["torch_budget_s"], out=str(dest),
-            runs=["torchdiffeq/backprop", "torchdiffeq/adjoint", "torchode/backprop"]))
-        got = dict(np.load(dest)) if info else {}
+    info, got = torch_peer(python, "mlp_adaptive", params, x0, dict(
+        t1=MLP_T1, rtol=MLP_TOL, atol=MLP_TOL, repeats=m["torch_repeats"], budget_s=m["torch_budget_s"],
+        runs=["torchdiffeq/backprop", "torchdiffeq/adjoint", "torchode/backprop"]))
     if info:
         ref = jax.tree.map(np.asarray, outs["backprop"][1])
         for key, run in info["runs"].items():
             if "seconds" in run:
-                theirs = ({k: got[f"{key}/grad/{k}"] for k in ("W1", "b1", "W2", "b2")}, got[f"{key}/grad/x0"])
-                out["torch"][key] = {**run, "grad_rel": common.rel_discrepancy(theirs, ref)}
+                out["torch"][key] = {**run, "grad_rel": common.rel_discrepancy(torch_grads(got, key), ref)}
         out["torch_versions"] = {k: info.get(k) for k in ("torch", "torchdiffeq", "torchode", "threads")}
     print(out, flush=True)
     return out
@@ -241,7 +244,7 @@ def measure(cfg: dict, python: str | None) -> dict:
             rows.append(run_row(cfg, solver, save, mode, params, x0, arrays))
     info, trows = torch_rows(python, cfg, params, x0, rows, arrays) if python else (None, [])
     return {"config": cfg, "rows": rows, "torch": info, "torch_rows": trows, "mlp": mlp_rows(cfg, python),
-            "backprop_checkpoints": min(MAX_STEPS, BACKPROP_CHECKPOINTS),
+            "backprop_checkpoints": ADJOINTS["backprop"](on.Dopri5(max_steps=MAX_STEPS)).checkpoints,
             "training": train_rows(cfg)}
 
 

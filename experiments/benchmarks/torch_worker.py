@@ -33,6 +33,14 @@ def best_of(call, repeats: int, budget_s: float = math.inf):
     return (best if done else None), out
 
 
+def mlp_problem(torch, data) -> tuple[dict, object]:
+    """The MLP Neural ODE's tensors W1, b1, W2, b2, x0 from `data` (each requiring grad) and its field
+    f(t, x) = tanh(x W1 + b1) W2 + b2."""
+    leaves = {k: torch.tensor(data[k], requires_grad=True) for k in (*NAMES, "x0")}
+    W1, b1, W2, b2 = (leaves[k] for k in NAMES)
+    return leaves, lambda t, x: torch.tanh(x @ W1 + b1) @ W2 + b2
+
+
 def classic_rk4(torchdiffeq) -> tuple[str, str]:
     """Register classic RK4 (1/6, 1/3, 1/3, 1/6) from torchdiffeq's rk4_step_func; (method, rule)."""
     import importlib
@@ -68,10 +76,8 @@ def fixed(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
 
     results, arrays, setup_kib, modules = {"rk4_rule": rule, "methods": {}}, {}, peak_rss_kib(), set(sys.modules)
     for method in opts.methods:
-        leaves = {k: torch.tensor(data[k], requires_grad=True) for k in (*NAMES, "x0")}
-        W1, b1, W2, b2 = (leaves[k] for k in NAMES)
-        f = lambda t, x: torch.tanh(x @ W1 + b1) @ W2 + b2
-        extra = {"adjoint_params": (W1, b1, W2, b2)} if opts.adjoint else {}
+        leaves, f = mlp_problem(torch, data)
+        extra = {"adjoint_params": tuple(leaves[k] for k in NAMES)} if opts.adjoint else {}
 
         def call():
             for v in leaves.values():
@@ -146,17 +152,15 @@ def mlp_adaptive(np, torch, torchdiffeq, opts) -> tuple[dict, dict]:
     odeint_adjoint, and torchode (AutoDiffAdjoint: backprop through its solver loop; IntegralController; each
     batch row takes its own steps).
     runs: "torchdiffeq/backprop", "torchdiffeq/adjoint", "torchode/backprop"; field calls counted per call."""
-    data, calls = np.load(opts.problem), [0]
-    leaves = {k: torch.tensor(data[k], requires_grad=True) for k in (*NAMES, "x0")}
-    W1, b1, W2, b2 = (leaves[k] for k in NAMES)
+    (leaves, mlp), calls = mlp_problem(torch, np.load(opts.problem)), [0]
 
     def field(t, x):
         calls[0] += 1
-        return torch.tanh(x @ W1 + b1) @ W2 + b2
+        return mlp(t, x)
 
     def torchdiffeq_solve(adjoint):
         solve = torchdiffeq.odeint_adjoint if adjoint else torchdiffeq.odeint
-        extra = {"adjoint_params": (W1, b1, W2, b2)} if adjoint else {}
+        extra = {"adjoint_params": tuple(leaves[k] for k in NAMES)} if adjoint else {}
         ts = torch.tensor([0.0, opts.t1])
         return lambda x0: solve(field, x0, ts, rtol=opts.rtol, atol=opts.atol, method="dopri5", **extra)[-1]
 

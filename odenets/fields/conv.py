@@ -30,24 +30,32 @@ from odenets.fields.time import concat_time
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
 
-def _labels(ndim: int) -> tuple[str, str, str]:
+def channels_last(ndim: int) -> tuple[str, str, str]:
+    """The dimension numbers of a channels-last convolution over `ndim` spatial axes: (N..C, ..IO, N..C)."""
     s = _SPATIAL[ndim]
     return f"N{s}C", f"{s}IO", f"N{s}C"
+
+
+def transpose_kernel(kernel, ndim: int):
+    """The kernel of K^T: the matrix transpose (ndim = 0), or the convolution kernel flipped in space
+    with input and output channels swapped (the adjoint of a stride-1 convolution, padded k - 1 - pad)."""
+    if ndim:
+        kernel = jnp.flip(kernel, axis=tuple(range(ndim)))
+    return jnp.swapaxes(kernel, -1, -2)
 
 
 def _correlate(x, kernel, pads, precision):
     """y[b, s, o] = sum_{j, i} xp[b, s + j, i] K[j, i, o], xp = x zero-padded by `pads`: canonical labels."""
     ndim = x.ndim - 2
-    return lax.conv_general_dilated(x, kernel, (1,) * ndim, pads, dimension_numbers=_labels(ndim),
+    return lax.conv_general_dilated(x, kernel, (1,) * ndim, pads, dimension_numbers=channels_last(ndim),
                                     precision=precision)
 
 
 def _input_transpose(kernel, g, pads, precision):
     """conv^T with respect to x: dx = corr(g, flip(K) with in/out channels swapped), padded k - 1 - pad."""
     ndim = g.ndim - 2
-    flipped = jnp.flip(kernel, tuple(range(ndim))).swapaxes(-1, -2)
     back = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel.shape[:ndim], pads, strict=True)]
-    return _correlate(g, flipped, back, precision)
+    return _correlate(g, transpose_kernel(kernel, ndim), back, precision)
 
 
 def _kernel_transpose(x, g, pads, precision):
@@ -90,7 +98,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
              and tuple(rhs_dilation or ones) == ones and feature_group_count == 1
              and not any(v is not None for v in kwargs.values())
              and lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, _labels(ndim)))
+             == lax.conv_dimension_numbers(lhs.shape, rhs.shape, channels_last(ndim)))
     if not plain:
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision, **kwargs)

@@ -17,9 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from odenets._abstract import final
-from odenets.fields.conv import conv_general_dilated
-
-_SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
+from odenets.fields.conv import channels_last, conv_general_dilated, transpose_kernel
 
 
 def _check(channels: int, ndim: int, kernel_size: int) -> None:
@@ -37,16 +35,7 @@ def apply_operator(kernel, x, ndim: int):
     x = x.astype(kernel.dtype)
     if ndim == 0:
         return x @ kernel
-    s = _SPATIAL[ndim]
-    return conv_general_dilated(x, kernel, (1,) * ndim, "SAME", dimension_numbers=(f"N{s}C", f"{s}IO", f"N{s}C"))
-
-
-def transpose_kernel(kernel, ndim: int):
-    """The kernel of K^T: the matrix transpose, or the convolution kernel flipped in space with
-    input and output channels swapped (the adjoint of a zero-padded SAME convolution, odd kernel)."""
-    if ndim:
-        kernel = jnp.flip(kernel, axis=tuple(range(ndim)))
-    return jnp.swapaxes(kernel, -1, -2)
+    return conv_general_dilated(x, kernel, (1,) * ndim, "SAME", dimension_numbers=channels_last(ndim))
 
 
 def _kernel(channels, ndim, kernel_size, param_dtype, rngs):

@@ -80,8 +80,10 @@ class AdaptiveIntegrator(Integrator):
     grows steps less eagerly: fewer rejected steps where the error estimate is not smooth
     (stiff problems, Newton failures of implicit stages). dtmin/dtmax bound |h| (None: no bound);
     with force_dtmin=True (diffrax's default) a step at dtmin is accepted whatever its error, with
-    False a needed step below dtmin is an error. Each method sets its defaults from
-    experiments/step_control.py's measurement (see the concrete classes).
+    False a needed step below dtmin is an error. Every method defaults to diffrax's I controller;
+    its class says where a PI controller measured better (experiments/step_control.py). The same
+    controller drives both solves of gradient 'adjoint': the forward one and the backward solve of
+    the adjoint system (whose failures, max_steps or dtmin, are errors too).
     """
 
     adaptive: ClassVar[bool] = True
@@ -211,7 +213,7 @@ class AdaptiveIntegrator(Integrator):
     def _backward(self, term, y_a_g, args, t_from, t_to):
         """The adjoint system dx/dt = f, da/dt = -a^T df/dx, dg/dt = -a^T df/dtheta (theta: the
         inexact arrays of args), solved by diffrax from t_from back to t_to with this solver and
-        its tolerances; nothing is differentiated."""
+        its step-size controller (`controller()`); nothing is differentiated."""
         dargs, nargs = eqx.partition(args, eqx.is_inexact_array)
 
         def adjoint_field(t, state, d):
@@ -222,9 +224,7 @@ class AdaptiveIntegrator(Integrator):
 
         sol = diffrax.diffeqsolve(
             diffrax.ODETerm(adjoint_field), self.diffrax_solver(), t_from, t_to, dt0=None, y0=y_a_g, args=dargs,
-            # diffrax's integral controller at this method's tolerances: the PI defaults chosen for the
-            # forward solve exhausted max_steps on Kvaerno5's adjoint system (tests/test_reliability.py)
-            stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol), max_steps=self.max_steps,
+            stepsize_controller=self.controller(), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
         # a backward solve that stops short returns the state where it stopped: an error, not a gradient
         return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys), _backward_messages(self))
@@ -237,11 +237,11 @@ class AdaptiveIntegrator(Integrator):
         t = float(reached[last]) if last >= 0 else float(sol.t0)
         size = max(float(np.max(np.abs(np.asarray(v[last])), initial=0.0)) for v in jax.tree.leaves(sol.ys))
         scale = max(float(np.max(np.abs(np.asarray(v)), initial=0.0)) for v in jax.tree.leaves(x0))
-        exhausted = sol.result == diffrax.RESULTS.max_steps_reached
-        if sol.result == diffrax.RESULTS.dt_min_reached:
-            raise ValueError(_messages(self)[2] + f" (at t={t:.6g})")
-        if exhausted and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
-            raise ValueError(_messages(self)[0] + f" (it reached t={t:.6g})")
+        which = int(_failure(sol.result))
+        if which == BELOW_DTMIN:
+            raise ValueError(_messages(self)[BELOW_DTMIN] + f" (at t={t:.6g})")
+        if which == EXHAUSTED and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
+            raise ValueError(_messages(self)[EXHAUSTED] + f" (it reached t={t:.6g})")
         raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
 
 
@@ -384,20 +384,29 @@ class Kvaerno5(AdaptiveIntegrator):
     and needs 0.47-0.95x the f calls of the I controller at equal error. It is not the default
     because Backprop gradients through it disagree more with central finite differences
     (experiments/demo.py: 4.6e-6 relative against 2.6e-8 with the I controller) and the adjoint
-    system solved backwards with it exhausted max_steps in a test: opt in with Kvaerno5(pcoeff=0.3,
-    icoeff=0.3) where only the solution matters.
+    system solved backwards with it (gradient 'adjoint' uses the forward's controller) exhausted
+    max_steps in a test: opt in with Kvaerno5(pcoeff=0.3, icoeff=0.3) where only the solution matters.
     """
 
     order: ClassVar[int] = 5
     nfe_per_attempt: ClassVar[None] = None
-    pcoeff: float = 0.0
-    icoeff: float = 1.0
 
     def diffrax_solver(self):
         return diffrax.Kvaerno5()
 
 
+# the index of each failure's message in _messages and _backward_messages
+EXHAUSTED, NON_FINITE, BELOW_DTMIN = 0, 1, 2
+
+
+def _failure(result):
+    """The index of a failed diffrax result's message (EXHAUSTED, NON_FINITE or BELOW_DTMIN)."""
+    return jnp.where(result == diffrax.RESULTS.max_steps_reached, EXHAUSTED,
+                     jnp.where(result == diffrax.RESULTS.dt_min_reached, BELOW_DTMIN, NON_FINITE))
+
+
 def _messages(integ: AdaptiveIntegrator) -> list[str]:
+    """odeint's message for each failure of the forward solve, at its index (EXHAUSTED, ...)."""
     hint = "loosen rtol/atol, or use an implicit integrator (kvaerno5) if the problem is stiff"
     return [
         f"odeint: adaptive integrator {integ.name!r} took max_steps={integ.max_steps} steps without "
@@ -413,7 +422,7 @@ def _messages(integ: AdaptiveIntegrator) -> list[str]:
 
 
 def _backward_messages(integ: AdaptiveIntegrator) -> list[str]:
-    """_messages for the adjoint system solved backwards by gradient 'adjoint' (same order)."""
+    """_messages for the adjoint system solved backwards by gradient 'adjoint' (same indices)."""
     where = (f"odeint: the backward (adjoint) solve of gradient 'adjoint' with adaptive integrator "
              f"{integ.name!r}")
     other = "or use gradient 'backprop' or 'checkpoint', which differentiate the forward steps"
@@ -428,10 +437,6 @@ def _backward_messages(integ: AdaptiveIntegrator) -> list[str]:
 def _raise_on_failure(integ: AdaptiveIntegrator, result, ys, messages: list[str] | None = None):
     """An unsuccessful adaptive solve is an error at run time (under jit), never a wrong answer."""
     failed = result != diffrax.RESULTS.successful
-    exhausted = result == diffrax.RESULTS.max_steps_reached
-    below_dtmin = result == diffrax.RESULTS.dt_min_reached
-    leaf = jax.tree.leaves(ys)[0]
-    which = jnp.where(exhausted, 0, jnp.where(below_dtmin, 2, 1))  # the index of its message
-    leaf = eqx.branched_error_if(leaf, failed, which, messages or _messages(integ))
+    leaf = eqx.branched_error_if(jax.tree.leaves(ys)[0], failed, _failure(result), messages or _messages(integ))
     leaves, tree = jax.tree.flatten(ys)
     return tree.unflatten([leaf, *leaves[1:]])
