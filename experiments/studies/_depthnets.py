@@ -156,3 +156,91 @@ def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
 def probe_batch(s, n: int) -> tuple[Any, Any]:
     """The first n training signals and labels (the batch on which gradients are measured)."""
     return s.data.x_train[:n], s.data.y_train[:n]
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Masked:
+    """Nets trained under pruning masks (`train_masked`), V variants at once: parameters with a leading
+    variant axis, each variant's training and test error, the parameters after `rewind_at` steps."""
+
+    params: Any
+    train_error: np.ndarray
+    test_error: np.ndarray | None
+    at_rewind: Any
+    seconds: float
+
+
+def masked_steps(s: loop.Setup, *, vmap: bool = True):
+    """(s', train_step, eval_step, vmap) for training under pruning masks: s' is s with its optimiser wrapped by
+    `odenets.analysis.masked` (pruned weights stay exactly zero). vmap=True: both steps vmapped over a leading
+    variant axis of the state (V nets on one batch), one program for V nets (whose compile takes about twice
+    the plain step's); vmap=False: the run's own steps, the V nets trained one after the other. Either way
+    the masks are data of the optimiser state, so every mask of a pruning run trains with one compiled step."""
+    from odenets.analysis import masked, ones_like
+
+    params, rest, _ = s.state
+    s = dataclasses.replace(s, tx=masked(s.tx, ones_like(params)))
+    train_step, eval_step = loop.make_steps(s)
+    if not vmap:
+        return s, train_step, eval_step, False
+    return (s, jax.jit(jax.vmap(train_step, in_axes=(0, None, None))),
+            jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, None))), True)
+
+
+def train_masked(steps, params, masks, *, seed: int, rewind_at: int | None = None,
+                 evaluate: bool = True) -> Masked:
+    """V variants (steps: `masked_steps(s)`): params and masks with a leading variant axis, each net
+    m * theta trained from theta = params by the run's optimiser (its schedule restarted) for the run's
+    epochs on the same batches; pruned weights stay zero. `rewind_at`: also return the parameters after that
+    many steps (the rewind point of Frankle et al. 2020). The training error is the running error of the last
+    epoch's mini-batches, the test error the run's eval step."""
+    s, train_step, eval_step, vmapped = steps
+    start = time.perf_counter()
+    host = lambda tree: jax.tree.map(np.asarray, tree)  # numpy on the host: no small eager programs to compile
+    params, masks = host(params), host(masks)
+    n = len(jax.tree.leaves(params)[0])
+    if vmapped:
+        run = _train_masked(s, train_step, eval_step, params, masks, n, seed, rewind_at, evaluate)
+        params, train_error, test_error, at_rewind = run
+    else:  # one net after the other, stacked
+        pick = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
+        stack = lambda trees: None if trees[0] is None else jax.tree.map(lambda *a: np.stack(a), *trees)
+        runs = [_train_masked(s, train_step, eval_step, pick(params, i), pick(masks, i), None, seed, rewind_at,
+                              evaluate) for i in range(n)]
+        params, train_error, test_error, at_rewind = (stack(list(r)) for r in zip(*runs))
+    params, at_rewind = host(params), None if at_rewind is None else host(at_rewind)
+    return Masked(params, train_error, test_error, at_rewind, time.perf_counter() - start)
+
+
+def _train_masked(s, train_step, eval_step, params, masks, n, seed, rewind_at, evaluate):
+    """One (n=None) or n vmapped masked nets: (params, train error, test error or None, params at rewind_at)."""
+    from odenets.analysis import MaskedState, apply_masks
+
+    _, rest, _ = s.state
+    shape = () if n is None else (n,)
+    if s.run.optim.name in ZERO_STATE:  # zeros of the inner state's structure (see _opt_init)
+        shapes = jax.eval_shape(s.tx.init, s.state[0]).inner
+        inner = jax.tree.map(lambda a: jnp.asarray(np.zeros((*shape, *a.shape), a.dtype)), shapes)
+    else:
+        inner = (jax.jit(jax.vmap(s.tx.init)) if n else jax.jit(s.tx.init))(params).inner
+    rest = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (*shape, *np.shape(a))), rest)
+    state = (apply_masks(params, masks), rest, MaskedState(inner, masks))
+    x, y = s.data.x_train, s.data.y_train
+    at_rewind, step, accuracy = None, 0, []
+    for epoch in range(s.run.optim.epochs):
+        accuracy = []
+        for idx in datasets.batches(len(x), s.run.optim.batch_size, seed=seed, epoch=epoch):
+            if step == rewind_at:
+                at_rewind = state[0]
+            state, metrics = train_step(state, x[idx], y[idx])
+            accuracy.append(metrics["accuracy"])
+            step += 1
+    train_error = 1.0 - np.mean(np.asarray(accuracy), axis=0)
+    test_error = None
+    if evaluate:
+        xt, yt = s.data.x_test, s.data.y_test
+        correct = sum(np.asarray(eval_step(state, xt[i:i + 1000], yt[i:i + 1000], jnp.ones(len(xt[i:i + 1000])))
+                                 ["correct"]) for i in range(0, len(xt), 1000))
+        test_error = 1.0 - correct / len(xt)
+    return state[0], train_error, test_error, at_rewind

@@ -39,6 +39,7 @@ from odenets.analysis.paths import (
     stage_paths,
 )
 from odenets.analysis.prune import (
+    MaskedState,
     apply_masks,
     kept_fraction,
     magnitude_masks,
@@ -46,6 +47,7 @@ from odenets.analysis.prune import (
     ones_like,
     random_masks,
     rewind,
+    transfer_masks,
     weights_only,
 )
 from odenets.analysis.regions import plot_regions, region_grid
@@ -67,10 +69,10 @@ __all__ = [
     "reach", "jacobian_spectrum", "observe", "observe_block", "observe_model", "plot_regions",
     "region_grid", "stability_function", "stable", "step_spectra",
     "GradFlow", "PathExpansion", "gradient_flow", "jacobian_product", "layer_jacobians", "path_expansion",
-    "Lipschitz", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks", "delete_blocks",
-    "depth_weights",
+    "Lipschitz", "MaskedState", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks",
+    "delete_blocks", "depth_weights",
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
     "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
     "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",
-    "spectral_norm", "stage_paths", "weights_only",
+    "spectral_norm", "stage_paths", "transfer_masks", "weights_only",
 ]
