@@ -70,7 +70,8 @@ class Options:
         validate.boolean("study.evaluate", self.evaluate)
         for key in ("budget_width", "base_width"):
             if getattr(self, key) % self.groups:
-                raise ValueError(f"study.{key}={getattr(self, key)} must be a multiple of study.groups={self.groups}")
+                raise ValueError(f"study.{key}={getattr(self, key)} must be a multiple of "
+                                 f"study.groups={self.groups}")
 
 
 @final
@@ -127,7 +128,8 @@ def scaled(kind: str, phi: int, o: Options) -> Arch:
     factors = {"depth": (2.0 ** phi, 1.0, 1.0), "width": (1.0, 2.0 ** (phi / 2), 1.0),
                "resolution": (1.0, 1.0, 2.0 ** phi), "compound": tuple(c ** phi for c in COMPOUND)}[kind]
     width = max(o.groups, int(round(w * factors[1] / o.groups)) * o.groups)
-    return Arch(f"{kind}, phi = {phi}", max(1, round(d * factors[0])), width, "basic", max(2, round(r * factors[2])))
+    depth, length = max(1, round(d * factors[0])), max(2, round(r * factors[2]))
+    return Arch(f"{kind}, phi = {phi}", depth, width, "basic", length)
 
 
 @final
@@ -145,8 +147,8 @@ class WidthDepth(studies.Study):
         "the state's dimension."
     )
     sizes = {
-        "smoke": Options(budget_depth=4, budget_width=8, depths=(), branch_depth=1, base_depth=2, base_width=8,
-                         phis=(1,), epochs=1, scaled_epochs=0, n_train=256, evaluate=False),
+        "smoke": Options(groups=1, budget_depth=4, budget_width=8, depths=(), branch_depth=1, base_depth=2,
+                         base_width=8, phis=(1,), epochs=1, scaled_epochs=0, n_train=256, evaluate=False),
         "full": Options(),
     }
     smoke_expect = ("params_matched", "flops_matched", "nfe_is_depth")
@@ -160,10 +162,12 @@ class WidthDepth(studies.Study):
         o = options
         metric = "test error" if o.evaluate else "training error"
         report.setup(
-            "The literature: Zagoruyko & Komodakis (2016) compared ResNets of equal parameter count on CIFAR-10/100 "
-            "and found width (more channels, fewer blocks) at least as accurate as depth and much faster to train; "
+            "The literature: Zagoruyko & Komodakis (2016) compared ResNets of equal parameter count on "
+            "CIFAR-10/100 and found width (more channels, fewer blocks) at least as accurate as depth and much "
+            "faster to train; "
             "Szegedy et al. (2015) built Inception modules of parallel 1x1/3x3/5x5 convolutions; Tan & Le (2019) "
-            "grew depth, width and input resolution together by a compound coefficient phi and found it better than "
+            "grew depth, width and input resolution together by a compound coefficient phi and found it better "
+            "than "
             "growing one of them at equal FLOPs.")
         budget_arch = Arch(f"deep narrow (d = {o.budget_depth})", o.budget_depth, o.budget_width)
         budget = counts(budget_arch, o.groups)[0]
@@ -175,19 +179,22 @@ class WidthDepth(studies.Study):
         report.setup(
             f"What we run: MNIST-1D ({o.n_train or 4000} training signals of 40 samples), one stage of conv1d "
             "residual blocks x_{k+1} = x_k + F_k(x_k) (Euler, h = 1; F: conv3-GN-ReLU-conv3-GN, post-activation, "
-            f"GroupNorm with {o.groups} groups, no time input), a 3-wide conv stem and a GN-ReLU-pool-linear head. "
+            f"GroupNorm with {o.groups} groups, no time input), a 3-wide conv stem and a GN-ReLU-pool-linear "
+            "head. "
             f"Part A: the budget is the deep narrow net's {budget} parameters ({o.budget_depth} blocks of "
             f"{o.budget_width} channels); every other net takes the width (a multiple of {o.groups}) whose count "
-            "is nearest: basic fields at depths " + ", ".join(str(a.depth) for a in archs[1:] if a.field == "basic")
+            "is nearest: basic fields at depths "
+            + ", ".join(str(a.depth) for a in archs[1:] if a.field == "basic")
             + (f", and the multi-branch field (parallel 1-, 3- and 5-wide kernels to width/3 channels each, "
-               f"concatenated, GN-ReLU, a 1x1 mix, GN: `odenets.fields.MultiBranchField`) at depth {o.branch_depth}"
+               "concatenated, GN-ReLU, a 1x1 mix, GN: `odenets.fields.MultiBranchField`) at depth "
+               f"{o.branch_depth}"
                if o.branch_depth else "") + ". Part B: from a base of "
             f"{o.base_depth} blocks x {o.base_width} channels x 40 samples, FLOPs grown by 2^phi for phi in "
             f"{list(o.phis)} through depth only, width only, resolution only (the signals resampled by linear "
             "interpolation, `data.length`) and compound scaling (alpha, beta, gamma = 1.2, 1.1, 1.15). "
             f"Training: {o.epochs} epochs (part B: {o.scaled_epochs}), Adam, lr {o.lr}, cosine, clip 1, batch "
-            f"{o.batch_size}, odenets' train step. Reported: the {metric}, seconds per epoch after the first (which "
-            "compiles), NFE per forward pass from the model's counters.")
+            f"{o.batch_size}, odenets' train step. Reported: the {metric}, seconds per epoch after the first "
+            "(which compiles), NFE per forward pass from the model's counters.")
 
         def measure(arch: Arch, epochs: int) -> dict:
             params, flops = counts(arch, o.groups)
@@ -197,13 +204,13 @@ class WidthDepth(studies.Study):
                 net = nets_.train(arch.overrides(o.groups), epochs=epochs, batch_size=o.batch_size, lr=o.lr,
                                   seed=report.seed, n_train=o.n_train, evaluate=o.evaluate, data=arch.data())
                 later = net.epoch_seconds[1:] or net.epoch_seconds
-                out.update(error=net.test_error if o.evaluate else net.train_error, s_epoch=float(np.median(later)),
-                           nfe=models.solver_stats(net.model)["nfe"])
+                out.update(error=net.test_error if o.evaluate else net.train_error,
+                           s_epoch=float(np.median(later)), nfe=models.solver_stats(net.model)["nfe"])
             return out
 
         part_a = [measure(a, o.epochs) for a in archs]
-        report.table("budget", ["net", "depth (NFE per forward)", "width", "field", "parameters", "MFLOPs per signal",
-                                metric, "s / epoch", "measured NFE"],
+        report.table("budget", ["net", "depth (NFE per forward)", "width", "field", "parameters",
+                                "MFLOPs per signal", metric, "s / epoch", "measured NFE"],
                      [[m["arch"].label, m["arch"].depth, m["arch"].width, m["arch"].field, m["params"],
                        m["flops"] / 1e6, m["error"], m["s_epoch"], m["nfe"]] for m in part_a],
                      f"Part A: nets at the budget of {budget} parameters")
@@ -252,24 +259,26 @@ class WidthDepth(studies.Study):
                        f"{min(p)} to {max(p)} parameters ({max(p) / min(p) - 1:.1%} apart).")
         report.finding("flops_matched", max(f) / min(f) - 1 <= 0.05,
                        "at one resolution and equal parameters the FLOPs are equal too (within 5%).",
-                       f"{min(f) / 1e6:.3f} to {max(f) / 1e6:.3f} MFLOPs per signal ({max(f) / min(f) - 1:.1%} apart).")
+                       f"{min(f) / 1e6:.3f} to {max(f) / 1e6:.3f} MFLOPs per signal "
+                       f"({max(f) / min(f) - 1:.1%} apart).")
         trained = [m for m in part_a if not np.isnan(m["nfe"])]
         report.finding("nfe_is_depth", bool(trained) and all(m["nfe"] == m["arch"].depth for m in trained),
                        "Euler with h = 1: a forward pass evaluates each block's field once (NFE = depth).",
                        ", ".join(f"d = {m['arch'].depth}: NFE {m['nfe']}" for m in trained) + ".")
         basic = [m for m in part_a if m["arch"].field == "basic"]
         deep, wide = max(basic, key=lambda m: m["arch"].depth), min(basic, key=lambda m: m["arch"].depth)
-        if o.epochs > 1:
+        if o.epochs > 1 and len(basic) > 1:
             report.finding("wide_is_faster", wide["s_epoch"] < deep["s_epoch"],
                            "at equal FLOPs the shallow wide net trains faster per epoch than the deep narrow one "
                            "(fewer sequential steps; Zagoruyko & Komodakis).",
                            f"d = {wide['arch'].depth}, w = {wide['arch'].width}: {wide['s_epoch']:.3f} s; d = "
                            f"{deep['arch'].depth}, w = {deep['arch'].width}: {deep['s_epoch']:.3f} s per epoch.")
-        report.finding("wide_matches_deep", wide["error"] <= deep["error"] + 0.01,
-                       f"the shallow wide net's {metric} is at most 1 point above the deep narrow net's "
-                       "(Zagoruyko & Komodakis).",
-                       ", ".join(f"d = {m['arch'].depth}, w = {m['arch'].width}: {m['error']:.3f}" for m in basic)
-                       + ".")
+        if len(basic) > 1:
+            report.finding("wide_matches_deep", wide["error"] <= deep["error"] + 0.01,
+                           f"the shallow wide net's {metric} is at most 1 point above the deep narrow net's "
+                           "(Zagoruyko & Komodakis).",
+                           ", ".join(f"d = {m['arch'].depth}, w = {m['arch'].width}: {m['error']:.3f}"
+                                     for m in basic) + ".")
         branch = [m for m in part_a if m["arch"].field == "multibranch"]
         same = [m for m in basic if branch and m["arch"].depth == branch[0]["arch"].depth]
         if branch and same:
@@ -277,21 +286,24 @@ class WidthDepth(studies.Study):
                            f"at the same depth and budget the multi-branch block's {metric} is below the single "
                            "3-wide kernel's (Szegedy et al.).",
                            f"d = {same[0]['arch'].depth}: multi-branch (w = {branch[0]['arch'].width}) "
-                           f"{branch[0]['error']:.3f}, basic (w = {same[0]['arch'].width}) {same[0]['error']:.3f}.")
+                           f"{branch[0]['error']:.3f}, basic (w = {same[0]['arch'].width}) "
+                           f"{same[0]['error']:.3f}.")
         if scalings and o.scaled_epochs:
             top = {kind: scalings[kind][-1] for kind in SCALINGS}
             single = min(top[k]["error"] for k in SCALINGS[:3])
             report.finding("compound_beats_single", top["compound"]["error"] < single,
                            f"at the largest phi = {max(o.phis)} compound scaling's {metric} is below every "
                            "single-dimension scaling's (Tan & Le).",
-                           ", ".join(f"{k}: {top[k]['error']:.3f} ({top[k]['flops'] / scalings[k][0]['flops']:.2f}x "
-                                     "FLOPs)" for k in SCALINGS) + ".")
-        report.note("Parameters and FLOPs: " + "; ".join(f"{m['arch'].label} (w = {m['arch'].width}) {m['params']} "
-                                                         f"params, {m['flops'] / 1e6:.3f} MFLOPs" for m in part_a)
-                    + ". A convolution's FLOPs are its kernel size times the positions it is applied at, so at one "
-                    "resolution FLOPs follow parameters; only resolution separates them (part B).")
+                           ", ".join(f"{k}: {top[k]['error']:.3f} "
+                                     f"({top[k]['flops'] / scalings[k][0]['flops']:.2f}x FLOPs)" for k in SCALINGS)
+                           + ".")
+        report.note("Parameters and FLOPs: " + "; ".join(f"{m['arch'].label} (w = {m['arch'].width}) "
+                                                         f"{m['params']} params, {m['flops'] / 1e6:.3f} MFLOPs"
+                                                         for m in part_a)
+                    + ". A convolution's FLOPs are its kernel size times the positions it is applied at, so at "
+                    "one resolution FLOPs follow parameters; only resolution separates them (part B).")
         if scalings:
+            ratios = [m["flops"] / scalings["compound"][0]["flops"] for m in scalings["compound"][1:]]
             report.note("Compound scaling's rounding: depth and width are integers (widths multiples of "
-                        f"{o.groups}), so its FLOPs are " + ", ".join(
-                            f"{m['flops'] / scalings['compound'][0]['flops']:.2f}x" for m in scalings["compound"][1:])
+                        f"{o.groups}), so its FLOPs are " + ", ".join(f"{r:.2f}x" for r in ratios)
                         + f" of the base for phi = {list(o.phis)} (2^phi intended).")
