@@ -41,7 +41,7 @@ SCALINGS = ("depth", "width", "resolution", "compound")
 @final
 @dataclasses.dataclass(frozen=True)
 class Options:
-    groups: int = 2  # GroupNorm groups (widths are multiples of it)
+    groups: int = 1  # GroupNorm groups (widths are multiples of it; 1: steps of one channel, the closest budgets)
     budget_depth: int = 16  # the deep narrow net that fixes the budget
     budget_width: int = 16
     depths: tuple[int, ...] = (1, 2, 4, 8)  # basic-field nets at the budget (the budget net is added)
@@ -123,13 +123,18 @@ def at_budget(label: str, depth: int, field: str, budget: int, groups: int) -> A
 
 
 def scaled(kind: str, phi: int, o: Options) -> Arch:
-    """Part B's net `kind` at exponent phi (widths rounded to multiples of groups, at least groups)."""
+    """Part B's net `kind` at exponent phi: depth and resolution rounded from their factors; the width, a
+    multiple of groups next to its factor's width, is the one whose FLOPs come nearest 2^phi x the base's
+    (integer depths and widths cannot hit 2^phi exactly)."""
     d, w, r = o.base_depth, o.base_width, LENGTH
     factors = {"depth": (2.0 ** phi, 1.0, 1.0), "width": (1.0, 2.0 ** (phi / 2), 1.0),
                "resolution": (1.0, 1.0, 2.0 ** phi), "compound": tuple(c ** phi for c in COMPOUND)}[kind]
-    width = max(o.groups, int(round(w * factors[1] / o.groups)) * o.groups)
     depth, length = max(1, round(d * factors[0])), max(2, round(r * factors[2]))
-    return Arch(f"{kind}, phi = {phi}", depth, width, "basic", length)
+    target = 2.0 ** phi * counts(Arch("base", d, w), o.groups)[1]
+    exact = w * factors[1] / o.groups
+    widths = sorted({max(o.groups, o.groups * k) for k in (int(np.floor(exact)), int(np.ceil(exact)))})
+    archs = [Arch(f"{kind}, phi = {phi}", depth, width, "basic", length) for width in widths]
+    return min(archs, key=lambda a: abs(np.log(counts(a, o.groups)[1] / target)))
 
 
 @final
@@ -147,7 +152,7 @@ class WidthDepth(studies.Study):
         "the state's dimension."
     )
     sizes = {
-        "smoke": Options(groups=1, budget_depth=4, budget_width=8, depths=(), branch_depth=1, base_depth=2,
+        "smoke": Options(budget_depth=4, budget_width=8, depths=(), branch_depth=1, base_depth=2,
                          base_width=8, phis=(1,), epochs=1, scaled_epochs=0, n_train=256, evaluate=False),
         "full": Options(),
     }
@@ -303,7 +308,9 @@ class WidthDepth(studies.Study):
                     + ". A convolution's FLOPs are its kernel size times the positions it is applied at, so at "
                     "one resolution FLOPs follow parameters; only resolution separates them (part B).")
         if scalings:
-            ratios = [m["flops"] / scalings["compound"][0]["flops"] for m in scalings["compound"][1:]]
-            report.note("Compound scaling's rounding: depth and width are integers (widths multiples of "
-                        f"{o.groups}), so its FLOPs are " + ", ".join(f"{r:.2f}x" for r in ratios)
-                        + f" of the base for phi = {list(o.phis)} (2^phi intended).")
+            ratios = {k: ", ".join(f"{m['flops'] / scalings[k][0]['flops']:.2f}x" for m in scalings[k][1:])
+                      for k in SCALINGS}
+            report.note("Rounding: depths, widths (multiples of " f"{o.groups}) and resolutions are integers, so "
+                        "the FLOPs of part B's nets are " + "; ".join(f"{k} {v}" for k, v in ratios.items())
+                        + f" of the base for phi = {list(o.phis)} (2^phi intended; the width is chosen to come "
+                        "nearest).")
