@@ -262,8 +262,9 @@ class WidthDepth(studies.Study):
         report.finding("params_matched", max(p) / min(p) - 1 <= 0.05,
                        "every part A net has the budget's parameter count within 5%.",
                        f"{min(p)} to {max(p)} parameters ({max(p) / min(p) - 1:.1%} apart).")
-        report.finding("flops_matched", max(f) / min(f) - 1 <= 0.05,
-                       "at one resolution and equal parameters the FLOPs are equal too (within 5%).",
+        report.finding("flops_matched", max(f) / min(f) - 1 <= 0.1,
+                       "at one resolution and equal parameters the FLOPs are equal too, within 10% (biases, norms "
+                       "and the head are parameters whose FLOPs do not grow with the resolution).",
                        f"{min(f) / 1e6:.3f} to {max(f) / 1e6:.3f} MFLOPs per signal "
                        f"({max(f) / min(f) - 1:.1%} apart).")
         trained = [m for m in part_a if not np.isnan(m["nfe"])]
