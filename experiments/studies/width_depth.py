@@ -232,29 +232,30 @@ class WidthDepth(studies.Study):
                                      "FLOPs / base", metric, "s / epoch", "measured NFE"], rows,
                          "Part B: growing one dimension, or all three (compound), by 2^phi in FLOPs")
 
-        fig, axes = plt.subplots(1, 2 if scalings else 1, figsize=(11 if scalings else 5.5, 4), squeeze=False)
-        ax = axes[0][0]
-        for m in part_a:
-            marker = "s" if m["arch"].field == "multibranch" else "o"
-            ax.scatter(m["arch"].depth, m["error"], marker=marker, s=40)
-            ax.annotate(f"w = {m['arch'].width}" + (", multi-branch" if marker == "s" else ""),
-                        (m["arch"].depth, m["error"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("depth = NFE (log2)")
-        ax.set_ylabel(metric)
-        ax.set_title(f"Part A: {budget} parameters each")
+        fig, axes = plt.subplots(1, 3 if scalings else 2, figsize=(16 if scalings else 11, 4), squeeze=False)
+        for ax, key, ylabel in ((axes[0][0], "error", metric), (axes[0][1], "s_epoch", "seconds per epoch")):
+            for m in part_a:
+                marker = "s" if m["arch"].field == "multibranch" else "o"
+                ax.scatter(m["arch"].depth, m[key], marker=marker, s=40)
+                ax.annotate(f"w = {m['arch'].width}" + (", multi-branch" if marker == "s" else ""),
+                            (m["arch"].depth, m[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("depth = NFE per forward pass (log2)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"Part A: {budget} parameters each")
         if scalings:
-            ax = axes[0][1]
+            ax, key = axes[0][2], "error" if o.scaled_epochs else "params"
             for kind in SCALINGS:
                 ms = scalings[kind]
-                ax.plot([m["flops"] / ms[0]["flops"] for m in ms], [m["error"] for m in ms], "o-", label=kind)
+                ax.plot([m["flops"] / ms[0]["flops"] for m in ms], [m[key] for m in ms], "o-", label=kind)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("FLOPs / base (log2)")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(metric if o.scaled_epochs else "parameters (not trained at this size)")
             ax.set_title("Part B: scaling by 2^phi")
             ax.legend(fontsize=8)
-        report.figure("width_depth", fig, f"{metric.capitalize()} at a fixed parameter budget against depth "
-                      "(left), and against FLOPs when scaling depth, width, resolution or all three (right)")
+        report.figure("width_depth", fig, f"Part A, nets of equal parameters and FLOPs: {metric} and seconds "
+                      "per epoch against depth; part B: against FLOPs when scaling depth, width, resolution or "
+                      "all three")
 
         # findings
         p = [m["params"] for m in part_a]
