@@ -1,5 +1,6 @@
 """Plain and residual classifiers on MNIST-1D at many depths, trained in memory by odenets' own train step
-(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow, degradation and lesion studies."""
+(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow, degradation, lesion, lottery_ticket
+(`masked_steps`, `train_masked`: training under pruning masks) and width_depth studies."""
 
 from __future__ import annotations
 
