@@ -7,6 +7,7 @@
     step_spectra(model, x, ...)              ... at every step of a forward trajectory
     observe(f, x0, ...), observe_model(...)  states, residuals F(x_k), gradients dL/dx_k per step
     gradient_flow(model, x, y)               |dL/dx_l| and std F_l(x_l) at every layer of any model
+    highway_gates(model, x)                  a highway net's transform gates g_l per layer (gates)
     jacobian_product, path_expansion         prod (I + J_l) and its 2^L paths; layer_jacobians J_l
     restack, delete, accuracy, ...           lesions and reorderings of per-step blocks (lesion)
     interpolate_depth(model, M)              per-step weights interpolated in depth (depth)
@@ -18,6 +19,7 @@
 
 from odenets.analysis.attacks import attack_accuracy, fgsm, pgd
 from odenets.analysis.depth import depth_weights, interpolate_depth, interpolate_stack
+from odenets.analysis.gates import Gates, highway_gates
 from odenets.analysis.gradflow import (
     GradFlow,
     PathExpansion,
@@ -66,7 +68,8 @@ __all__ = [
     "fraction_inside",
     "reach", "jacobian_spectrum", "observe", "observe_block", "observe_model", "plot_regions",
     "region_grid", "stability_function", "stable", "step_spectra",
-    "GradFlow", "PathExpansion", "gradient_flow", "jacobian_product", "layer_jacobians", "path_expansion",
+    "Gates", "GradFlow", "PathExpansion", "gradient_flow", "highway_gates", "jacobian_product",
+    "layer_jacobians", "path_expansion",
     "Lipschitz", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks", "delete_blocks",
     "depth_weights",
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
