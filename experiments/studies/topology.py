@@ -26,13 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
+from flax import nnx
 
 from experiments.studies import _depthnets as nets_
 from odenets import study as studies
 from odenets import validate
 from odenets._abstract import final
 from odenets.analysis import gradient_flow, highway_gates, shortest_paths
+from odenets.models import build
 
 NETS = ("resnet", "densenet", "highway", "highway_closed", "plain")
 HIGHWAYS = ("highway", "highway_closed")
@@ -53,6 +56,8 @@ class Options:
     n_train: int | None = None  # the first n training signals (None: all)
     probe: int = 256  # training signals on which gradients and gates are measured
     bias_sweep: tuple[float, ...] = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)  # highway gate biases at init
+    nets: tuple[str, ...] = NETS  # the nets whose gradients are measured and which are trained (the layer
+    # graphs and parameter counts are of all five); resnet and highway_closed always
 
     def __post_init__(self):
         for key in ("depth", "width", "batch_size", "probe"):
@@ -64,6 +69,11 @@ class Options:
             validate.number(f"study.{key}", getattr(self, key))
         for b in self.bias_sweep:
             validate.number("study.bias_sweep", b)
+        for net in self.nets:
+            validate.choice("study.nets", net, NETS)
+        for net in ("resnet", "highway_closed"):
+            if net not in self.nets:
+                raise ValueError(f"study.nets must hold {net!r} (the findings compare with it), got {self.nets}")
 
 
 def model_overrides(net: str, o: Options, gate_bias: float | None = None) -> list[str]:
@@ -79,6 +89,19 @@ def model_overrides(net: str, o: Options, gate_bias: float | None = None) -> lis
 def train(net: str, o: Options, seed: int, epochs: int, gate_bias: float | None = None) -> nets_.Net:
     return nets_.train(model_overrides(net, o, gate_bias), epochs=epochs, batch_size=o.batch_size, lr=o.lr,
                        seed=seed, n_train=o.n_train, data=o.data)
+
+
+def structure(net: str, o: Options, data):
+    """The classifier of a compared net as shapes only (`nnx.eval_shape`, no parameter drawn): the same
+    family options as `model_overrides`, for its layer graph and its parameter count."""
+    family = "highway" if net in HIGHWAYS else net
+    extra = {"gate_bias": o.closed_bias if net == "highway_closed" else o.gate_bias} if family == "highway" else {}
+    return nnx.eval_shape(lambda: build(family, input_shape=data.input_shape, num_classes=data.output_dim,
+                                        width=o.width, depth=o.depth, kind="mlp", **extra))
+
+
+def parameters(model) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def reach(flow) -> np.ndarray:
@@ -105,7 +128,7 @@ class Topology(studies.Study):
         "vanishes with depth."
     )
     sizes = {
-        "smoke": Options(depth=8, width=8, epochs=0, probe=64, bias_sweep=()),
+        "smoke": Options(depth=8, width=8, epochs=0, probe=64, bias_sweep=(), nets=("resnet", "highway_closed")),
         "full": Options(),
     }
     smoke_expect = ("graph_paths", "residual_reaches_early_layers", "closed_highway_vanishes",
@@ -116,8 +139,9 @@ class Topology(studies.Study):
 
         matplotlib.use("Agg")
         o, seed = options, report.seed
-        init = {net: train(net, o, seed, 0) for net in NETS}
-        trained = {net: train(net, o, seed, o.epochs) for net in NETS} if o.epochs else {}
+        measured = [net for net in NETS if net in o.nets]
+        init = {net: train(net, o, seed, 0) for net in measured}
+        trained = {net: train(net, o, seed, o.epochs) for net in measured} if o.epochs else {}
         data = init["resnet"].data
         x, y = nets_.probe_batch(init["resnet"].setup, o.probe)
         chance = 1.0 / data.output_dim
@@ -128,7 +152,8 @@ class Topology(studies.Study):
             "connection to the loss through the concatenation, so the shortest path is one layer. Srivastava et "
             "al. (2015, NeurIPS, highway nets of up to 100 layers on MNIST/CIFAR): the transform gate "
             "g = sigmoid(W x + b), b initialised negative (-1 to -3) so that layers start by carrying x through; "
-            "their plain nets of the same depth fail to train, and the learned gates close (g -> 1) in few layers.")
+            "plain nets of the same depth trained far worse, and they show the learned gates per layer (their "
+            "Fig. 2): selective, data-dependent, many layers mostly carrying.")
         report.setup(
             f"What we run: {data.output_dim}-class MNIST-1D ({len(data.x_train)} training / {len(data.x_test)} "
             f"test signals, chance {chance:.2f}), five classifiers of one stage of {o.depth} layers, MLP kind, "
@@ -145,13 +170,16 @@ class Topology(studies.Study):
             "(`shortest_paths`). A DenseNet's state x_l is the concatenation of the input and the l maps so far "
             "(its width grows), so its |dL/dx_l| is of a wider vector than the others'.")
 
-        paths = {net: shortest_paths(init[net].model) for net in NETS}
-        flows0 = {net: gradient_flow(init[net].model, x, y) for net in NETS}
+        shapes = {net: structure(net, o, data) for net in NETS}
+        paths = {net: shortest_paths(shapes[net]) for net in NETS}
+        params = {net: parameters(shapes[net]) for net in NETS}
+        assert all(params[net] == init[net].setup.n_params for net in measured)
+        flows0 = {net: gradient_flow(init[net].model, x, y) for net in measured}
         flows1 = {net: gradient_flow(trained[net].model, x, y) for net in trained}
-        gates0 = {net: highway_gates(init[net].model, x) for net in HIGHWAYS}
+        gates0 = {net: highway_gates(init[net].model, x) for net in HIGHWAYS if net in measured}
         gates1 = {net: highway_gates(trained[net].model, x) for net in HIGHWAYS if net in trained}
 
-        self._summary(report, o, init, trained, paths, flows0, flows1, gates0, gates1, chance)
+        self._summary(report, o, params, trained, paths, flows0, flows1, gates0, gates1, chance)
         self._per_layer(report, o, paths, flows0, flows1, gates0, gates1)
         sweep = self._sweep(report, o, seed, x, y) if o.bias_sweep else None
         self._figures(report, o, paths, flows0, flows1, gates0, gates1, sweep)
@@ -160,15 +188,15 @@ class Topology(studies.Study):
     # -- tables --
 
     @staticmethod
-    def _summary(report, o, init, trained, paths, flows0, flows1, gates0, gates1, chance):
+    def _summary(report, o, params, trained, paths, flows0, flows1, gates0, gates1, chance):
         rows = []
         for net in NETS:
             p = paths[net]
             t = trained.get(net)
             gate0 = float(gates0[net].mean.mean()) if net in gates0 else None
             gate1 = float(gates1[net].mean.mean()) if net in gates1 else None
-            rows.append([net, init[net].setup.n_params, int(p.hops[0]), int(p.transforms[0]),
-                         float(reach(flows0[net])[0]),
+            rows.append([net, params[net], int(p.hops[0]), int(p.transforms[0]),
+                         float(reach(flows0[net])[0]) if net in flows0 else None,
                          float(reach(flows1[net])[0]) if net in flows1 else None,
                          t.train_error if t else None, t.test_error if t else None, gate0, gate1])
         report.table("summary", ["net", "parameters", "hops loss -> x_0", "transforms loss -> x_0",
@@ -180,23 +208,23 @@ class Topology(studies.Study):
     @staticmethod
     def _per_layer(report, o, paths, flows0, flows1, gates0, gates1):
         cols, rows = ["layer l"], []
-        for net in NETS:
+        for net in flows0:
             cols += [f"{net} hops", f"{net} reach init"] + ([f"{net} reach trained"] if net in flows1 else [])
         for layer in range(o.depth + 1):
             row = [layer]
-            for net in NETS:
+            for net in flows0:
                 row += [int(paths[net].hops[layer]), float(reach(flows0[net])[layer])]
                 if net in flows1:
                     row.append(float(reach(flows1[net])[layer]))
             rows.append(row)
         report.table("per_layer", cols, rows, "Per layer: the shortest path's hops from the loss and "
                      "mean |dL/dx_l| / mean |dL/dx_L| (reach)")
-        cols = ["layer l"] + [f"{net} g {when}" for net in HIGHWAYS for when in ("init", "trained")
+        cols = ["layer l"] + [f"{net} g {when}" for net in gates0 for when in ("init", "trained")
                               if when == "init" or net in gates1]
         rows = []
         for layer in range(o.depth):
             row = [layer]
-            for net in HIGHWAYS:
+            for net in gates0:
                 row.append(float(gates0[net].mean[layer]))
                 if net in gates1:
                     row.append(float(gates1[net].mean[layer]))
@@ -226,7 +254,7 @@ class Topology(studies.Study):
         fig, axes = plt.subplots(1, len(panels) + 1, figsize=(5.5 * (len(panels) + 1), 4))
         layers = np.arange(o.depth + 1)
         for ax, (title, flows) in zip(axes, panels):
-            for net in NETS:
+            for net in flows:
                 ax.semilogy(layers, reach(flows[net]), "o-", ms=3, color=COLOURS[net], label=net)
             ax.axhline(1.0, color="k", lw=0.8, ls=":")
             ax.set_xlabel("layer l (0: the stage's input)")
@@ -251,7 +279,7 @@ class Topology(studies.Study):
         fig, axes = plt.subplots(1, 2 if sweep is not None else 1, figsize=(11 if sweep is not None else 5.5, 4),
                                  squeeze=False)
         ax = axes[0, 0]
-        for net in HIGHWAYS:
+        for net in gates0:
             ax.plot(np.arange(o.depth), gates0[net].mean, "o--", ms=3, color=COLOURS[net], label=f"{net}: init")
             if net in gates1:
                 ax.plot(np.arange(o.depth), gates1[net].mean, "o-", ms=3, color=COLOURS[net],
@@ -289,30 +317,31 @@ class Topology(studies.Study):
                        "DenseNet 1, all through identities (0 parametrised layers); plain net L - l transforms",
                        f"resnet hops {res.hops.tolist()}, densenet hops {dense.hops.tolist()}, plain transforms "
                        f"{paths['plain'].transforms.tolist()}")
-        r0 = {net: float(reach(flows0[net])[0]) for net in NETS}
-        report.finding("residual_reaches_early_layers", r0["resnet"] > 0.5 and r0["densenet"] > 0.5
-                       and r0["resnet"] > 10 * r0["plain"],
+        r0 = {net: float(reach(flows0[net])[0]) for net in flows0}
+        report.finding("residual_reaches_early_layers", r0["resnet"] > 0.5 and r0.get("densenet", 1.0) > 0.5
+                       and r0["resnet"] > 10 * r0.get("plain", 0.0),
                        "at initialisation the gradient reaches the first layer of the ResNet and the DenseNet "
-                       "(paths with no parametrised layer) undiminished, and of the plain net diminished",
+                       "(paths with no parametrised layer) undiminished"
+                       + (", and of the plain net diminished" if "plain" in r0 else ""),
                        "|dL/dx_0| / |dL/dx_L|: " + ", ".join(f"{n} {v:.3g}" for n, v in r0.items()))
         report.finding("closed_highway_vanishes", r0["highway_closed"] < 0.1 * r0["resnet"]
                        and r0["highway_closed"] < 1.0,
                        "a highway net with its gates closed (g -> 1) is a plain net: its gradient at x_0 vanishes "
-                       "(far below the ResNet's)",
-                       f"highway_closed {r0['highway_closed']:.3g}, plain {r0['plain']:.3g}, resnet "
-                       f"{r0['resnet']:.3g}, highway (b = {o.gate_bias}) {r0['highway']:.3g}")
+                       "(far below the ResNet's)", ", ".join(f"{n} {v:.3g}" for n, v in r0.items()))
         g0 = float(gates0["highway_closed"].mean.mean())
         report.finding("closed_gates_near_one", g0 > 0.9, f"gate bias {o.closed_bias} starts the gates near "
                        f"sigmoid({o.closed_bias}) = {sigmoid(o.closed_bias):.3f}",
                        f"mean g at initialisation {g0:.3f} (layers {gates0['highway_closed'].mean.min():.3f} to "
                        f"{gates0['highway_closed'].mean.max():.3f})")
+        if "highway" not in gates0:
+            return
         carry = float(gates0["highway"].carry[-1])
         report.finding("highway_carry_is_not_identity", r0["highway"] < 0.5 * r0["resnet"],
                        "a highway layer's carry is (1 - g) x, not x: at initialisation (g ~ sigmoid(b)) its "
                        "gradient through the carry path alone shrinks as prod (1 - g_l), unlike the ResNet's",
                        f"highway (b = {o.gate_bias}): carry product {carry:.3g}, measured |dL/dx_0| / |dL/dx_L| "
                        f"{r0['highway']:.3g} (resnet {r0['resnet']:.3g})")
-        if not trained:
+        if set(trained) != set(NETS):
             return
         err = {net: trained[net].test_error for net in NETS}
         report.finding("skips_beat_plain", min(err["resnet"], err["densenet"], err["highway"]) < err["plain"],
@@ -328,8 +357,7 @@ class Topology(studies.Study):
             report.note(f"The closed highway net's gates after training: mean {g1.mean():.3f} (layers "
                         f"{g1.min():.3f} to {g1.max():.3f}); the default highway net's: mean "
                         f"{gates1['highway'].mean.mean():.3f} (layers {gates1['highway'].mean.min():.3f} to "
-                        f"{gates1['highway'].mean.max():.3f}). Srivastava et al. saw the gates close (g -> 1) "
-                        "in the early layers of trained nets.")
+                        f"{gates1['highway'].mean.max():.3f}).")
         r1 = {net: float(reach(flows1[net])[0]) for net in NETS}
         report.note("After training, |dL/dx_0| / |dL/dx_L|: " + ", ".join(f"{n} {v:.3g}" for n, v in r1.items())
                     + ".")
