@@ -293,10 +293,12 @@ class Topology(studies.Study):
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
         ax = axes[-1]
-        for net in NETS:
-            ax.plot(layers, paths[net].hops, "o-", ms=3, color=COLOURS[net], label=f"{net}: hops")
-            ax.plot(layers, paths[net].transforms, "x--", ms=4, color=COLOURS[net], alpha=0.6,
-                    label=f"{net}: transforms")
+        for key, style in (("hops", "o-"), ("transforms", "x--")):
+            groups: dict[tuple, list[str]] = {}  # nets with the same shortest paths share one line
+            for net in NETS:
+                groups.setdefault(tuple(getattr(paths[net], key)), []).append(net)
+            for values, names in groups.items():
+                ax.plot(layers, values, style, ms=4, color=COLOURS[names[0]], label=f"{key}: {', '.join(names)}")
         ax.set_xlabel("layer l")
         ax.set_ylabel("shortest path from the loss")
         ax.set_title("layer graph: hops (solid), parametrised layers (dashed)")
@@ -350,8 +352,9 @@ class Topology(studies.Study):
         r0 = {net: float(reach(flows0[net])[0]) for net in flows0}
         report.finding("residual_reaches_early_layers", r0["resnet"] > 0.5 and r0.get("densenet", 1.0) > 0.5
                        and r0["resnet"] > 10 * r0.get("plain", 0.0),
-                       "at initialisation the gradient reaches the first layer of the ResNet and the DenseNet "
-                       "(paths with no parametrised layer) undiminished"
+                       "at initialisation the gradient reaches the first layer of the ResNet"
+                       + (" and the DenseNet" if "densenet" in r0 else "")
+                       + " (paths with no parametrised layer) undiminished (at least half the output's)"
                        + (", and of the plain net diminished" if "plain" in r0 else ""),
                        "|dL/dx_0| / |dL/dx_L|: " + ", ".join(f"{n} {v:.3g}" for n, v in r0.items()))
         report.finding("closed_highway_vanishes", r0["highway_closed"] < 0.1 * r0["resnet"]
