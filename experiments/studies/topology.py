@@ -293,17 +293,17 @@ class Topology(studies.Study):
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
         ax = axes[-1]
-        for key, style in (("hops", "o-"), ("transforms", "x--")):
+        for key, style, colours in (("hops", "o-", ("C0", "C2", "C4")), ("transforms", "x--", ("C1", "C3", "C5"))):
             groups: dict[tuple, list[str]] = {}  # nets with the same shortest paths share one line
             for net in NETS:
                 groups.setdefault(tuple(getattr(paths[net], key)), []).append(net)
-            for values, names in groups.items():
-                ax.plot(layers, values, style, ms=4, color=COLOURS[names[0]], label=f"{key}: {', '.join(names)}")
+            for (values, names), colour in zip(groups.items(), colours):
+                ax.plot(layers, values, style, ms=4, color=colour, label=f"{key}: {', '.join(names)}")
         ax.set_xlabel("layer l")
         ax.set_ylabel("shortest path from the loss")
         ax.set_title("layer graph: hops (solid), parametrised layers (dashed)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", ncol=2)
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2))
         fig.tight_layout()
         report.figure("gradient_reach", fig, f"The gradient reaching each layer of {o.depth}-layer nets (left: "
                       "ratio to the output's) and the shortest gradient path from the loss (right)")
