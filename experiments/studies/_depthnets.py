@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from odenets import cli
 from odenets import data as datasets
 from odenets._abstract import final
+from odenets.fields import HighwayField
 from odenets.train import loop
 from odenets.train.config import RunConfig, build_model
 
@@ -102,8 +103,9 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0, norm scales 1; counters -1. A second statement of the initialisers' rule:
-    tests/test_gradflow.py compares it leaf by leaf with the library's own draw."""
+    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1.
+    A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
+    library's own draw."""
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng([seed, 7])
 
@@ -122,7 +124,12 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
             z[bad] = rng.standard_normal(int(bad.sum()))
         return jnp.asarray(z * np.sqrt(1.0 / fan_in) / 0.87962566103423978, leaf.dtype)
 
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+    model = nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, HighwayField):  # constant bias initialiser (a stacked field: every step)
+            bias = module.gate.bias
+            bias[...] = jnp.full(bias.shape, module.gate_bias, bias.dtype)
+    return model
 
 
 def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int, n_train: int | None = None,
