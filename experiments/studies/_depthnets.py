@@ -138,7 +138,7 @@ def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
     train_error = test_error = None
     if epochs:
         train_step, eval_step = loop.make_steps(s)
-        for _, state, loss, train_error in run_epochs(s, state, train_step, range(epochs), seed=seed):
+        for _, state, loss, train_error in run_epochs(s, s.state, train_step, range(epochs), seed=seed):  # noqa: B007
             losses.append(loss)
         if evaluate:
             test_error = error(eval_step, state, s.data.x_test, s.data.y_test)
