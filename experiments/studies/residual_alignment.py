@@ -57,8 +57,9 @@ class Options:
 def cosines(model, x, y, h: float = 1.0) -> dict[str, np.ndarray]:
     """Per block k (flat over stages, forward order), means over the signals of x:
     cos_k = cos(F_k(x_k), -dL/dx_k), cos_next_k = cos(F_k(x_k), -dL/dx_{k+1}) (the gradient where the
-    update lands), |h F_k(x_k)| / |x_k| (h the step size), |dL/dx_k|, and aggregate_k = sum_i <F_k, -dL/dx_{k+1}> / sum_i
-    |F_k| |dL/dx_{k+1}| over the signals i (the batch's first-order loss change through block k, normalised)."""
+    update lands), |h F_k(x_k)| / |x_k| (h the step size), |dL/dx_k|, and
+    aggregate_k = sum_i <F_k, -dL/dx_{k+1}> / sum_i |F_k| |dL/dx_{k+1}| over the signals i (the batch's
+    first-order loss change through block k, normalised)."""
     out = {"cos": [], "cos_next": [], "relative": [], "grad": [], "aggregate": []}
     for obs in observe_model(model, x, y):
         r = np.asarray(obs.residuals, np.float64).reshape(obs.residuals.shape[0], len(x), -1)
@@ -239,8 +240,9 @@ class ResidualAlignment(studies.Study):
             "(W, b) -> (1 + e)(W, b), changes the training loss by e sum_i <dL/dx_{k+1,i}, F_k(x_{k,i})> to first "
             "order. At a stationary point of training (dL/dW = 0, dL/db = 0) that sum is exactly 0: training "
             "drives the summed first-order loss change of every block through its output to zero instead of "
-            "making it negative. cos(F_k, -dL/dx_k) = that term plus <J_k^T dL/dx_{k+1}, F_k> (J_k = dF_k/dx), a second-"
-            "order term with no sign of its own. The 'aggregate' column measures the first on the probe batch.")
+            "making it negative. cos(F_k, -dL/dx_k) = that term plus <J_k^T dL/dx_{k+1}, F_k> (J_k = "
+            "dF_k/dx), a second-order term with no sign of its own. The 'aggregate' column measures the first on "
+            "the probe batch.")
         small = min(o.step_sizes)
         if small != h0:
             c = runs[small]["cos"]
@@ -259,6 +261,7 @@ class ResidualAlignment(studies.Study):
                 f"h = {h:g}: after training the update h F_k is {rel.min():.3f}..{rel.max():.3f} of the state's "
                 f"norm |x_k| (first block {rel[0]:.3f}, last {rel[-1]:.3f}); the mean cosine with the gradient at "
                 f"the block's output, cos(F_k, -dL/dx_{{k+1}}), is "
-                f"{r['per_epoch'][-1]['cos_next'].mean():.3f} (with -dL/dx_k: {c[-1].mean():.3f}); the blocks' cosines lie in {c[0].min():.3f}..{c[0].max():.3f} at "
-                f"initialisation and {c[-1].min():.3f}..{c[-1].max():.3f} after training. Random directions: "
-                f"|cos| about {', '.join(f'{x:.3f}' for x in chance)} for the stages' widths.")
+                f"{r['per_epoch'][-1]['cos_next'].mean():.3f} (with -dL/dx_k: {c[-1].mean():.3f}); the blocks' "
+                f"cosines lie in {c[0].min():.3f}..{c[0].max():.3f} at initialisation and {c[-1].min():.3f}.."
+                f"{c[-1].max():.3f} after training. Random directions: |cos| about "
+                f"{', '.join(f'{x:.3f}' for x in chance)} for the stages' widths.")
