@@ -54,7 +54,7 @@ VEIT_BLOCKS = 54  # Veit et al.'s 110-layer CIFAR-10 ResNet: 54 residual blocks 
 @final
 @dataclasses.dataclass(frozen=True)
 class Options:
-    depth: int = 16  # residual blocks (one stage)
+    depth: int = 24  # residual blocks (one stage)
     width: int = 32
     stage_epochs: int = 2  # epochs per period (one block's stage); both nets train depth * stage_epochs epochs
     batch_size: int = 128

@@ -59,15 +59,17 @@ def cosines(model, x, y, h: float = 1.0) -> dict[str, np.ndarray]:
     cos_k = cos(F_k(x_k), -dL/dx_k), cos_next_k = cos(F_k(x_k), -dL/dx_{k+1}) (the gradient where the
     update lands), |h F_k(x_k)| / |x_k| (h the step size), |dL/dx_k|, and
     aggregate_k = sum_i <F_k, -dL/dx_{k+1}> / sum_i |F_k| |dL/dx_{k+1}| over the signals i (the batch's
-    first-order loss change through block k, normalised)."""
-    out = {"cos": [], "cos_next": [], "relative": [], "grad": [], "aggregate": []}
+    first-order loss change through block k, normalised); `signal`: (blocks, signals) the cosines
+    cos(F_k(x_k), -dL/dx_k) of every signal (for standard errors)."""
+    out = {"cos": [], "cos_next": [], "relative": [], "grad": [], "aggregate": [], "signal": []}
     for obs in observe_model(model, x, y):
         r = np.asarray(obs.residuals, np.float64).reshape(obs.residuals.shape[0], len(x), -1)
         g = np.asarray(obs.grads, np.float64).reshape(obs.grads.shape[0], len(x), -1)
         xs = np.asarray(obs.states, np.float64).reshape(obs.states.shape[0], len(x), -1)
         nr, ng = np.linalg.norm(r, axis=-1), np.linalg.norm(g, axis=-1)
         tiny = 1e-30
-        out["cos"].append(np.mean(np.sum(r * -g[:-1], -1) / np.maximum(nr * ng[:-1], tiny), axis=1))
+        out["signal"].append(np.sum(r * -g[:-1], -1) / np.maximum(nr * ng[:-1], tiny))
+        out["cos"].append(np.mean(out["signal"][-1], axis=1))
         out["cos_next"].append(np.mean(np.sum(r * -g[1:], -1) / np.maximum(nr * ng[1:], tiny), axis=1))
         out["relative"].append(np.mean(h * nr / np.maximum(np.linalg.norm(xs[:-1], axis=-1), tiny), axis=1))
         out["grad"].append(np.mean(ng[:-1], axis=1))
@@ -201,17 +203,24 @@ class ResidualAlignment(studies.Study):
         cos = runs[h0]["cos"]
         init, final_ = cos[0], cos[-1]
         tag = f"h = {h0:g}: "
+        # per-signal means over the blocks: a mean over the probe signals and its standard error
+        signal = lambda r, e, blocks=slice(None): r["per_epoch"][e]["signal"][blocks].mean(0)
+        se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v)))
+        last = signal(runs[h0], -1)
         report.finding(
-            "aligned_after_training", bool(final_.mean() > 0),
+            "aligned_after_training", bool(last.mean() > 2 * se(last)),
             "after training the mean cos(F_k(x_k), -dL/dx_k) over the blocks is positive (each block moves the "
-            "representation downhill).",
-            f"{tag}mean {final_.mean():.3f} (blocks {final_.min():.3f}..{final_.max():.3f}); test error "
-            f"{runs[h0]['test_error']:.3f}.")
+            "representation downhill), by more than two standard errors over the probe signals.",
+            f"{tag}mean {final_.mean():.3f} +- {se(last):.3f} (standard error; blocks {final_.min():.3f}.."
+            f"{final_.max():.3f}); test error {runs[h0]['test_error']:.3f}.")
+        grow = last - signal(runs[h0], 0)
         report.finding(
-            "alignment_grows", bool(final_.mean() > init.mean()),
-            "training raises the alignment: the mean cosine after training exceeds the one at initialisation.",
-            f"{tag}mean cos at initialisation {init.mean():.3f}, after {o.epochs} epochs {final_.mean():.3f}; per "
-            f"epoch: {', '.join(f'{c:.3f}' for c in cos.mean(1))}.")
+            "alignment_grows", bool(grow.mean() > 2 * se(grow)),
+            "training raises the alignment: the mean cosine after training exceeds the one at initialisation by "
+            "more than two standard errors (paired over the probe signals).",
+            f"{tag}mean cos at initialisation {init.mean():.3f}, after {o.epochs} epochs {final_.mean():.3f} "
+            f"(change {grow.mean():.3f} +- {se(grow):.3f}); per epoch: "
+            f"{', '.join(f'{c:.3f}' for c in cos.mean(1))}.")
         report.finding(
             "every_block_aligned", bool(np.all(final_ > 0)),
             "every block's mean cosine is positive after training.",
@@ -220,12 +229,16 @@ class ResidualAlignment(studies.Study):
         half = o.depth // 2
         late = [np.mean(final_[s * o.depth + half:(s + 1) * o.depth]) for s in range(o.stages)]
         early = [np.mean(final_[s * o.depth:s * o.depth + half]) for s in range(o.stages)]
+        second = np.concatenate([np.arange(s * o.depth + half, (s + 1) * o.depth) for s in range(o.stages)])
+        first = np.concatenate([np.arange(s * o.depth, s * o.depth + half) for s in range(o.stages)])
+        diff = signal(runs[h0], -1, second) - signal(runs[h0], -1, first)
         report.finding(
-            "later_blocks_more_aligned", bool(np.mean(late) > np.mean(early)),
+            "later_blocks_more_aligned", bool(diff.mean() > 2 * se(diff)),
             "if the later blocks of a stage refine iteratively (Jastrzebski et al.), their residuals align with "
-            "-dL/dx_k more than those of the stage's first half.",
+            "-dL/dx_k more than those of the stage's first half (by two standard errors, paired over signals).",
             f"{tag}mean cos, first half of each stage {np.mean(early):.3f}, second half {np.mean(late):.3f} (per "
-            f"stage: {', '.join(f'{a:.3f}/{b:.3f}' for a, b in zip(early, late))}).")
+            f"stage: {', '.join(f'{a:.3f}/{b:.3f}' for a, b in zip(early, late))}; difference {diff.mean():.3f} "
+            f"+- {se(diff):.3f}).")
         agg = np.abs(runs[h0]["per_epoch"][-1]["aggregate"])
         scale = min(chance)
         report.finding(
@@ -237,12 +250,13 @@ class ResidualAlignment(studies.Study):
             "the blocks.")
         report.note(
             "Why the first-order term vanishes: the block's output layer is linear, F_k = W a + b, so scaling it, "
-            "(W, b) -> (1 + e)(W, b), changes the training loss by e sum_i <dL/dx_{k+1,i}, F_k(x_{k,i})> to first "
-            "order. At a stationary point of training (dL/dW = 0, dL/db = 0) that sum is exactly 0: training "
-            "drives the summed first-order loss change of every block through its output to zero instead of "
-            "making it negative. cos(F_k, -dL/dx_k) = that term plus <J_k^T dL/dx_{k+1}, F_k> (J_k = "
-            "dF_k/dx), a second-order term with no sign of its own. The 'aggregate' column measures the first on "
-            "the probe batch.")
+            "(W, b) -> (1 + e)(W, b), moves x_{k+1} = x_k + h F_k by e h F_k and changes the training loss by "
+            "e h sum_i <dL/dx_{k+1,i}, F_k(x_{k,i})> to first order (i over the training signals). At a "
+            "stationary point of training (dL/dW = 0, dL/db = 0) that sum is exactly 0: training drives the "
+            "summed first-order loss change of every block through its output to zero instead of making it "
+            "negative. With dL/dx_k = (I + h J_k)^T dL/dx_{k+1} (J_k = dF_k/dx), <F_k, -dL/dx_k> = <F_k, "
+            "-dL/dx_{k+1}> - h <J_k F_k, dL/dx_{k+1}>: that term plus one with no sign of its own. The "
+            "'aggregate' column (`max_k |aggregate_k|`) measures the first on the probe signals.")
         small = min(o.step_sizes)
         if small != h0:
             c = runs[small]["cos"]
