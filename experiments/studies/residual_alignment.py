@@ -1,19 +1,25 @@
 """Residual alignment: does each block's residual point down the loss gradient?
 
-A residual stage x_{k+1} = x_k + F_k(x_k) (Euler, h = 1) changes the loss, to first order, by
+A residual stage x_{k+1} = x_k + h F_k(x_k) (Euler; h = 1 is the discrete ResNet) changes the loss,
+to first order in h F_k, by
 
-    L(x_k + F_k(x_k)) - L(x_k) ~ <dL/dx_k, F_k(x_k)> = -|F_k| |dL/dx_k| cos_k,
+    L(x_k + h F_k(x_k)) - L(x_k) ~ h <dL/dx_k, F_k(x_k)> = -h |F_k| |dL/dx_k| cos_k,
     cos_k = <F_k(x_k), -dL/dx_k> / (|F_k(x_k)| |dL/dx_k|),
 
 so a block whose residual has cos_k > 0 moves the representation downhill, one step of a
-gradient-descent-like iterative refinement (Jastrzebski et al. 2018; Greff et al. 2017). We train a
-residual MLP classifier on MNIST-1D with odenets' own train step (`_depthnets.run_epochs`, epoch by
-epoch) and, at initialisation and after every epoch, observe every block on a fixed probe batch of
-training signals (`odenets.analysis.observe_model`: the states x_k, residuals F_k(x_k) and gradients
-dL/dx_k of the mean cross-entropy through the rest of the net). cos_k is taken per signal (each signal's
-gradient is its own loss's up to the batch mean's 1/B) and averaged over the probe batch. Random
-directions in C dimensions have |cos| of order sqrt(2 / (pi C)): the printed reference.
-"""
+gradient-descent-like iterative refinement (Jastrzebski et al. 2018; Greff et al. 2017). We train
+residual MLP classifiers on MNIST-1D (one per step size h) with odenets' own train step
+(`_depthnets.run_epochs`, epoch by epoch) and, at initialisation and after every epoch, observe every
+block on a fixed probe batch of training signals (`odenets.analysis.observe_model`: the states x_k,
+residuals F_k(x_k) and gradients dL/dx_k of the mean cross-entropy through the rest of the net).
+cos_k is taken per signal (each signal's gradient is its own loss's up to the batch mean's 1/B) and
+averaged over the probe batch; findings compare means with their standard errors over the signals.
+Random directions in C dimensions have |cos| of order sqrt(2 / (pi C)): the printed reference.
+
+The one thing a reader may get wrong: at a stationary point of training the first-order term
+summed over the training set through a block's output, sum_i <dL/dx_{k+1,i}, F_k(x_{k,i})>, is 0
+(scaling the block's linear output layer by 1 + e must not change the loss to first order), so
+training does not by itself push it negative; the report measures it ('aggregate')."""
 
 from __future__ import annotations
 
