@@ -55,8 +55,8 @@ VEIT_BLOCKS = 54  # Veit et al.'s 110-layer CIFAR-10 ResNet: 54 residual blocks 
 @dataclasses.dataclass(frozen=True)
 class Options:
     depth: int = 24  # residual blocks (one stage)
-    width: int = 32
-    stage_epochs: int = 2  # epochs per period (one block's stage); both nets train depth * stage_epochs epochs
+    width: int = 64
+    stage_epochs: int = 3  # epochs per period (one block's stage); both nets train depth * stage_epochs epochs
     batch_size: int = 128
     lr: float = 3e-3
     probe: int = 512  # training signals on which the path gradients are measured
