@@ -16,10 +16,12 @@
     spectral_norm, block_lipschitz           power-iteration Lipschitz estimates (lipschitz)
     fgsm, pgd, attack_accuracy               L_inf attacks (attacks)
     magnitude_masks, masked, ...             lottery-ticket pruning masks (prune)
+    block_mask, frozen, with_mask            blocks frozen while others train: stagewise training (freeze)
 """
 
 from odenets.analysis.attacks import attack_accuracy, fgsm, pgd
 from odenets.analysis.depth import depth_weights, interpolate_depth, interpolate_stack
+from odenets.analysis.freeze import block_mask, frozen, with_mask
 from odenets.analysis.gates import Gates, highway_gates
 from odenets.analysis.gradflow import (
     GradFlow,
@@ -77,5 +79,5 @@ __all__ = [
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
     "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
     "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",
-    "spectral_norm", "stage_paths", "weights_only",
+    "spectral_norm", "stage_paths", "weights_only", "block_mask", "frozen", "with_mask",
 ]
