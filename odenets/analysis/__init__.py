@@ -10,6 +10,7 @@
     jacobian_product, path_expansion         prod (I + J_l) and its 2^L paths; layer_jacobians J_l
     restack, delete, accuracy, ...           lesions and reorderings of per-step blocks (lesion)
     interpolate_depth(model, M)              per-step weights interpolated in depth (depth)
+    smooth_depth(model, K), roughness        a smooth-in-depth initialisation; |theta_{k+1} - theta_k|^2 (depth)
     path_gradients, stage_paths, ...         the unrolled view: gradient per path length (paths)
     spectral_norm, block_lipschitz           power-iteration Lipschitz estimates (lipschitz)
     fgsm, pgd, attack_accuracy               L_inf attacks (attacks)
@@ -17,7 +18,15 @@
 """
 
 from odenets.analysis.attacks import attack_accuracy, fgsm, pgd
-from odenets.analysis.depth import depth_weights, interpolate_depth, interpolate_stack
+from odenets.analysis.depth import (
+    depth_weights,
+    interpolate_depth,
+    interpolate_stack,
+    per_step_params,
+    roughness,
+    smooth_depth,
+    smooth_stack,
+)
 from odenets.analysis.gradflow import (
     GradFlow,
     PathExpansion,
@@ -68,7 +77,7 @@ __all__ = [
     "region_grid", "stability_function", "stable", "step_spectra",
     "GradFlow", "PathExpansion", "gradient_flow", "jacobian_product", "layer_jacobians", "path_expansion",
     "Lipschitz", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks", "delete_blocks",
-    "depth_weights",
+    "depth_weights", "per_step_params", "roughness", "smooth_depth", "smooth_stack",
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
     "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
     "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",
