@@ -174,7 +174,8 @@ class Robustness(studies.Study):
                      caption="Lipschitz estimates: per-step (ODE stages), the product prod_k (1 + h Lip(F_k)), "
                              "the stage's and the whole net's local norms |J|_2 at the probe signals")
         for net, lip in lips.items():
-            report.value(f"{net}_per_step", {"field": lip.field, "bound": lip.bound, "step": lip.step})
+            report.value(f"{net}_per_step", {"field": lip.field.tolist(), "bound": lip.bound.tolist(),
+                                               "step": lip.step.tolist()})
         self._figure(report, o, nets, acc, lips)
         self._findings(report, o, nets, acc, lips, stage, norms)
 
