@@ -237,7 +237,7 @@ class DepthTransfer(studies.Study):
             report.note(f"The smooth limit x(1) (RK4, {o.reference_steps} steps) agrees with diffrax Dopri8 "
                         f"(rtol = atol = 1e-12) to {gap:.2g} (max abs).")
         self._figures(report, o, acc, acc_n, lin, slopes)
-        self._findings(report, o, acc, acc_n, rough0, rough, slopes, lin)
+        self._findings(report, o, acc, acc_n, rough0, rough, slopes, lin, dist)
 
     @staticmethod
     def _figures(report, o, acc, acc_n, lin, slopes) -> None:
@@ -270,7 +270,7 @@ class DepthTransfer(studies.Study):
                       "ResNets' distance to their limit ODE against N")
 
     @staticmethod
-    def _findings(report, o, acc, acc_n, rough0, rough, slopes, lin) -> None:
+    def _findings(report, o, acc, acc_n, rough0, rough, slopes, lin, dist) -> None:
         others = [i for i, m in enumerate(o.ms) if m != o.depth]
         drop = {n: float(np.mean([acc_n[n] - acc[n][i] for i in others])) for n in INITS}
         worst = {n: float(max(acc_n[n] - acc[n][i] for i in others)) for n in INITS}
@@ -321,9 +321,15 @@ class DepthTransfer(studies.Study):
             f"slope {slopes['iid']:.3f}; RMS relative error {lin['iid'][0]:.3g} at N = {o.ns[0]} to "
             f"{lin['iid'][-1]:.3g} at N = {o.ns[-1]}.",
         )
+        coarse = [m for m in o.ms if m < o.depth / 2]
         report.note(
-            "The distance |f_M - f_N| / |f_N| of the logits (table above) measures how far the M-step net is "
-            "from the trained one; for the smooth net it is the discretisation error of one ODE, for the i.i.d. "
-            f"net it does not shrink as M grows past N. At M = {o.ms[-1]}: smooth "
-            f"{acc['smooth'][-1]:.3f} accuracy, iid {acc['iid'][-1]:.3f}."
+            "The distance |f_M - f_N| / |f_N| of the logits (first table) at the largest M is the trained net's "
+            f"distance to the ODE its interpolated weights define: smooth {dist['smooth'][-1]:.3g}, iid "
+            f"{dist['iid'][-1]:.3g} at M = {o.ms[-1]} (accuracy there: smooth {acc['smooth'][-1]:.3f}, iid "
+            f"{acc['iid'][-1]:.3f}, at M = N {acc_n['smooth']:.3f} and {acc_n['iid']:.3f})."
+            + (f" Coarser than N / 2 (M = {', '.join(map(str, coarse))}) both nets lose accuracy: a step h' = 1/M "
+               "that large is a coarse Euler discretisation of the learned ODE, smooth weights or not." if coarse
+               else "")
+            + " The linear part uses weights sampled from A(t) (or i.i.d.), not trained ones: it measures the "
+            "discretisation side of the limit, the rate Sander et al. prove for trained linear ResNets."
         )
