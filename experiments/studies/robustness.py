@@ -248,7 +248,15 @@ class Robustness(studies.Study):
             f"mean PGD accuracy {node} {mean_pgd[node]:.3f} (clean {acc['pgd'][node][0]:.3f}), resnet "
             f"{mean_pgd['resnet']:.3f} (clean {acc['pgd']['resnet'][0]:.3f})"
             + (f", plain {mean_pgd['plain']:.3f} (clean {acc['pgd']['plain'][0]:.3f})" if "plain" in nets else "")
+            + "; the fraction of the clean accuracy kept: " + ", ".join(f"{n} {k:.2f}" for n, k in kept.items())
             + ".",
+        )
+        gap = {a: acc[a][node][-1] - acc[a]["resnet"][-1] for a in ATTACKS}
+        report.finding(
+            "fgsm_overstates_odenet", bool(gap["fgsm"] > gap["pgd"]),
+            f"the ODE-Net's margin over the ResNet at eps = {o.eps[-1]} is larger under FGSM than under PGD: "
+            "a one-step attack overstates its robustness (the gradient-masking reading of later work).",
+            f"{node} - resnet accuracy at eps = {o.eps[-1]}: FGSM {gap['fgsm']:+.3f}, PGD {gap['pgd']:+.3f}.",
         )
         if "node" in nets and "node_fine" in nets:
             report.finding(
