@@ -61,6 +61,9 @@ class Options:
     lr: float = 3e-3
     n_train: int | None = None  # the first n_train training signals (None: all)
     ms: tuple[int, ...] = (2, 3, 4, 8, 12, 16, 24, 32, 64, 128)  # the evaluation step counts M
+    depths: tuple[int, ...] = (4, 8, 16, 32, 64)  # nets trained at each of these N (both inits), each compared
+    # with the ODE its weights define (interpolated to `fine` steps); () skips it
+    fine: int = 512
     dim: int = 4  # linear ResNets: the state's dimension d
     batch: int = 32  # ... the number of initial states x_0
     ns: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256, 512, 1024)  # ... their depths N
@@ -81,15 +84,21 @@ class Options:
             validate.integer("study.n_train", self.n_train, 1)
         for m in self.ms:
             validate.integer("study.ms", m, 1)
+        for n in self.depths:
+            validate.integer("study.depths", n, self.anchors)
+        if len(self.depths) == 1:
+            raise ValueError(f"study.depths needs two depths or more for a slope (or none), got {self.depths!r}")
+        validate.integer("study.fine", self.fine, 1)
         if len(self.ns) < 2:
             raise ValueError(f"study.ns needs at least two depths for a slope, got {self.ns!r}")
         for n in self.ns:
             validate.integer("study.ns", n, 1)
 
 
-def model_overrides(options: Options) -> list[str]:
-    """The ResNet of N = depth steps with h = 1 / N (MLP fields, one stage)."""
-    return ["model=resnet", "model.kind=mlp", f"model.width={options.width}", f"model.depth={options.depth}",
+def model_overrides(options: Options, depth: int | None = None) -> list[str]:
+    """The ResNet of N = depth steps (None: options.depth) with h = 1 / N (MLP fields, one stage)."""
+    depth = options.depth if depth is None else depth
+    return ["model=resnet", "model.kind=mlp", f"model.width={options.width}", f"model.depth={depth}",
             "model.stages=1", "model.step_size=t_over_n"]
 
 
@@ -169,7 +178,7 @@ class DepthTransfer(studies.Study):
         "trained network converges to its limit ODE at rate 1 / N."
     )
     sizes = {
-        "smoke": Options(width=16, depth=8, anchors=2, epochs=10, lr=1e-2, ms=(2, 4, 8, 16, 32),
+        "smoke": Options(width=16, depth=8, anchors=2, epochs=10, lr=1e-2, ms=(4, 8, 16, 32), depths=(),
                          ns=(8, 16, 32, 64), batch=16, draws=4, reference_steps=512, diffrax_check=False),
         "full": Options(),
     }
@@ -236,14 +245,67 @@ class DepthTransfer(studies.Study):
             report.value("reference_vs_diffrax", gap)
             report.note(f"The smooth limit x(1) (RK4, {o.reference_steps} steps) agrees with diffrax Dopri8 "
                         f"(rtol = atol = 1e-12) to {gap:.2g} (max abs).")
-        self._figures(report, o, acc, acc_n, lin, slopes)
+        trained = self._trained_distance(report, o, init, x, y) if o.depths else None
+        self._figures(report, o, acc, acc_n, lin, slopes, trained)
         self._findings(report, o, acc, acc_n, rough0, rough, slopes, lin, dist)
+        if trained is not None:
+            self._trained_findings(report, o, trained)
 
     @staticmethod
-    def _figures(report, o, acc, acc_n, lin, slopes) -> None:
+    def _trained_distance(report, o, init, x, y) -> dict[str, dict[str, np.ndarray]]:
+        """Nets trained at every N of o.depths from both initialisations: the relative distance of their
+        logits to those of the ODE their weights define (`interpolate_depth` to o.fine steps), accuracy at N
+        and at o.fine, roughness."""
+        out = {name: {"distance": [], "accuracy": [], "accuracy_fine": [], "roughness": []} for name in INITS}
+        for n in o.depths:
+            for name in INITS:
+                net = nets_.train(model_overrides(o, n), epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
+                                  seed=report.seed, n_train=o.n_train, evaluate=False, data=o.data,
+                                  init=init[name])
+                f_n, f_fine = logits(net.model, x), logits(interpolate_depth(net.model, o.fine), x)
+                row = out[name]
+                row["distance"].append(float(np.linalg.norm(f_n - f_fine) / np.linalg.norm(f_fine)))
+                row["accuracy"].append(float(np.mean(np.argmax(f_n, -1) == y)))
+                row["accuracy_fine"].append(float(np.mean(np.argmax(f_fine, -1) == y)))
+                row["roughness"].append(roughness(per_step_params(net.model)[0]))
+        out = {name: {k: np.asarray(v) for k, v in row.items()} for name, row in out.items()}
+        report.table("trained_distance", ["N", *[f"{name} {k}" for name in INITS for k in
+                                                 ("|f_N - f_ODE| / |f_ODE|", "accuracy N", "accuracy ODE",
+                                                  "roughness")]],
+                     [[n, *[out[name][k][i] for name in INITS for k in ("distance", "accuracy", "accuracy_fine",
+                                                                          "roughness")]]
+                      for i, n in enumerate(o.depths)],
+                     caption=f"Nets trained at N steps: distance of their logits to the ODE their weights define "
+                             f"(interpolated to {o.fine} steps), accuracy at N and at {o.fine} steps, roughness")
+        report.value("trained_slopes", {name: slope(o.depths, out[name]["distance"]) for name in INITS})
+        return out
+
+    @staticmethod
+    def _trained_findings(report, o, trained) -> None:
+        slopes = {name: slope(o.depths, trained[name]["distance"]) for name in INITS}
+        d = {name: trained[name]["distance"] for name in INITS}
+        report.finding(
+            "trained_smooth_rate_one", bool(-1.3 < slopes["smooth"] < -0.7),
+            "a net trained from the smooth initialisation is within O(1 / N) of the ODE its weights define "
+            "(log-log slope of the distance against N within 0.3 of -1; Sander et al. prove it for linear "
+            "ResNets).",
+            f"slope {slopes['smooth']:.3f}; distance {d['smooth'][0]:.3g} at N = {o.depths[0]} to "
+            f"{d['smooth'][-1]:.3g} at N = {o.depths[-1]}.",
+        )
+        report.finding(
+            "trained_iid_no_limit",
+            bool(slopes["iid"] > slopes["smooth"] + 0.3 and d["iid"][-1] > d["smooth"][-1]),
+            "a net trained from the i.i.d. initialisation approaches the ODE of its interpolated weights more "
+            "slowly (slope above the smooth net's by more than 0.3) and stays farther from it at the largest N.",
+            f"slope {slopes['iid']:.3f} (smooth {slopes['smooth']:.3f}); distance {d['iid'][0]:.3g} at N = "
+            f"{o.depths[0]} to {d['iid'][-1]:.3g} at N = {o.depths[-1]} (smooth {d['smooth'][-1]:.3g}).",
+        )
+
+    @staticmethod
+    def _figures(report, o, acc, acc_n, lin, slopes, trained) -> None:
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(1, 2 if trained is None else 3, figsize=(11 if trained is None else 16, 4))
         ax = axes[0]
         for name, marker in zip(INITS, ("o", "s")):
             ax.plot(o.ms, acc[name], marker + "-", label=f"{name} init (trained at N = {o.depth})")
@@ -262,12 +324,27 @@ class DepthTransfer(studies.Study):
                       label=f"N^-{rate:g}")
         ax.set_xlabel("depth N (h = 1 / N)")
         ax.set_ylabel("|x_N - x(1)| / |x(1)|")
+        ax.set_title("linear ResNets, fixed weights")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
+        if trained is not None:
+            ax = axes[2]
+            depths = np.asarray(o.depths, float)
+            for name, marker in zip(INITS, ("o", "s")):
+                dist = trained[name]["distance"]
+                ax.loglog(depths, dist, marker + "-", label=f"{name} init: slope {slope(depths, dist):.2f}")
+            ax.loglog(depths, trained["smooth"]["distance"][0] * depths[0] / depths, "k:", label="N^-1")
+            ax.set_xlabel("training depth N (h = 1 / N)")
+            ax.set_ylabel(f"|f_N - f_ODE| / |f_ODE| (ODE: {o.fine} steps)")
+            ax.set_title("trained MNIST-1D ResNets")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize="small")
         fig.tight_layout()
         report.figure("depth_transfer", fig, "Left: accuracy of a ResNet trained at N steps and evaluated at M "
-                      "steps, smooth vs i.i.d. initialisation (Sander et al. 2022, Fig. 4). Right: linear "
-                      "ResNets' distance to their limit ODE against N")
+                      "steps, smooth vs i.i.d. initialisation (Sander et al. 2022, Fig. 4). Next: linear "
+                      "ResNets' distance to their limit ODE against N"
+                      + ("" if trained is None else "; right: trained ResNets' distance to the ODE their "
+                         "weights define"))
 
     @staticmethod
     def _findings(report, o, acc, acc_n, rough0, rough, slopes, lin, dist) -> None:
@@ -276,14 +353,16 @@ class DepthTransfer(studies.Study):
         worst = {n: float(max(acc_n[n] - acc[n][i] for i in others)) for n in INITS}
         report.value("mean_drop", drop)
         report.value("worst_drop", worst)
+        fine = [i for i in others if o.ms[i] >= o.depth / 2]  # resolutions not coarser than half of N's
+        fine_mean = {n: float(np.mean([acc_n[n] - acc[n][i] for i in fine])) if fine else 0.0 for n in INITS}
         report.finding(
-            "smooth_transfers_better", bool(drop["smooth"] + 0.02 < drop["iid"]),
-            "interpolating the weights to M != N steps costs the smooth-initialised net less accuracy than the "
-            "i.i.d.-initialised one (mean drop over M != N, by more than 0.02).",
-            f"mean drop smooth {drop['smooth']:.3f}, iid {drop['iid']:.3f} (accuracy at M = N: smooth "
+            "smooth_transfers_better", bool(fine_mean["smooth"] + 0.02 < fine_mean["iid"]),
+            "interpolating the weights to M != N steps (M >= N / 2) costs the smooth-initialised net less "
+            "accuracy than the i.i.d.-initialised one (mean drop, by more than 0.02).",
+            f"mean drop at M >= N / 2 smooth {fine_mean['smooth']:.3f}, iid {fine_mean['iid']:.3f}; over every M "
+            f"!= N smooth {drop['smooth']:.3f}, iid {drop['iid']:.3f} (accuracy at M = N: smooth "
             f"{acc_n['smooth']:.3f}, iid {acc_n['iid']:.3f}).",
         )
-        fine = [i for i in others if o.ms[i] >= o.depth / 2]  # resolutions not coarser than half of N's
         fine_drop = {n: float(max((acc_n[n] - acc[n][i] for i in fine), default=0.0)) for n in INITS}
         report.value("worst_drop_m_at_least_half_n", fine_drop)
         report.finding(
