@@ -14,7 +14,8 @@ and evaluated at M steps with the per-step weights interpolated linearly in dept
 discretises an ODE dx/dt = F(x; theta(t)), the M-step nets are other discretisations of that ODE
 and their accuracy holds across M; if the weights are rough in depth, they are not.
 `analysis.roughness` (sum |theta_{k+1} - theta_k|^2 / sum |theta_k|^2) says how smooth the weights
-are before and after training.
+are before and after training. Nets trained at N = 4 .. 64 (`depths`) are compared with the ODE their
+own weights define (interpolated to `fine` steps): |f_N - f_ODE| / |f_ODE| of the test logits against N.
 
 Part 2, linear ResNets (float64, no training). x_{k+1} = x_k + (1 / N) A_k x_k (`odeint`, Euler,
 per-step A_k) on R^d:
@@ -208,8 +209,10 @@ class DepthTransfer(studies.Study):
             f"(`model=resnet model.step_size=t_over_n`, MLP fields of width {o.width}, per-step weights), trained "
             f"in memory by odenets' train step ({o.epochs} epochs, batch {o.batch_size}, lr {o.lr}) from the "
             f"library's i.i.d. draws (`iid`) or from `analysis.smooth_depth(model, K = {o.anchors})` of the same "
-            "draws (`smooth`), then evaluated at M steps by `analysis.interpolate_depth` (h' = 1 / M). "
-            f"Part 2: linear ResNets on R^{o.dim}, x_(k+1) = x_k + A_k x_k / N (`odeint`, Euler, `PerStep`), "
+            "draws (`smooth`), then evaluated at M steps by `analysis.interpolate_depth` (h' = 1 / M)"
+            + (f"; the same trained at N = {', '.join(map(str, o.depths))} and compared with the ODE of its "
+               f"interpolated weights ({o.fine} steps). " if o.depths else ". ")
+            + f"Part 2: linear ResNets on R^{o.dim}, x_(k+1) = x_k + A_k x_k / N (`odeint`, Euler, `PerStep`), "
             f"float64, {o.batch} initial states; smooth A_k = A(k/N) against RK4 at {o.reference_steps} steps, "
             "i.i.d. A_k = "
             f"A_0 + {o.sigma} G_k against expm(A_0) ({o.draws} draws per N, RMS)."
