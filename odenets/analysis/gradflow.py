@@ -22,8 +22,12 @@ forward pass and one backward pass: a zero probe e_l is added to each state, x_l
 and dL/de_l = dL/dx_l. An ODE block's layer is one `odeint` step of its own integrator; plain and
 momentum stages' one-line rules are restated here (x_{l+1} = F_l(t_l, x_l); v_{l+1} = gamma v_l +
 (1 - gamma) F_l(t_l, x_l), x_{l+1} = x_l + v_{l+1}), and the tests check that the probed pass
-reproduces model(x). Stages without a per-layer decomposition here (Hamiltonian and dense scans,
-adaptive or reversible solves) count as one layer.
+reproduces model(x). A dense stage's layers (Huang et al. 2017) are x_{l+1} = concat(x_l, H_l(x_l)), its
+state x_l the concatenation of the stage input and the l feature maps so far (its width grows with l,
+so a Python loop, not a scan); dL/dx_l is the gradient of that whole state (its norm grows with its
+width), the response H_l(x_l) the growth channels layer l adds, and the stage's transition follows x_L.
+Stages without a per-layer decomposition here (Hamiltonian scans, adaptive or reversible solves)
+count as one layer.
 
 On a trained run: rebuild the classifier from its config.yaml and restore the checkpoint's
 parameters (as experiments/studies/_trained.py does), then `gradient_flow(model, x, y)`.
@@ -48,7 +52,7 @@ from odenets.analysis.steps import _ode_block
 from odenets.integrators import REGISTRY as INTEGRATORS
 from odenets.models import Classifier
 from odenets.models.block import ODEBlock
-from odenets.models.stages import AugmentedBlock, MomentumBlock, PlainBlock
+from odenets.models.stages import AugmentedBlock, DenseBlock, MomentumBlock, PlainBlock
 from odenets.solve import odeint
 
 MAX_PATH_LAYERS = 16  # path_expansion enumerates 2^L terms
@@ -65,6 +69,14 @@ class _Layers(NamedTuple):
     response: Callable | None
     leave: Callable
     whole: bool = False  # the stage itself as one layer (run outside any scan: it records its NFE)
+    ragged: bool = False  # layers of changing width: a Python loop over k, states and responses `_Ragged`
+
+
+class _Ragged(NamedTuple):
+    """The per-layer states (or responses) of a stage whose width changes from layer to layer: one
+    (B, ..., C_l) array per layer, where other stages stack theirs on a leading axis."""
+
+    layers: tuple
 
 
 def _identity(x):
@@ -136,6 +148,19 @@ def _(stage: MomentumBlock) -> _Layers:
     return _Layers(stage.steps, state, lambda x: (x, jnp.zeros_like(x)), step, branch, lambda c: c[0])
 
 
+@_layers.register
+def _(stage: DenseBlock) -> _Layers:
+    layers = stage.layers
+
+    def leave(x):
+        stage._record(len(layers), 0)  # as DenseBlock.__call__ records
+        return stage.transition(x)
+
+    grow = lambda k, p, x: layers[k](x)
+    return _Layers(len(layers), None, _identity, lambda k, p, x: jnp.concatenate([x, grow(k, p, x)], axis=-1),
+                   grow, leave, ragged=True)
+
+
 def _add(c, e):
     return c if e is None else jax.tree.map(jnp.add, c, e)
 
@@ -148,6 +173,15 @@ def _stage_pass(layers: _Layers, x, probes):
         c = _add(c, first)
         out = _add(layers.step(0, None, c), last)
         return layers.leave(out), jnp.stack([c, out]), None
+    if layers.ragged:
+        states, responses = [], []
+        for k in range(layers.n + 1):
+            c = _add(c, None if probes is None else probes.layers[k])
+            states.append(c)
+            if k < layers.n:
+                responses.append(layers.response(k, None, c))
+                c = layers.step(k, None, c)
+        return layers.leave(c), _Ragged(tuple(states)), _Ragged(tuple(responses))
 
     def body(c, inputs):
         k, p, e = inputs
@@ -193,8 +227,18 @@ def _cross_entropy(model, out, y):
 
 
 def _sample_norms(tree) -> jax.Array:
-    """|g| per layer and sample of a pytree of (n + 1, B, ...) leaves: (n + 1, B)."""
+    """|g| per layer and sample of a pytree of (n + 1, B, ...) leaves (or a `_Ragged` of n + 1 (B, ...)
+    arrays): (n + 1, B)."""
+    if isinstance(tree, _Ragged):
+        return jnp.stack([jnp.sqrt(jnp.sum(g.reshape(g.shape[0], -1) ** 2, -1)) for g in tree.layers])
     return jnp.sqrt(sum(jnp.sum(leaf.reshape(leaf.shape[:2] + (-1,)) ** 2, -1) for leaf in jax.tree.leaves(tree)))
+
+
+def _response_std(r) -> jax.Array:
+    """(n,) std over batch and features of each layer's response (n, B, ...) or `_Ragged`."""
+    if isinstance(r, _Ragged):
+        return jnp.stack([jnp.std(layer) for layer in r.layers])
+    return jnp.std(r.reshape(r.shape[0], -1), axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
@@ -209,7 +253,7 @@ def _flow(graphdef, state, x, target, loss):
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     (value, responses), grads = jax.value_and_grad(total, has_aux=True)(zeros)
     norms = [_sample_norms(g) for g in grads]
-    stds = [None if r is None else jnp.std(r.reshape(r.shape[0], -1), axis=-1) for r in responses]
+    stds = [None if r is None else _response_std(r) for r in responses]
     return value, norms, stds
 
 
@@ -217,7 +261,8 @@ class GradFlow(NamedTuple):
     """Gradients and residual responses at every layer state x_l of every stage (M states in all,
     M = sum_s (L_s + 1): the stage's input x_0 ... its output x_L).
 
-    grad_norm:    (M, B) |dl_i/dx_l| per sample i (l_i its own loss; Momentum stages: the state (x, v)).
+    grad_norm:    (M, B) |dl_i/dx_l| per sample i (l_i its own loss; Momentum stages: the state (x, v);
+                  dense stages: the concatenated state, of growing width).
     response_std: (M,) std over batch and features of F_l(x_l), the residual branch's output at
                   the state entering layer l (He et al. 2016, Fig. 7); NaN at x_L and for stages
                   counted as one layer.
@@ -246,7 +291,8 @@ def gradient_flow(model, x, y=None, *, loss: Callable | None = None) -> GradFlow
            loss(stage output) -> a real scalar (per-sample gradients when it sums over the batch).
     Each layer's step is the stage's own rule, so the probed pass computes model(x) itself (see the
     module docstring). ODE blocks need a fixed-step integrator that carries x alone for a per-layer
-    view; others (and Hamiltonian, dense stages) count as one layer.
+    view; others (and Hamiltonian stages) count as one layer. Dense stages: one state per layer, each
+    the concatenation so far.
     """
     x = jnp.asarray(x)
     if isinstance(model, Classifier):
@@ -279,7 +325,7 @@ def layer_jacobians(stage, x) -> np.ndarray:
     the residual branch (for an Euler ResNet with h = 1, dx_{l+1}/dx_l = I + J_l)."""
     layers = _layers(stage)
     x = jnp.asarray(x).reshape(1, -1)
-    if layers.response is None or isinstance(layers.enter(x), tuple):
+    if layers.response is None or layers.ragged or isinstance(layers.enter(x), tuple):
         raise ValueError(f"layer_jacobians needs a stage of residual branches on the state x alone (ODE blocks "
                          f"of a fixed-step integrator, plain blocks), got {type(stage).__name__}")
     n = x.shape[-1]

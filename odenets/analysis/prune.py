@@ -109,8 +109,8 @@ def random_masks(masks, seed: int = 0, *, prunable: Prunable = weights_only):
 
 
 def apply_masks(params, masks):
-    """m * theta, leaf by leaf."""
-    return jax.tree.map(lambda v, m: v * m.astype(jnp.asarray(v).dtype), params, masks)
+    """m * theta, leaf by leaf (0/1 masks; where m = 0 the entry is 0 even if theta is not finite)."""
+    return jax.tree.map(lambda v, m: jnp.where(m != 0, v, jnp.zeros_like(v)), params, masks)
 
 
 def rewind(params_at_rewind, masks):

@@ -146,9 +146,19 @@ class AugmentedNeuralODE(SharedODE):
 class Highway(Fields, Solved):
     """x_{k+1} = g F_k(x_k) + (1 - g) x_k, g = sigmoid(gate_k(x_k)) (Srivastava et al. 2015):
     one Euler step (h = 1) of the field g (F - x) per layer, through `odeint`. The step rule is
-    part of the family, so it takes a gradient but no integrator."""
+    part of the family, so it takes a gradient but no integrator.
+
+    gate_bias  the gates' initial bias b (-1.0): g starts near sigmoid(b), negative b carries x through
+               (Srivastava et al. start at -1 to -3), large positive b closes the carry path (g -> 1:
+               x_{k+1} -> F_k(x_k), a plain net)"""
+
+    gate_bias: float = -1.0
 
     per_step = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        number("gate_bias", self.gate_bias)
 
     def solver_integrator(self):
         return "euler"
@@ -158,8 +168,9 @@ class Highway(Fields, Solved):
         return float(self.depth)
 
     def stage(self, channels, rngs):
-        inner, ndim = self.make_field(channels), self.ndim
-        return self.ode_block(lambda r: HighwayField(inner(r), channels, ndim, rngs=r), rngs), channels
+        inner, ndim, bias = self.make_field(channels), self.ndim, self.gate_bias
+        make = lambda r: HighwayField(inner(r), channels, ndim, gate_bias=bias, rngs=r)
+        return self.ode_block(make, rngs), channels
 
 
 DENSE_LAYERS = ("basic", "bottleneck")

@@ -20,7 +20,11 @@ class Checkpoints:
     def __init__(self, directory: str | Path, max_to_keep: int = 2):
         logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # synchronous saves: every save is waited for before the next step anyway, and orbax's asynchronous
+        # path runs its own event loops on background threads, whose teardown crashed a training process
+        # (a fatal signal during an in-process fit, an asyncio traceback at exit after a Ctrl-C)
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                               enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
