@@ -131,6 +131,35 @@ def test_depth_interpolation_by_hand_and_identity():
     assert analysis.interpolate_depth(shaped("anode", 2), 4).stages[0].block.steps == 4  # ANODE's inner block
 
 
+def test_smooth_stack_by_hand_keeps_the_variance_and_is_smooth():
+    a, b = RNG.normal(size=(2, 4))
+    tree = {"w": jnp.asarray(np.stack([a, RNG.normal(size=4), b])), "bias": jnp.zeros((3, 4))}
+    out = analysis.smooth_stack(tree, 2)  # anchors steps 0 and 2; step 1: (a + b) / 2 / |(1/2, 1/2)|
+    np.testing.assert_allclose(out["w"], [a, (a + b) / np.sqrt(2), b], rtol=1e-6)
+    np.testing.assert_array_equal(out["bias"], 0.0)  # constant in depth: kept
+    np.testing.assert_allclose(analysis.smooth_stack(tree, 3)["w"], tree["w"])  # K = N: the draws themselves
+    np.testing.assert_allclose(analysis.smooth_stack(tree, 1)["w"], np.stack([a] * 3), rtol=1e-6)
+    draws = jnp.asarray(RNG.normal(size=(64, 4000)))  # 64 steps, i.i.d. N(0, 1)
+    smooth = np.asarray(analysis.smooth_stack(draws, 4))
+    np.testing.assert_allclose(smooth.std(axis=1), 1.0, atol=0.05)  # every step keeps one draw's variance
+    assert analysis.roughness(draws) == pytest.approx(2.0, rel=0.05)  # E|a - b|^2 = 2 E|a|^2
+    assert analysis.roughness(smooth) < 0.02  # increments O(K / N)
+    with pytest.raises(ValueError, match="anchors"):
+        analysis.smooth_stack(tree, 4)
+
+
+def test_smooth_depth_of_a_model_smooths_only_its_per_step_stacks():
+    graphdef, state = nnx.split(shaped("resnet", 3))  # random values, no compiled initialisers
+    model = nnx.merge(graphdef, jax.tree.map(lambda v: jnp.asarray(RNG.normal(size=v.shape), v.dtype), state))
+    smooth = analysis.smooth_depth(model, 1)  # constant in depth
+    kernel, old = smooth.stages[0].field.out.kernel[...], model.stages[0].field.out.kernel[...]
+    np.testing.assert_allclose(kernel, np.broadcast_to(old[:1], old.shape), rtol=1e-6)
+    assert analysis.roughness(analysis.per_step_params(smooth)[0]) == 0.0
+    np.testing.assert_array_equal(smooth.head.linear.kernel[...], model.head.linear.kernel[...])
+    with pytest.raises(ValueError, match="per-step"):
+        analysis.smooth_depth(shaped("node", 2), 2)
+
+
 # -- paths ----------------------------------------------------------------------------------------------
 def expansion(mats, g):
     """sum over subsets S of (prod_{l in S} A_l)^T g, binned by |S|: the expansion of prod (I + A_l)."""

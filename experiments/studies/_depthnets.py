@@ -63,9 +63,10 @@ def error(eval_step, state, x, y, chunk: int = 1000) -> float:
 
 
 def setup(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int,
-          n_train: int | None, data: tuple[str, ...] = MNIST1D) -> loop.Setup:
-    """`loop.setup` of the config, with the parameters drawn by `initialise` (epochs=0: no optimiser
-    state, the state's third entry is None)."""
+          n_train: int | None, data: tuple[str, ...] = MNIST1D, init=None) -> loop.Setup:
+    """`loop.setup` of the config, with the parameters drawn by `initialise` and then passed through
+    `init` (a function from the model to a model of the same structure, e.g. `analysis.smooth_depth`;
+    None: as drawn) (epochs=0: no optimiser state, the state's third entry is None)."""
     cfg = cli.compose([*data, *over, f"optim.epochs={max(epochs, 1)}", f"optim.batch_size={batch_size}",
                        f"optim.lr={lr}", f"seed={seed}", "train.progress=false"])
     run = RunConfig.parse(cfg)
@@ -73,7 +74,8 @@ def setup(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
     if n_train is not None:
         data = dataclasses.replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
     abstract = nnx.eval_shape(lambda: build_model(run, data.input_shape, data.output_dim))
-    graphdef, params, rest = nnx.split(initialise(abstract, seed), nnx.Param, ...)
+    model = initialise(abstract, seed)
+    graphdef, params, rest = nnx.split(model if init is None else init(model), nnx.Param, ...)
     steps_per_epoch = len(data.x_train) // batch_size
     total = steps_per_epoch * max(epochs, 1)
     tx = run.optim.transform(total)
@@ -137,13 +139,13 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
 
 
 def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int, n_train: int | None = None,
-          evaluate: bool = True, data: tuple[str, ...] = MNIST1D) -> Net:
+          evaluate: bool = True, data: tuple[str, ...] = MNIST1D, init=None) -> Net:
     """`epochs` epochs of the run's optimiser on MNIST-1D (or the `data` group's overrides; the first
     `n_train` training signals, all when None), by the run's jitted train step. The training error is the
     running error over the last epoch's mini-batches (He et al.'s training curves); evaluate=True adds the
-    test error (the run's eval step).
+    test error (the run's eval step). `init`: as `setup`'s.
     epochs=0: the initial parameters."""
-    s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train, data=data)
+    s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train, data=data, init=init)
     state, start, losses = s.state, time.perf_counter(), []
     train_error = test_error = None
     epoch_seconds = []

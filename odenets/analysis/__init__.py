@@ -12,6 +12,7 @@
     jacobian_product, path_expansion         prod (I + J_l) and its 2^L paths; layer_jacobians J_l
     restack, delete, accuracy, ...           lesions and reorderings of per-step blocks (lesion)
     interpolate_depth(model, M)              per-step weights interpolated in depth (depth)
+    smooth_depth(model, K), roughness        a smooth-in-depth initialisation; |theta_{k+1} - theta_k|^2 (depth)
     path_gradients, stage_paths, ...         the unrolled view: gradient per path length (paths)
     spectral_norm, block_lipschitz           power-iteration Lipschitz estimates (lipschitz)
     fgsm, pgd, attack_accuracy               L_inf attacks (attacks)
@@ -20,7 +21,15 @@
 """
 
 from odenets.analysis.attacks import attack_accuracy, fgsm, pgd
-from odenets.analysis.depth import depth_weights, interpolate_depth, interpolate_stack
+from odenets.analysis.depth import (
+    depth_weights,
+    interpolate_depth,
+    interpolate_stack,
+    per_step_params,
+    roughness,
+    smooth_depth,
+    smooth_stack,
+)
 from odenets.analysis.freeze import block_mask, frozen, with_mask
 from odenets.analysis.gates import Gates, highway_gates
 from odenets.analysis.gradflow import (
@@ -77,7 +86,7 @@ __all__ = [
     "Gates", "GradFlow", "PathExpansion", "gradient_flow", "highway_gates", "jacobian_product",
     "layer_jacobians", "path_expansion", "LayerGraph", "ShortestPaths", "layer_graph", "shortest_paths",
     "Lipschitz", "MaskedState", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks",
-    "delete_blocks", "depth_weights",
+    "delete_blocks", "depth_weights", "per_step_params", "roughness", "smooth_depth", "smooth_stack",
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
     "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
     "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",

@@ -16,6 +16,24 @@ Whether the trained net is close to that ODE (a smooth theta(s)) decides whether
     interpolate_stack(tree, M)        a pytree with leading axis N -> leading axis M
     interpolate_depth(model, M)       a copy of a Classifier / ODEBlock with every ODE stage at M
                                       steps (per-step: interpolated; shared: only the step count)
+
+A smooth-in-depth initialisation (Sander et al.'s condition for the ODE limit) from N i.i.d.
+draws theta_0 .. theta_{N-1}: keep K of them, the anchors a_i = theta_{k_i} at evenly spaced
+steps k_i = round(i (N - 1) / (K - 1)), and interpolate them in depth, each step rescaled so that
+it keeps the variance of one draw:
+
+    theta'_k = sum_i V[k, i] a_i / |V[k, :]|_2,    V = depth_weights(K, N)
+
+(a_i independent with variance s^2: Var theta'_k = s^2 for every k). K = 1 is constant in depth,
+K = N the i.i.d. draws themselves; a leaf whose steps are all equal (biases 0, norm scales 1)
+is left as it is. The increments |theta'_{k+1} - theta'_k| are O(K / N): smooth as N grows.
+
+    smooth_stack(tree, K)             a per-step pytree (leading axis N) made smooth in depth
+    smooth_depth(model, K)            a copy of a Classifier / ODEBlock with every per-step stage
+                                      smoothed (shared fields unchanged)
+    roughness(tree)                   sum_k |theta_{k+1} - theta_k|^2 / sum_k |theta_k|^2 over the
+                                      leaves of a per-step pytree (0: constant in depth)
+    per_step_params(model)            the per-step parameter stacks of a model's ODE stages
 """
 
 from __future__ import annotations
@@ -92,3 +110,71 @@ def interpolate_depth(model: Classifier | ODEBlock, steps: int) -> Classifier | 
         for block in _blocks(stage):
             _resample(block, steps)
     return copy
+
+
+def smooth_stack(tree, anchors: int):
+    """A pytree whose leaves have leading axis N (i.i.d. draws per step) made smooth in depth: K =
+    `anchors` of its steps, evenly spaced, interpolated linearly over the N steps with each step
+    rescaled to keep one draw's variance (module docstring). Leaves constant in depth are kept."""
+    anchors = validate.integer("anchors", anchors, 1)
+    leaves = jax.tree.leaves(tree)
+    lengths = {leaf.shape[0] for leaf in leaves}
+    if len(lengths) != 1:
+        raise ValueError(f"smooth_stack needs one leading (step) axis length, got {sorted(lengths)}")
+    n = lengths.pop()
+    if anchors > n:
+        raise ValueError(f"anchors must be at most the number of steps {n}, got {anchors}")
+    picks = np.round(np.linspace(0, n - 1, anchors)).astype(int) if anchors > 1 else np.zeros(1, int)
+    v = depth_weights(anchors, n)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    def smooth(leaf):
+        values = np.asarray(leaf)
+        if not np.issubdtype(values.dtype, np.floating) or np.all(values == values[:1]):
+            return leaf
+        return jnp.asarray(np.tensordot(v, values[picks], axes=1), leaf.dtype)
+
+    return jax.tree.map(smooth, tree)
+
+
+def _per_step(model) -> list[ODEBlock]:
+    if isinstance(model, ODEBlock):
+        blocks = [model]
+    elif isinstance(model, Classifier):
+        blocks = [b for stage in model.stages for b in _blocks(stage)]
+    else:
+        raise TypeError(f"expected a Classifier or an ODEBlock, got {type(model).__name__}")
+    return [b for b in blocks if b.params == "per_step"]
+
+
+def smooth_depth(model: Classifier | ODEBlock, anchors: int) -> Classifier | ODEBlock:
+    """A copy of `model` whose per-step ODE stages hold `smooth_stack(params, anchors)`: a smooth-
+    in-depth initialisation built from the model's own i.i.d. draws. A model with no per-step
+    ODE stage is refused."""
+    anchors = validate.integer("anchors", anchors, 1)
+    copy = nnx.clone(model)
+    blocks = _per_step(copy)
+    if not blocks:
+        raise ValueError(f"smooth_depth needs a per-step ODE stage (resnet family), got {type(model).__name__} "
+                         "with none")
+    for block in blocks:
+        graphdef, params, rest = nnx.split(block.field, nnx.Param, ...)
+        block.field = nnx.merge(graphdef, smooth_stack(params, anchors), rest)
+    return copy
+
+
+def per_step_params(model: Classifier | ODEBlock) -> list:
+    """The nnx.Param state (leading axis: steps) of every per-step ODE stage of `model`."""
+    return [nnx.state(b.field, nnx.Param) for b in _per_step(model)]
+
+
+def roughness(tree) -> float:
+    """sum_k |theta_{k+1} - theta_k|^2 / sum_k |theta_k|^2 over every leaf of a per-step pytree
+    (leading axis N >= 2): 0 for parameters constant in depth, about 2 for i.i.d. zero-mean draws,
+    O(1 / N^2) for samples of a smooth function of depth."""
+    leaves = [np.asarray(v, np.float64) for v in jax.tree.leaves(tree)]
+    if not leaves or min(v.shape[0] for v in leaves) < 2:
+        raise ValueError("roughness needs per-step leaves with at least 2 steps")
+    diff = sum(float(np.sum(np.diff(v, axis=0) ** 2)) for v in leaves)
+    total = sum(float(np.sum(v[:-1] ** 2)) for v in leaves)
+    return diff / max(total, np.finfo(float).tiny)
