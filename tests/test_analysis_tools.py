@@ -334,3 +334,45 @@ def test_masked_training_keeps_pruned_weights_at_zero_and_the_kept_fraction():
     assert analysis.kept_fraction(nonzero) == pytest.approx(live / total)
     np.testing.assert_array_equal(jax.tree.leaves(analysis.rewind(params, masks))[1],
                                   jax.tree.leaves(params)[1] * jax.tree.leaves(masks)[1])
+
+
+def test_masks_live_in_the_optimiser_state_one_compiled_step_trains_every_mask():
+    """masked(tx, m).update reads the state's masks: a new mask is state._replace(masks=...), honoured by the
+    same compiled step (no second compile); pruned weights are exactly 0 after a step under either mask."""
+    graphdef, params, rest = nnx.split(shaped("resnet", 3), nnx.Param, ...)  # shapes only: values drawn here
+    params = jax.tree.map(lambda a: jnp.asarray(RNG.normal(size=a.shape), a.dtype), params)
+    rest = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), rest)
+    first = analysis.magnitude_masks(params, 0.5)
+    second = analysis.random_masks(first, seed=3)
+    tx = analysis.masked(optax.adam(0.05), analysis.ones_like(params))
+
+    @jax.jit
+    def step(params, state):
+        loss = lambda p: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+            nnx.merge(graphdef, p, rest, copy=True)(X), Y))
+        updates, state = tx.update(jax.grad(loss)(params), state, params)
+        return optax.apply_updates(params, updates), state
+
+    for masks in (first, second):
+        trained, state = step(params, tx.init(params)._replace(masks=masks))
+        for v, m in zip(jax.tree.leaves(trained), jax.tree.leaves(masks)):
+            assert np.all(np.asarray(v)[np.asarray(m) == 0] == 0.0)
+        assert analysis.kept_fraction(jax.tree.map(lambda v: (v != 0).astype(v.dtype), trained)) == pytest.approx(
+            analysis.kept_fraction(masks))
+    assert step._cache_size() == 1
+
+
+def test_transfer_masks_moves_a_plain_ticket_onto_the_residual_net_and_refuses_other_shapes():
+    """The plain and the resnet family of one stage have the same leaves in the same order: a mask moves leaf by
+    leaf (values unchanged, the residual net's tree); a net of other shapes is refused, naming the shapes."""
+    drawn = lambda shapes: jax.tree.map(lambda a: RNG.normal(size=a.shape).astype(a.dtype), shapes)
+    plain = drawn(nnx.state(shaped("plain", 3), nnx.Param))  # shapes only: no model is initialised
+    residual = nnx.state(shaped("resnet", 3), nnx.Param)
+    masks = analysis.magnitude_masks(plain, 0.3)
+    moved = analysis.transfer_masks(masks, residual)
+    assert jax.tree.structure(moved) == jax.tree.structure(residual)
+    for a, b in zip(jax.tree.leaves(masks), jax.tree.leaves(moved), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert analysis.kept_fraction(moved) == pytest.approx(analysis.kept_fraction(masks))
+    with pytest.raises(ValueError, match=r"masks of leaf shapes .* do not fit parameters of leaf shapes"):
+        analysis.transfer_masks(masks, nnx.state(shaped("resnet", 2), nnx.Param))

@@ -408,6 +408,19 @@ def test_mnist1d_standardize(default):
     assert np.array_equal(ds.y_train, raw.y_train) and not np.allclose(ds.x_test, raw.x_test)
 
 
+def test_mnist1d_length_resamples_by_linear_interpolation(default):
+    """length = 79 puts new sample 2i on old sample i and 2i + 1 halfway between i and i + 1; 40 keeps them."""
+    raw = default("mnist1d")
+    fine = load("mnist1d", length=79)
+    assert fine.x_train.shape == (len(raw.x_train), 79, 1) and np.array_equal(fine.y_test, raw.y_test)
+    np.testing.assert_allclose(fine.x_test[:, ::2], raw.x_test, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(fine.x_test[:, 1::2], (raw.x_test[:, :-1] + raw.x_test[:, 1:]) / 2, rtol=1e-6,
+                               atol=1e-6)
+    np.testing.assert_array_equal(load("mnist1d", length=40).x_train, raw.x_train)
+    with pytest.raises(ValueError, match="dataset 'mnist1d': length must be an int >= 2, got length=1"):
+        load("mnist1d", length=1)
+
+
 # ---------------------------------------------------------------- batches
 
 

@@ -127,11 +127,51 @@ def test_field_at_counts_negative_steps_from_the_end():
 @pytest.mark.parametrize("name", on.fields.field_type.names())
 @pytest.mark.parametrize("ndim,shape", [(0, (2, 8)), (1, (2, 6, 8))])
 def test_every_field_type_keeps_the_state_shape(name, ndim, shape):
+    if ndim == 0 and not on.fields.field_type(name).flat:  # conv-only types refuse flat states, naming the others
+        with pytest.raises(ValueError, match=rf"field '{name}' needs a conv kind.*valid choices for kind 'mlp'"):
+            on.fields.field_type(name).make(8, ndim=ndim, preact=False, time=True, groups=4)
+        with pytest.raises(ValueError, match=rf"field '{name}' needs a conv kind"):
+            on.models.family("resnet", field=name, kind="mlp").resolve((40,))
+        return
     make = on.fields.field_type(name).make(8, ndim=ndim, preact=ndim > 0, time=True, groups=4)
     field = make(nnx.Rngs(0))
     x = jax.random.normal(jax.random.key(0), shape)
     out = field(0.5, x)
     assert out.shape == shape and np.all(np.isfinite(out))
+
+
+def _group_norm(x, groups, eps=1e-6):
+    """GroupNorm with unit scale and zero bias: per sample, over the positions and the channels of a group."""
+    n, length, c = x.shape
+    g = x.reshape(n, length, groups, c // groups)
+    mean, var = g.mean(axis=(1, 3), keepdims=True), g.var(axis=(1, 3), keepdims=True)
+    return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape)
+
+
+def _same_conv(x, kernel):
+    """y[n, l, o] = sum_{j, i} xp[n, l + j, i] K[j, i, o], xp zero-padded (k - 1) // 2 left, k // 2 right."""
+    k, length = kernel.shape[0], x.shape[1]
+    xp = np.pad(x, ((0, 0), ((k - 1) // 2, k // 2), (0, 0)))
+    return sum(np.einsum("nli,io->nlo", xp[:, j:j + length], kernel[j]) for j in range(k))
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_multibranch_field_against_a_hand_computation(preact):
+    """F = GN(W_mix * relu(GN(concat(K_1 * x, K_3 * x)))) (preact: x -> relu(GN(x)) first), in numpy: 5
+    channels split 3 + 2 over a 1-wide and a 3-wide branch, biases drawn nonzero."""
+    field = on.fields.MultiBranchField(5, ndim=1, kernel_sizes=(1, 3), time=False, groups=5, preact=preact,
+                                       rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    for conv in (*field.branches, field.mix):
+        conv.bias[...] = jnp.asarray(rng.normal(size=conv.bias.shape), jnp.float32)
+    assert [b.kernel.shape for b in field.branches] == [(1, 5, 3), (3, 5, 2)]
+    x = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    h = np.maximum(_group_norm(x, 5), 0) if preact else x
+    branch = lambda conv: _same_conv(h, np.asarray(conv.kernel)) + np.asarray(conv.bias)
+    hidden = np.maximum(_group_norm(np.concatenate([branch(b) for b in field.branches], -1), 5), 0)
+    expected = _group_norm(np.einsum("nli,io->nlo", hidden, np.asarray(field.mix.kernel)[0])
+                           + np.asarray(field.mix.bias), 5)
+    np.testing.assert_allclose(field(0.0, jnp.asarray(x)), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_scaled_field_starts_at_zero_and_scales():

@@ -1,5 +1,6 @@
 """Plain and residual classifiers on MNIST-1D at many depths, trained in memory by odenets' own train step
-(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow, degradation and lesion studies."""
+(`odenets.train.loop.setup` / `make_steps`): shared by the gradient_flow, degradation, lesion, lottery_ticket
+(`masked_steps`, `train_masked`: training under pruning masks) and width_depth studies."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from odenets.train.config import RunConfig, build_model
 @final
 @dataclasses.dataclass(frozen=True)
 class Net:
-    """A classifier after `epochs` epochs: its training and test error, the loss per epoch, seconds."""
+    """A classifier after `epochs` epochs: its training and test error, the loss per epoch, seconds (in all,
+    and per epoch: the first includes compiling the train step)."""
 
     model: Any
     setup: Any
@@ -34,6 +36,7 @@ class Net:
     test_error: float | None
     losses: list[float]
     seconds: float
+    epoch_seconds: tuple[float, ...] = ()
 
     @property
     def data(self):
@@ -145,13 +148,18 @@ def train(over: list[str], *, epochs: int, batch_size: int, lr: float, seed: int
     s = setup(over, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, n_train=n_train, data=data, init=init)
     state, start, losses = s.state, time.perf_counter(), []
     train_error = test_error = None
+    epoch_seconds = []
     if epochs:
         train_step, eval_step = loop.make_steps(s)
+        tick = time.perf_counter()
         for _, state, loss, train_error in run_epochs(s, s.state, train_step, range(epochs), seed=seed):  # noqa: B007
-            losses.append(loss)
+            losses.append(loss)  # a float: the epoch's last step has finished
+            epoch_seconds.append(time.perf_counter() - tick)
+            tick = time.perf_counter()
         if evaluate:
             test_error = error(eval_step, state, s.data.x_test, s.data.y_test)
-    return Net(model_of(s, state), s, train_error, test_error, losses, time.perf_counter() - start)
+    return Net(model_of(s, state), s, train_error, test_error, losses, time.perf_counter() - start,
+               tuple(epoch_seconds))
 
 
 def run_epochs(s: loop.Setup, state, train_step, epochs: Iterable[int], *, seed: int
@@ -180,3 +188,91 @@ def model_of(s: loop.Setup, state) -> nnx.Module:
 def probe_batch(s, n: int) -> tuple[Any, Any]:
     """The first n training signals and labels (the batch on which gradients are measured)."""
     return s.data.x_train[:n], s.data.y_train[:n]
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Masked:
+    """Nets trained under pruning masks (`train_masked`), V variants at once: parameters with a leading
+    variant axis, each variant's training and test error, the parameters after `rewind_at` steps."""
+
+    params: Any
+    train_error: np.ndarray
+    test_error: np.ndarray | None
+    at_rewind: Any
+    seconds: float
+
+
+def masked_steps(s: loop.Setup, *, vmap: bool = True):
+    """(s', train_step, eval_step, vmap) for training under pruning masks: s' is s with its optimiser wrapped by
+    `odenets.analysis.masked` (pruned weights stay exactly zero). vmap=True: both steps vmapped over a leading
+    variant axis of the state (V nets on one batch), one program for V nets (whose compile takes about twice
+    the plain step's); vmap=False: the run's own steps, the V nets trained one after the other. Either way
+    the masks are data of the optimiser state, so every mask of a pruning run trains with one compiled step."""
+    from odenets.analysis import masked, ones_like
+
+    params, rest, _ = s.state
+    s = dataclasses.replace(s, tx=masked(s.tx, ones_like(params)))
+    train_step, eval_step = loop.make_steps(s)
+    if not vmap:
+        return s, train_step, eval_step, False
+    return (s, jax.jit(jax.vmap(train_step, in_axes=(0, None, None))),
+            jax.jit(jax.vmap(eval_step, in_axes=(0, None, None, None))), True)
+
+
+def train_masked(steps, params, masks, *, seed: int, rewind_at: int | None = None,
+                 evaluate: bool = True) -> Masked:
+    """V variants (steps: `masked_steps(s)`): params and masks with a leading variant axis, each net
+    m * theta trained from theta = params by the run's optimiser (its schedule restarted) for the run's
+    epochs on the same batches; pruned weights stay zero. `rewind_at`: also return the parameters after that
+    many steps (the rewind point of Frankle et al. 2020). The training error is the running error of the last
+    epoch's mini-batches, the test error the run's eval step."""
+    s, train_step, eval_step, vmapped = steps
+    start = time.perf_counter()
+    host = lambda tree: jax.tree.map(np.asarray, tree)  # numpy on the host: no small eager programs to compile
+    params, masks = host(params), host(masks)
+    n = len(jax.tree.leaves(params)[0])
+    if vmapped:
+        run = _train_masked(s, train_step, eval_step, params, masks, n, seed, rewind_at, evaluate)
+        params, train_error, test_error, at_rewind = run
+    else:  # one net after the other, stacked
+        pick = lambda tree, i: jax.tree.map(lambda a: a[i], tree)
+        stack = lambda trees: None if trees[0] is None else jax.tree.map(lambda *a: np.stack(a), *trees)
+        runs = [_train_masked(s, train_step, eval_step, pick(params, i), pick(masks, i), None, seed, rewind_at,
+                              evaluate) for i in range(n)]
+        params, train_error, test_error, at_rewind = (stack(list(r)) for r in zip(*runs))
+    params, at_rewind = host(params), None if at_rewind is None else host(at_rewind)
+    return Masked(params, train_error, test_error, at_rewind, time.perf_counter() - start)
+
+
+def _train_masked(s, train_step, eval_step, params, masks, n, seed, rewind_at, evaluate):
+    """One (n=None) or n vmapped masked nets: (params, train error, test error or None, params at rewind_at)."""
+    from odenets.analysis import MaskedState, apply_masks
+
+    _, rest, _ = s.state
+    shape = () if n is None else (n,)
+    if s.run.optim.name in ZERO_STATE:  # zeros of the inner state's structure (see _opt_init)
+        shapes = jax.eval_shape(s.tx.init, s.state[0]).inner
+        inner = jax.tree.map(lambda a: jnp.asarray(np.zeros((*shape, *a.shape), a.dtype)), shapes)
+    else:
+        inner = (jax.jit(jax.vmap(s.tx.init)) if n else jax.jit(s.tx.init))(params).inner
+    rest = jax.tree.map(lambda a: np.broadcast_to(np.asarray(a), (*shape, *np.shape(a))), rest)
+    state = (apply_masks(params, masks), rest, MaskedState(inner, masks))
+    x, y = s.data.x_train, s.data.y_train
+    at_rewind, step, accuracy = None, 0, []
+    for epoch in range(s.run.optim.epochs):
+        accuracy = []
+        for idx in datasets.batches(len(x), s.run.optim.batch_size, seed=seed, epoch=epoch):
+            if step == rewind_at:
+                at_rewind = state[0]
+            state, metrics = train_step(state, x[idx], y[idx])
+            accuracy.append(metrics["accuracy"])
+            step += 1
+    train_error = 1.0 - np.mean(np.asarray(accuracy), axis=0)
+    test_error = None
+    if evaluate:
+        xt, yt = s.data.x_test, s.data.y_test
+        correct = sum(np.asarray(eval_step(state, xt[i:i + 1000], yt[i:i + 1000], jnp.ones(len(xt[i:i + 1000])))
+                                 ["correct"]) for i in range(0, len(xt), 1000))
+        test_error = 1.0 - correct / len(xt)
+    return state[0], train_error, test_error, at_rewind

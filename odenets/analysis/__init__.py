@@ -53,6 +53,7 @@ from odenets.analysis.paths import (
     stage_paths,
 )
 from odenets.analysis.prune import (
+    MaskedState,
     apply_masks,
     kept_fraction,
     magnitude_masks,
@@ -60,6 +61,7 @@ from odenets.analysis.prune import (
     ones_like,
     random_masks,
     rewind,
+    transfer_masks,
     weights_only,
 )
 from odenets.analysis.regions import plot_regions, region_grid
@@ -83,10 +85,10 @@ __all__ = [
     "region_grid", "stability_function", "stable", "step_spectra",
     "Gates", "GradFlow", "PathExpansion", "gradient_flow", "highway_gates", "jacobian_product",
     "layer_jacobians", "path_expansion", "LayerGraph", "ShortestPaths", "layer_graph", "shortest_paths",
-    "Lipschitz", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks", "delete_blocks",
-    "depth_weights", "per_step_params", "roughness", "smooth_depth", "smooth_stack",
+    "Lipschitz", "MaskedState", "Paths", "apply_masks", "attack_accuracy", "block_lipschitz", "blocks",
+    "delete_blocks", "depth_weights", "per_step_params", "roughness", "smooth_depth", "smooth_stack",
     "fgsm", "interpolate_depth", "interpolate_stack", "keep_orders", "kept_fraction", "lesion_accuracy",
     "magnitude_masks", "masked", "ones_like", "path_counts", "path_gradients", "path_length_distribution", "pgd",
     "random_deletion", "random_masks", "random_swaps", "restack", "rewind", "sample_path_gradients",
-    "spectral_norm", "stage_paths", "weights_only", "block_mask", "frozen", "with_mask",
+    "spectral_norm", "stage_paths", "transfer_masks", "weights_only", "block_mask", "frozen", "with_mask",
 ]

@@ -16,13 +16,16 @@ pruning with rewinding is then
 masked before tx (clipping and Adam's moments see only live weights) and the update of a
 pruned weight is -theta (so theta + update = 0 exactly, even for weights not zero at the start).
 The one thing a reader may get wrong: weight decay or momentum alone would move a pruned weight
-off zero; the wrapper's last step, not zero initial values, is what keeps it there.
+off zero; the wrapper's last step, not zero initial values, is what keeps it there. The masks
+live in the optimiser state (`MaskedState.masks`), not in the compiled update: one jitted train
+step trains every mask of a pruning run (`state._replace(masks=new)`), with no recompilation.
 
     weights_only(path, leaf)                 the default prunable predicate
     magnitude_masks(params, p, masks=None)   one round of global magnitude pruning
     random_masks(masks, seed)                the same number kept per leaf, at random positions
     apply_masks(params, masks), rewind(params_k, masks)
     kept_fraction(masks)                     fraction of prunable weights kept
+    transfer_masks(masks, params)            a mask moved onto another net of the same leaf shapes
     masked(tx, masks)                        the optax wrapper
 """
 
@@ -132,23 +135,41 @@ def kept_fraction(masks, *, prunable: Prunable = weights_only) -> float:
     return kept / total
 
 
+def transfer_masks(masks, params):
+    """`masks` (built on one net) as masks of another net with parameters `params`: leaf by leaf in
+    flattening order, which must give the same shapes (a plain net and the residual net with the same
+    layers: only the stage's module name differs). The mask values are unchanged; the tree is params'."""
+    mleaves, (leaves, treedef) = jax.tree.leaves(masks), jax.tree.flatten(params)
+    shapes = [np.shape(m) for m in mleaves], [np.shape(v) for v in leaves]
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"masks of leaf shapes {shapes[0]} do not fit parameters of leaf shapes {shapes[1]}: "
+                         "a mask transfers only between nets with the same layers in the same order")
+    dtype = lambda v: v.dtype if hasattr(v, "dtype") else np.result_type(v)  # also shapes only (nnx.eval_shape)
+    return jax.tree.unflatten(treedef, [jnp.asarray(m, dtype(v)) for m, v in zip(mleaves, leaves)])
+
+
 class MaskedState(NamedTuple):
+    """The inner optimiser's state and the masks it enforces (traced data: swap them freely)."""
+
     inner: Any
+    masks: Any
 
 
 def masked(tx: optax.GradientTransformation, masks) -> optax.GradientTransformation:
     """tx with the mask enforced: gradients masked before tx, and the update of every pruned
-    weight replaced by -theta, so that theta + update is exactly 0 (needs params in update)."""
+    weight replaced by -theta, so that theta + update is exactly 0 (needs params in update).
+    `masks` are the initial state's; the update reads the state's, so a new mask is
+    `state._replace(masks=new)` (with a fresh `inner` to restart the optimiser)."""
 
     def init(params):
-        return MaskedState(tx.init(params))
+        return MaskedState(tx.init(params), masks)
 
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("masked(tx, masks).update needs params (it sets pruned weights to exactly 0)")
-        updates = apply_masks(updates, masks)
+        updates = apply_masks(updates, state.masks)
         updates, inner = tx.update(updates, state.inner, params)
-        updates = jax.tree.map(lambda u, p, m: jnp.where(m != 0, u, -p), updates, params, masks)
-        return updates, MaskedState(inner)
+        updates = jax.tree.map(lambda u, p, m: jnp.where(m != 0, u, -p), updates, params, state.masks)
+        return updates, MaskedState(inner, state.masks)
 
     return optax.GradientTransformation(init, update)

@@ -16,7 +16,7 @@ import numpy as np
 
 from odenets._abstract import final
 from odenets.data.base import Builder, Dataset, data_dir, register
-from odenets.validate import boolean
+from odenets.validate import boolean, integer
 
 CACHE_FORMAT = 1  # bump when the cached arrays change meaning
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -112,16 +112,27 @@ class MNIST1D(Builder):
     The raw values are already centred and scaled by one global mean and std over all 5000
     signals. `standardize=True` additionally standardises each of the 40 positions with the
     training set's per-position mean and std (applied to train and test alike).
+
+    `length` resamples every signal to `length` samples by linear interpolation over the same
+    span: sample j of the new signal sits at position j (40 - 1) / (length - 1) of the old one,
+    x'_j = (1 - f) x_i + f x_{i+1} with i + f that position (None: the 40 samples as they are).
+    It changes the input's resolution, not its content (the scaled input of EfficientNet-like
+    compound scaling); standardisation, if asked, comes after it.
     """
 
     standardize: bool = False
+    length: int | None = None
 
     def __post_init__(self):
         self._check(boolean, "standardize")
+        if self.length is not None:
+            self._check(integer, "length", 2)
 
     def build(self, seed: int) -> Dataset:
         a = canonical_arrays()
         x_train, x_test = a["x_train"], a["x_test"]
+        if self.length is not None:
+            x_train, x_test = resample(x_train, self.length), resample(x_test, self.length)
         if self.standardize:
             mean, std = x_train.mean(axis=0), x_train.std(axis=0)
             x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
@@ -134,3 +145,13 @@ class MNIST1D(Builder):
             task="classification",
             num_classes=10,
         )
+
+
+def resample(x: np.ndarray, length: int) -> np.ndarray:
+    """Signals (N, L) resampled to (N, length) by linear interpolation: sample j at old position
+    j (L - 1) / (length - 1) (both ends kept)."""
+    old = x.shape[-1]
+    where = np.arange(length) * (old - 1) / (length - 1)
+    i = np.minimum(np.floor(where).astype(int), old - 2)
+    f = (where - i).astype(x.dtype)
+    return (1 - f) * x[..., i] + f * x[..., i + 1]

@@ -183,7 +183,8 @@ def check_trajectories(family: str, dataset: str | None = None) -> None:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Layered(Family):
-    """field   the layer type, a name in `odenets.fields.field_type` (basic | bottleneck)
+    """field   the layer type, a name in `odenets.fields.field_type` (basic | bottleneck | multibranch;
+            multibranch only for conv kinds)
     preact  False: conv-norm-act ordering; True: norm-act-conv (conv kinds only)"""
 
     field: str = "basic"
@@ -199,6 +200,10 @@ class Layered(Family):
 
     def resolve(self, input_shape):
         spec = super().resolve(input_shape)
+        if spec.ndim == 0 and spec.field in field_type.names() and not field_type(spec.field).flat:
+            valid = ", ".join(n for n in self.field_choices() if field_type(n).flat)
+            raise ValueError(f"field {spec.field!r} needs a conv kind (kind='conv1d' or 'conv2d'); valid choices "
+                             f"for kind 'mlp': {valid}")
         if spec.preact and spec.ndim == 0:
             raise ValueError(
                 "preact=True needs a conv kind (the mlp kind's fields are MLPFields, without norms); "
