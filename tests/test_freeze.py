@@ -10,7 +10,7 @@ from flax import nnx
 
 import odenets as on
 from odenets.analysis import block_mask, frozen, with_mask
-from odenets.analysis.freeze import FrozenState
+from odenets.analysis.prune import MaskedState
 
 
 def tiny(depth=3, stages=1):
@@ -88,6 +88,6 @@ def test_frozen_adam_holds_frozen_entries_and_swaps_masks_without_recompiling():
         elif "'stem'" in key:
             assert np.all(moved == 0), key
     assert len(traces) == 1  # the mask is state: one compilation
-    assert isinstance(opt_state, FrozenState)
+    assert isinstance(opt_state, MaskedState)
     with pytest.raises(TypeError, match="with_mask takes the state of frozen"):
-        with_mask(opt_state.inner, opt_state.mask)
+        with_mask(opt_state.inner, opt_state.masks)

@@ -11,7 +11,7 @@ enforced:
     u, s <- tx(g, s)
     u <- m * u            (a frozen entry's update is exactly 0: theta + u = theta)
 
-The mask lives in the optimiser state (`FrozenState.mask`), not in the compiled step:
+The mask lives in the optimiser state (`prune.MaskedState.masks`), not in the compiled step:
 `with_mask(state, m)` opens other blocks without compiling the train step again. Stagewise
 training as in boosting (block l trained with blocks 0..l-1 frozen) is then one train step and
 a new mask per stage. The one thing a reader may get wrong: masking the gradient alone is not
@@ -26,7 +26,6 @@ last masking is what holds a frozen entry fixed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +34,7 @@ import optax
 from flax import nnx
 
 from odenets.analysis.lesion import _holder, _stack_of, blocks
-from odenets.analysis.prune import apply_masks
+from odenets.analysis.prune import MaskedState, masked
 from odenets.models import Classifier
 
 
@@ -79,32 +78,18 @@ def block_mask(model: Classifier, train: Iterable[tuple[int, int]], also: Iterab
     return jax.tree_util.tree_map_with_path(mask, params)
 
 
-class FrozenState(NamedTuple):
-    """The wrapped optimiser's state and the mask (1: trainable) that `frozen` applies."""
-
-    inner: Any
-    mask: Any
-
-
 def frozen(tx: optax.GradientTransformation, mask) -> optax.GradientTransformation:
     """tx with the entries where `mask` is 0 frozen: their gradient is zeroed before tx and their
-    update after it, so they never move (module docstring). `mask` is the initial mask; the one in
-    the state is the one applied (`with_mask` swaps it)."""
-
-    def init(params):
-        return FrozenState(tx.init(params), mask)
-
-    def update(updates, state, params=None):
-        updates, inner = tx.update(apply_masks(updates, state.mask), state.inner, params)
-        return apply_masks(updates, state.mask), FrozenState(inner, state.mask)
-
-    return optax.GradientTransformation(init, update)
+    update after it, so they never move (module docstring): `prune.masked` holding masked entries
+    instead of zeroing them. `mask` is the initial mask; the one in the state is the one applied
+    (`with_mask` swaps it)."""
+    return masked(tx, mask, pruned=False)
 
 
-def with_mask(opt_state: FrozenState, mask) -> FrozenState:
+def with_mask(opt_state: MaskedState, mask) -> MaskedState:
     """The optimiser state of `frozen(tx, ...)` with `mask` applied from the next update on."""
-    if not isinstance(opt_state, FrozenState):
+    if not isinstance(opt_state, MaskedState):
         raise TypeError(f"with_mask takes the state of frozen(tx, mask), got {type(opt_state).__name__}")
-    if jax.tree.structure(mask) != jax.tree.structure(opt_state.mask):
+    if jax.tree.structure(mask) != jax.tree.structure(opt_state.masks):
         raise ValueError("the new mask must have the structure of the parameters (block_mask of the same model)")
-    return opt_state._replace(mask=mask)
+    return opt_state._replace(masks=mask)

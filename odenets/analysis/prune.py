@@ -155,21 +155,25 @@ class MaskedState(NamedTuple):
     masks: Any
 
 
-def masked(tx: optax.GradientTransformation, masks) -> optax.GradientTransformation:
-    """tx with the mask enforced: gradients masked before tx, and the update of every pruned
-    weight replaced by -theta, so that theta + update is exactly 0 (needs params in update).
-    `masks` are the initial state's; the update reads the state's, so a new mask is
+def masked(tx: optax.GradientTransformation, masks, *, pruned: bool = True) -> optax.GradientTransformation:
+    """tx with the mask enforced: gradients masked before tx (clipping and Adam's moments see only
+    the live entries), then the update of every masked entry replaced: by -theta when `pruned`, so
+    that theta + update is exactly 0 (needs params in update), by 0 otherwise, so that the entry
+    holds its value (`freeze.frozen`: masking the gradient alone would let Adam's moments or weight
+    decay move it). `masks` are the initial state's; the update reads the state's, so a new mask is
     `state._replace(masks=new)` (with a fresh `inner` to restart the optimiser)."""
 
     def init(params):
         return MaskedState(tx.init(params), masks)
 
     def update(updates, state, params=None):
-        if params is None:
+        if pruned and params is None:
             raise ValueError("masked(tx, masks).update needs params (it sets pruned weights to exactly 0)")
-        updates = apply_masks(updates, state.masks)
-        updates, inner = tx.update(updates, state.inner, params)
-        updates = jax.tree.map(lambda u, p, m: jnp.where(m != 0, u, -p), updates, params, state.masks)
+        updates, inner = tx.update(apply_masks(updates, state.masks), state.inner, params)
+        if pruned:
+            updates = jax.tree.map(lambda u, p, m: jnp.where(m != 0, u, -p), updates, params, state.masks)
+        else:
+            updates = apply_masks(updates, state.masks)
         return updates, MaskedState(inner, state.masks)
 
     return optax.GradientTransformation(init, update)
