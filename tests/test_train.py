@@ -4,7 +4,9 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
+from odenets.train import load_run
 from odenets.train.loop import Diverged, fit
 from odenets.train.metrics import read_metrics
 from odenets.train.optim import SCHEDULES, optimizer
@@ -45,6 +47,19 @@ def test_fit_learns_and_writes_the_run_directory(tmp_path):
     assert summary["nfe_forward"] == 4 * 3  # rk4, 3 steps
     assert summary["steps"] == 3 * (256 // 32)
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    # the run directory gives the trained model back: its test accuracy, computed here, is the summary's
+    run = load_run(tmp_path / "run")
+    assert run.step == summary["steps"] and run.summary == summary and run.config["data"]["name"] == "moons"
+    predicted = np.argmax(np.asarray(run.model(run.data.x_test)), -1)
+    assert np.mean(predicted == run.data.y_test) == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+def test_load_run_names_what_a_directory_lacks(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.yaml not found: .* is not an odenets run directory"):
+        load_run(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny()))
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint that restores"):
+        load_run(tmp_path)
 
 
 def test_nothing_is_overwritten(tmp_path):

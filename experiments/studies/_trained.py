@@ -12,16 +12,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
 from flax import nnx
 
 from odenets import cli
-from odenets import data as datasets
 from odenets._abstract import final
-from odenets.train.checkpoints import Checkpoints
-from odenets.train.config import RunConfig, build_model
 from odenets.train.loop import fit
+from odenets.train.restore import load_run
 
 
 @final
@@ -38,24 +34,10 @@ class Trained:
 def train(overrides: list[str], run_dir: Path) -> Trained:
     """Train `odenets run <overrides>` into `run_dir` (a fresh directory) and restore the result.
 
-    The model is rebuilt from the config and loaded with the newest checkpoint's parameters,
-    so what the study analyses is exactly what `fit` saved.
+    The model is rebuilt from the config and loaded with the newest checkpoint's parameters
+    (`odenets.train.load_run`), so what the study analyses is exactly what `fit` saved.
     """
     cfg = cli.compose(["train.progress=false", *overrides])
     summary = fit(cfg, run_dir)
-    run = RunConfig.parse(cfg)
-    data = datasets.load(run.data, seed=run.seed)
-    # the state's structure without initialising it (nnx.eval_shape): the checkpoint fills in the values
-    graphdef, params, rest = nnx.split(nnx.eval_shape(lambda: build_model(run, data.input_shape, data.output_dim)),
-                                       nnx.Param, ...)
-    opt_state = jax.eval_shape(run.optim.transform(max(1, summary["steps"])).init, params)
-    like = jax.tree.map(lambda leaf: np.zeros(leaf.shape, leaf.dtype), (params, rest, opt_state))
-    ckpt = Checkpoints(Path(run_dir) / "checkpoints")
-    try:
-        restored = ckpt.restore_latest(like)
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise RuntimeError(f"training into {run_dir} wrote no checkpoint (status {summary['status']!r})")
-    (params, rest, _), _ = restored
-    return Trained(nnx.merge(graphdef, params, rest), data, summary, Path(run_dir))
+    run = load_run(run_dir)
+    return Trained(run.model, run.data, summary, Path(run_dir))
