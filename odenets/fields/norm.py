@@ -1,4 +1,4 @@
-"""GroupNorm with the statistics reduced channel by channel first, which XLA:CPU runs about ten times faster.
+"""GroupNorm with the statistics summed channel by channel first, which XLA:CPU runs 4-9x faster than Flax's.
 
 `nnx.GroupNorm` reshapes (B, ..., C) to (B, ..., G, C/G) and reduces the spatial axes and the
 channels of a group in one reduction. XLA:CPU runs that reduction, whose innermost reduced axis is
