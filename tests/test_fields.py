@@ -258,3 +258,29 @@ def test_conv_field_gradients_in_a_scan_use_canonical_convolutions():
     text = jax.jit(jax.grad(loss)).lower(params, jnp.ones((2, 6, 8))).compile().as_text()
     labels = set(re.findall(r"dim_labels=([\w>-]+)", text))
     assert labels == {"b0f_0io->b0f"}, labels
+
+
+# -- GroupNorm with per-channel statistics ----------------------------------------------------------
+@pytest.mark.parametrize("shape,groups", [((4, 7, 7, 64), 32), ((3, 9, 65), 5), ((2, 5, 4, 3, 8), 4),
+                                          ((5, 64), 32), ((3, 6, 8), 1)])
+def test_group_norm_equals_flax_in_value_and_gradient(shape, groups):
+    """odenets.fields.norm.GroupNorm against nnx.GroupNorm: the same parameters, values and gradients (with
+    respect to the input and to scale and bias) within float32 rounding."""
+    from odenets.fields.norm import GroupNorm
+
+    rng = np.random.default_rng(0)
+    x, g = (jnp.asarray(rng.standard_normal(shape) * 3 + 1, jnp.float32) for _ in range(2))
+    ours, flax = (cls(shape[-1], num_groups=groups, rngs=nnx.Rngs(0)) for cls in (GroupNorm, nnx.GroupNorm))
+    for name in ("scale", "bias"):
+        value = jnp.asarray(rng.standard_normal(shape[-1]), jnp.float32)
+        getattr(ours, name)[...] = getattr(flax, name)[...] = value
+    assert jax.tree.structure(nnx.state(ours)) == jax.tree.structure(nnx.state(flax))
+
+    def value_and_grads(module):
+        graph, params = nnx.split(module)
+        y, back = jax.vjp(lambda p, x: jax.nn.relu(nnx.merge(graph, p)(x)), params, x)
+        return y, back(g)
+
+    for a, b in zip(jax.tree.leaves(jax.jit(lambda: value_and_grads(ours))()),
+                    jax.tree.leaves(jax.jit(lambda: value_and_grads(flax))()), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * float(jnp.max(jnp.abs(b))))

@@ -194,7 +194,8 @@ def test_plain_has_no_skip():
     x = x0
     for k in range(n):
         x = on.fields.field_at(block.fields, k)(jnp.float32(k), x)
-    np.testing.assert_allclose(block(x0), x, rtol=0, atol=1e-6)
+    # GroupNorm-ed outputs of size ~3: 1e-6 of their size (the jitted stage and the eager loop round apart)
+    np.testing.assert_allclose(block(x0), x, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(x))))
 
 
 def test_highway_is_a_gated_skip():

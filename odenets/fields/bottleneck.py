@@ -10,6 +10,7 @@ from flax import nnx
 
 from odenets._abstract import final
 from odenets.fields.conv import conv_layer
+from odenets.fields.norm import GroupNorm
 from odenets.fields.time import concat_time
 
 
@@ -54,7 +55,7 @@ class BottleneckField(nnx.Module):
             return conv_layer(cin + t, cout, (k,) * ndim, padding="SAME", param_dtype=param_dtype, rngs=rngs)
 
         def norm(c):
-            return nnx.GroupNorm(c, num_groups=math.gcd(c, groups), param_dtype=param_dtype, rngs=rngs)
+            return GroupNorm(c, num_groups=math.gcd(c, groups), param_dtype=param_dtype, rngs=rngs)
 
         self.convs = nnx.List(
             [conv(channels, hidden, 1), conv(hidden, hidden, kernel_size), conv(hidden, channels, 1)]

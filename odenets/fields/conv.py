@@ -25,6 +25,7 @@ from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
 from odenets._abstract import final
+from odenets.fields.norm import GroupNorm
 from odenets.fields.time import concat_time
 
 _SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
@@ -146,7 +147,7 @@ class ConvField(nnx.Module):
             raise ValueError(f"channels={channels} is not divisible by groups={groups}")
         self.time, self.preact = time, preact
         k, cin = (kernel_size,) * ndim, channels + int(time)
-        norm = lambda: nnx.GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
+        norm = lambda: GroupNorm(channels, num_groups=groups, param_dtype=param_dtype, rngs=rngs)
         conv = lambda: conv_layer(cin, channels, k, padding="SAME", param_dtype=param_dtype, rngs=rngs)
         if preact:  # GN-ReLU-conv-GN-ReLU-conv-GN
             self.norm1, self.conv1, self.norm2, self.conv2, self.norm3 = norm(), conv(), norm(), conv(), norm()

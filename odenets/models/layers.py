@@ -14,6 +14,7 @@ from flax import nnx
 
 from odenets._abstract import final
 from odenets.fields.conv import conv_layer
+from odenets.fields.norm import GroupNorm
 
 KIND_NDIM = {"mlp": 0, "conv1d": 1, "conv2d": 2}
 
@@ -25,9 +26,9 @@ def weight(cin: int, cout: int, ndim: int, *, kernel: int = 1, stride: int = 1, 
     return conv_layer(cin, cout, (kernel,) * ndim, strides=stride, padding=padding, rngs=rngs, **kw)
 
 
-def norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-    """GroupNorm with gcd(channels, groups) groups (always a divisor of channels)."""
-    return nnx.GroupNorm(channels, num_groups=math.gcd(channels, groups), rngs=rngs)
+def norm(channels: int, groups: int, rngs: nnx.Rngs) -> GroupNorm:
+    """GroupNorm (`odenets.fields.norm`) with gcd(channels, groups) groups (always a divisor of channels)."""
+    return GroupNorm(channels, num_groups=math.gcd(channels, groups), rngs=rngs)
 
 
 @final
