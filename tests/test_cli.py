@@ -154,7 +154,8 @@ def test_a_sweep_whose_data_need_different_models_is_refused_before_any_job(tmp_
     assert "model=" in err and not sweep.exists()
 
 
-@pytest.mark.parametrize("extension", [["integrator=ralston"], ["model=scaled_resnet", "data=xor"]])
+@pytest.mark.parametrize("extension", [["integrator=ralston"],
+                                       pytest.param(["model=scaled_resnet", "data=xor"], marks=pytest.mark.slow)])
 def test_classes_registered_in_one_class_each_run_from_the_command_line(tmp_path, extension):
     """A user's module registers Ralston's method, a ReZero family and an XOR dataset
     (tests/extensions.py); `odenets run` takes them with no other edit."""
@@ -214,23 +215,14 @@ def test_a_bad_value_names_its_key_and_what_is_valid(tmp_path, monkeypatch, caps
 # ---- runs -----------------------------------------------------------------------------------------------------
 
 
-def test_cli_runs_end_to_end_and_reports(tmp_path, monkeypatch, capsys):
+def test_cli_runs_end_to_end_and_refuses(tmp_path, monkeypatch, capsys):
     base = ["experiment=toy", "optim.epochs=2", "train.progress=false"]
     out = cli("run", *base, f"hydra.run.dir={tmp_path / 'a'}").stdout
     assert "| toy | node | rk4 | backprop |" in out and "figure:" in out
-    # a sweep (Hydra multirun) over one axis, with another axis swapped
-    sweep = tmp_path / "sweep"
-    cli("run", "-m", *base, "integrator=heun", "gradient=adjoint,checkpoint", f"hydra.sweep.dir={sweep}")
     for name in RUN_FILES:
         assert (tmp_path / "a" / name).exists(), name
-    runs = [json.loads((tmp_path / "sweep" / str(k) / "summary.json").read_text()) for k in (0, 1)]
-    assert [(r["integrator"], r["gradient"], r["nfe_forward"]) for r in runs] == [
-        ("heun", "adjoint", 8), ("heun", "checkpoint", 8)]
-    report = cli("report", str(tmp_path / "a"), str(sweep / "0"), "--out", str(tmp_path / "cmp")).stdout
-    # rows are labelled by the config keys that differ between the runs, with each run's status
-    assert "gradient.name=backprop, integrator.name=rk4" in report and "gradient.name=adjoint" in report
-    assert report.count("| completed |") == 2
-    assert (tmp_path / "cmp" / "report.md").exists() and (tmp_path / "cmp" / "comparison.png").exists()
+    code, out, _ = in_process(monkeypatch, capsys, "report", str(tmp_path / "a"), "--out", str(tmp_path / "cmp"))
+    assert code == 0 and out.count("| completed |") == 1 and (tmp_path / "cmp" / "comparison.png").exists()
     # an existing run is never overwritten; unknown keys and names are Hydra / odenets errors (these two in
     # this process: the same main, without two more interpreter starts)
     again = cli("run", *base, f"hydra.run.dir={tmp_path / 'a'}", check=False)
@@ -241,6 +233,23 @@ def test_cli_runs_end_to_end_and_reports(tmp_path, monkeypatch, capsys):
     code, _, err = in_process(monkeypatch, capsys, "run", *base, "integrator=rk5", elsewhere)
     assert code != 0 and "rk4" in err  # the available options are listed
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.slow  # a run, a sweep of two runs and a report: four interpreter starts
+def test_cli_sweeps_and_reports(tmp_path):
+    base = ["experiment=toy", "optim.epochs=2", "train.progress=false"]
+    cli("run", *base, f"hydra.run.dir={tmp_path / 'a'}")
+    # a sweep (Hydra multirun) over one axis, with another axis swapped
+    sweep = tmp_path / "sweep"
+    cli("run", "-m", *base, "integrator=heun", "gradient=adjoint,checkpoint", f"hydra.sweep.dir={sweep}")
+    runs = [json.loads((tmp_path / "sweep" / str(k) / "summary.json").read_text()) for k in (0, 1)]
+    assert [(r["integrator"], r["gradient"], r["nfe_forward"]) for r in runs] == [
+        ("heun", "adjoint", 8), ("heun", "checkpoint", 8)]
+    report = cli("report", str(tmp_path / "a"), str(sweep / "0"), "--out", str(tmp_path / "cmp")).stdout
+    # rows are labelled by the config keys that differ between the runs, with each run's status
+    assert "gradient.name=backprop, integrator.name=rk4" in report and "gradient.name=adjoint" in report
+    assert report.count("| completed |") == 2
+    assert (tmp_path / "cmp" / "report.md").exists() and (tmp_path / "cmp" / "comparison.png").exists()
 
 
 @pytest.mark.slow  # a whole command line (10 s); the plain family itself is tested in test_models.py

@@ -98,7 +98,7 @@ def test_checkpoint_equals_backprop(segment, save):
 
 @pytest.mark.parametrize("integrator,per_step", [
     ("euler", False), ("heun", False), ("rk4", False), ("reversible_heun", False), ("trapezoid", False),
-    pytest.param("euler", True, marks=SLOW), ("rk4", True), ("reversible_heun", True),
+    pytest.param("euler", True, marks=SLOW), pytest.param("rk4", True, marks=SLOW), ("reversible_heun", True),
     pytest.param("backward_euler", False, marks=SLOW), pytest.param("heun", True, marks=SLOW),
     pytest.param("backward_euler", True, marks=SLOW), pytest.param("trapezoid", True, marks=SLOW),
 ])
