@@ -83,7 +83,7 @@ def regularisation(model: nnx.Module) -> jax.Array | None:
     """The sum of the RNODE penalties (`Penalty`) of the model's ODE blocks on its last call, traceable
     and differentiable when read inside the call's trace (as the train step does); None for a model
     without a weighted RNODE term (the loss is then the data loss alone)."""
-    terms = [node.penalty.value for _, node in nnx.iter_graph(model)
+    terms = [node.penalty[...] for _, node in nnx.iter_graph(model)
              if isinstance(node, ODEBlock) and node.rnode.active]
     return sum(terms[1:], terms[0]) if terms else None
 
@@ -154,8 +154,8 @@ class ODEBlock(Counted):
         """eps ~ N(0, I) shaped like x (per-step: a leading axis of steps), or None without a J term."""
         if not self.rnode.jacobian:
             return None
-        key, draw = jax.random.split(jax.random.wrap_key_data(self.noise_key.value))
-        self.noise_key.value = jax.random.key_data(key)
+        key, draw = jax.random.split(jax.random.wrap_key_data(self.noise_key[...]))
+        self.noise_key.set_value(jax.random.key_data(key))
         shape = (self.steps, *x.shape) if self.params == "per_step" else x.shape
         return jax.random.normal(draw, shape, jnp.finfo(x.dtype).dtype)
 
@@ -165,7 +165,7 @@ class ODEBlock(Counted):
         options = dict(integrator=self.integrator, gradient=self.gradient, save=save, unroll=self.unroll)
         if self.rnode.active:
             sol, kinetic, jacobian = rnode_odeint(f, x, self._probe(x), self.t0, self.t1, self.steps, **options)
-            self.penalty.value = self.rnode.penalty(kinetic, jacobian)
+            self.penalty.set_value(self.rnode.penalty(kinetic, jacobian))
         else:
             sol = odeint(f, x, self.t0, self.t1, self.steps, **options)
         self._record(sol.stats["nfe"], sol.stats["nfe_backward"])
