@@ -105,7 +105,7 @@ def test_regulariser_gradient_matches_finite_differences(integrator, gradient):
 
 
 def _block(params="shared", **weights):
-    return on.models.ODEBlock(lambda r: MLPField(3, 4, layers=2, rngs=r), params=params, steps=8,
+    return models.ODEBlock(lambda r: MLPField(3, 4, layers=2, rngs=r), params=params, steps=8,
                               integrator="rk4", rnode=RNODE(**weights), rngs=nnx.Rngs(0))
 
 
