@@ -18,7 +18,7 @@ from odenets.models.base import REGISTRY as family
 from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.families import Residual, SharedODE
 from odenets.models.block import NoiseKey, ODEBlock, Penalty, SolverStats, regularisation, solver_stats
-from odenets.models.block import stage_totals
+from odenets.models.block import BackwardProbe, record_backward, stage_totals
 from odenets.models.classifier import Classifier
 from odenets.models.trajectory import Trajectory
 from odenets.models.base import check_trajectories
@@ -50,8 +50,9 @@ def trajectory(family: str | Family, *, dim: int, ts, rngs=0, **options) -> Traj
 
 
 __all__ = [
-    "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered", "NoiseKey", "ODEBlock",
+    "BackwardProbe", "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered",
+    "NoiseKey", "ODEBlock",
     "Penalty", "Residual", "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "Trajectory",
-    "build", "check_trajectories", "family", "param_count", "preset", "regularisation",
+    "build", "check_trajectories", "family", "param_count", "preset", "record_backward", "regularisation",
     "solver_stats", "stage_totals", "stem", "trajectory",
 ]

@@ -35,6 +35,11 @@ class Penalty(nnx.Variable):
     a float scalar, differentiable inside the call that set it (the training loss adds it)."""
 
 
+class BackwardProbe(nnx.Variable):
+    """A zero scalar an adaptive ODE block hands `odeint` as its `probe`: differentiated with the loss
+    (the train step does), its gradient is the block's backward evaluation count (`record_backward`)."""
+
+
 class NoiseKey(nnx.Variable):
     """The raw key data (uint32) of an ODE block's Hutchinson probes; each call splits it once."""
 
@@ -79,6 +84,18 @@ def stage_totals(model: nnx.Module) -> dict[str, jax.Array]:
             for key, c in counts.items()}
 
 
+def record_backward(model: nnx.Module, counts: nnx.State) -> None:
+    """Write the gradients of the model's `BackwardProbe`s (`counts`, as nnx.grad returns them) into
+    their blocks' `nfe_backward`: the backward evaluations of an adaptive solve, known only once the
+    backward pass has run (-1 where unknown). Traceable; blocks without a probe keep their count."""
+    flat = {path: leaf for path, leaf in nnx.to_flat_state(counts)}
+    for path, node in nnx.iter_graph(model):
+        if isinstance(node, ODEBlock) and (key := (*path, "backward_probe")) in flat:
+            leaf = flat[key]
+            node.nfe_backward[...] = jnp.round(leaf[...] if isinstance(leaf, nnx.Variable) else leaf).astype(
+                jnp.int32)
+
+
 def regularisation(model: nnx.Module) -> jax.Array | None:
     """The sum of the RNODE penalties (`Penalty`) of the model's ODE blocks on its last call, traceable
     and differentiable when read inside the call's trace (as the train step does); None for a model
@@ -113,7 +130,8 @@ class ODEBlock(Counted):
     `steps` is the step count of fixed-step integrators (adaptive ones choose their own);
     `unroll` is odeint's (steps per loop iteration; True: a straight-line program).
     Names and pairings are checked here, at construction, with the registries' errors. Each
-    call records `nfe` / `nfe_backward` (`SolverStats`) from the solve's stats.
+    call records `nfe` / `nfe_backward` (`SolverStats`) from the solve's stats; an adaptive
+    block's backward count is known only after its backward pass, through its `BackwardProbe`.
 
     rnode: RNODE weights (`odenets.rnode`). With a weighted term each call solves the augmented
     state (x, k, j) and records its penalty lambda_K mean K + lambda_J mean J (`Penalty`, read by
@@ -145,6 +163,8 @@ class ODEBlock(Counted):
             raise ValueError(f"rnode must be an odenets.rnode.RNODE or None, got rnode={rnode!r}")
         self.field = make_field(rngs) if params == "shared" else stack(make_field, self.steps, rngs)
         self._init_stats()
+        if self.integrator.adaptive:
+            self.backward_probe = BackwardProbe(jnp.zeros((), jnp.float32))
         if self.rnode.active:
             self.penalty = Penalty(jnp.zeros((), jnp.float32))
         if self.rnode.jacobian:
@@ -163,6 +183,8 @@ class ODEBlock(Counted):
         """The full `odeint` solution (save="all" gives the state at every step boundary)."""
         f = PerStep(self.field) if self.params == "per_step" else self.field
         options = dict(integrator=self.integrator, gradient=self.gradient, save=save, unroll=self.unroll)
+        if self.integrator.adaptive:
+            options["probe"] = self.backward_probe[...]
         if self.rnode.active:
             sol, kinetic, jacobian = rnode_odeint(f, x, self._probe(x), self.t0, self.t1, self.steps, **options)
             self.penalty.set_value(self.rnode.penalty(kinetic, jacobian))

@@ -184,13 +184,20 @@ def make_steps(s: Setup):
         # gradients w.r.t. the nnx.Param leaves; the solver statistics the forward pass records come
         # back as updated model state (new_rest); per_shard: each device's shard, then one mean
         (total, (out, losses)), grads, new_rest = distributed.value_and_grad(
-            loss_fn, s.graphdef, params, rest, x, y, s.mesh if per_shard else None)
+            loss_fn, s.graphdef, params, rest, x, y, s.mesh if per_shard else None,
+            wrt=nnx.Any(nnx.Param, models.BackwardProbe))
+        # the probes' gradients: adaptive blocks' backward evaluation counts, into their nfe_backward
+        grads, counts = nnx.split_state(grads, nnx.Param, models.BackwardProbe)
         loss = jnp.mean(losses)  # the data loss (the test records' loss); total - loss: the RNODE penalty
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        nfe = models.stage_totals(nnx.merge(s.graphdef, params, new_rest))["nfe"]
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": nfe}
+        stepped = nnx.merge(s.graphdef, params, new_rest)
+        models.record_backward(stepped, counts)
+        new_rest = nnx.split(stepped, nnx.Param, ...)[2]
+        totals = models.stage_totals(stepped)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": totals["nfe"],
+                   "nfe_backward": totals["nfe_backward"]}
         if regularised:
             metrics["rnode"] = total - loss
         if classify:
@@ -389,10 +396,10 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
 
 
 def _train_record(window: list[dict], step: int, epoch: int) -> dict:
-    """The window's means: loss (the data loss), grad_norm (accuracy), nfe (forward evaluations per
-    step; -1 when unknown), rnode (with RNODE weights: the penalty the minimised loss adds) and
-    step_time_ms (wall time of a train step, compilation excluded; absent when the
-    window holds only the step that compiled)."""
+    """The window's means: loss (the data loss), grad_norm (accuracy), nfe and nfe_backward (forward
+    and backward evaluations per step, as `models.stage_totals` sums them; -1 when unknown), rnode
+    (with RNODE weights: the penalty the minimised loss adds) and step_time_ms (wall time of a
+    train step, compilation excluded; absent when the window holds only the step that compiled)."""
     mean = {k: float(np.mean(v)) for k in window[0] if (v := [w[k] for w in window if w[k] is not None])}
     return {"split": "train", "step": step, "epoch": epoch, **mean}
 
