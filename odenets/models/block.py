@@ -110,10 +110,12 @@ def solver_stats(model: nnx.Module) -> dict[str, int]:
 
     Forward and backward vector-field evaluations as `odeint` counts them (`Solution.stats`),
     for ODE blocks; scan-based stages (plain, momentum, Hamiltonian, dense) count one per layer
-    forward and 0 backward. -1 where any stage's count is unknown (Kvaerno5, Newton re-solves)
-    (adaptive solves and Backprop through implicit steps, whose backward pass counts are
-    not known) or the model has not been called yet; 0 for a model without stages. Reads concrete values:
-    call it outside jit, on the model (or the state) a train step returned (`stage_totals` inside).
+    forward and 0 backward. An adaptive block's backward count is known only after its backward
+    pass: the train step writes it (`record_backward`; a plain forward call leaves -1). -1 where
+    any stage's count is unknown (Kvaerno5's Newton iterations; Backprop through implicit or
+    adaptive steps, which differentiates the solver's own iterations) or the model has not been
+    called yet; 0 for a model without stages. Reads concrete values: call it outside jit, on the
+    model (or the state) a train step returned (`stage_totals` inside).
     """
     return {key: int(np.asarray(v)) for key, v in stage_totals(model).items()}
 
