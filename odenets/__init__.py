@@ -21,10 +21,11 @@ from odenets.integrators import (
     integrator,
 )
 from odenets.perstep import PerStep
+from odenets.rnode import RNODE, rnode_odeint
 from odenets.solve import Solution, odeint
 
 __all__ = [
     "RK4", "Adjoint", "BackwardEuler", "Backprop", "Checkpoint", "Dopri5", "Euler", "Gradient",
-    "Heun", "Integrator", "Kvaerno5", "Midpoint", "PerStep", "Reversible", "ReversibleHeun",
-    "Solution", "Trapezoid", "Tsit5", "analysis", "fields", "gradient", "integrator", "odeint",
+    "Heun", "Integrator", "Kvaerno5", "Midpoint", "PerStep", "RNODE", "Reversible", "ReversibleHeun",
+    "Solution", "Trapezoid", "Tsit5", "analysis", "fields", "gradient", "integrator", "odeint", "rnode_odeint",
 ]

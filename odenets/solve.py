@@ -234,6 +234,7 @@ def odeint(
     args=None,
     save: str = "final",
     unroll: int | bool = 1,
+    probe=None,
 ) -> Solution:
     """Solve dx/dt = f(t, x, args) from t0 to t1.
 
@@ -250,6 +251,11 @@ def odeint(
                 is; True unrolls them all, which compiles in time growing with `steps` but
                 runs convolutional fields several times faster on CPU, where XLA leaves
                 backward convolutions inside a loop in slow layouts.
+    probe:      None, or a real scalar (a zero) whose gradient, when the loss is differentiated
+                with respect to it too, is the number of vector-field evaluations the backward
+                pass made: stats["nfe_backward"] where that is known before the backward pass
+                runs, the count of the adjoint's backward solves for adaptive integrators, -1
+                where unknown. Several solves sharing a probe add up.
 
     The state takes x0's precision, complex if x0 or dx/dt is; t0 and t1 stay real. Gradients
     with respect to t0 and t1 are exact for Backprop, Checkpoint and Reversible (the discrete
@@ -275,16 +281,28 @@ def odeint(
     args = _in_precision(args, x0)
     x0 = _state_dtypes(field, x0, args)
     t0, t1 = _times(t0, t1, x0)
+    probe = _check_probe(probe)
     if grad.args_only and not per_step:
         _check_closure(_in_state_dtype(field), t0, x0, args, grad)
     try:
         x, xs, stats = integ.solve(_in_state_dtype(field), t0, t1, x0, args, grad, steps=steps,
-                                   save_all=save == "all", unroll=unroll)
+                                   save_all=save == "all", unroll=unroll, probe=probe)
     except TypeError as err:  # JAX's words for a custom VJP met by jvp: say which pairs do support it
         if "forward-mode" not in str(err):
             raise
         raise TypeError(forward_mode_message(integ, grad)) from None
     return Solution(x, xs, stats)
+
+
+def _check_probe(probe):
+    """None, or a real floating-point scalar (its cotangent carries a count)."""
+    if probe is None:
+        return None
+    dtype = jnp.result_type(probe)
+    if jnp.shape(probe) != () or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"probe must be None or a real floating-point scalar, got shape {jnp.shape(probe)} and "
+                         f"dtype {dtype}")
+    return jnp.asarray(probe)
 
 
 def _check_closure(field, t0, x0, args, grad: Gradient) -> None:

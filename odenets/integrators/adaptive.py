@@ -11,7 +11,9 @@ NFE is derived from diffrax's step counts: Dopri5 and Tsit5 are FSAL methods wit
 evaluations per attempted step (accepted or rejected) plus 1 at t0; the test suite checks
 this against a count of actual calls. Kvaerno5 is implicit (ESDIRK): the Newton iterations
 inside its stages are not reported by diffrax, so its "nfe" is None (unknown), never a guess.
-No backward pass is counted either ("nfe_backward" is None): diffrax reports none.
+"nfe_backward" is None (the backward pass has not run when the forward one returns); the count
+is read at run time through a probe (`count_backward`): gradient 'adjoint' counts 1 + 6 x attempted
+steps of each backward solve (`backsolve`), the others differentiate diffrax's loop (-1: unknown).
 
 Gradients with respect to t0 and t1 are those of the exact flow: diffrax solves between
 fixed times, and `at_time` gives each end (and each saved state) its time derivative,
@@ -34,7 +36,15 @@ from jax import lax
 
 from odenets import validate
 from odenets._abstract import final
-from odenets.integrators.base import REGISTRY, Integrator, blowup_message, concrete, real_view, register
+from odenets.integrators.base import (
+    REGISTRY,
+    Integrator,
+    blowup_message,
+    concrete,
+    count_backward,
+    real_view,
+    register,
+)
 
 # Step states stored by reverse mode through the discrete steps (diffrax's RecursiveCheckpointAdjoint: equinox's
 # checkpointed while loop, which stores the loop state at chosen steps and re-runs one step at a time under
@@ -159,7 +169,7 @@ class AdaptiveIntegrator(Integrator):
             return None
         return self.nfe_start + self.nfe_per_attempt * num_steps
 
-    def solve(self, field, t0, t1, x0, args, gradient, *, steps, save_all, unroll):
+    def solve(self, field, t0, t1, x0, args, gradient, *, steps, save_all, unroll, probe=None):
         ts = jnp.linspace(t0, t1, steps + 1) if save_all else None
         y0 = at_time(t0, x0, args, field=field, sign=-1)
         to_real, from_real = real_view(x0)
@@ -188,9 +198,10 @@ class AdaptiveIntegrator(Integrator):
                 diffeqsolve(saving(grid), y0_args=y0_args, span=(grid[0], grid[-1])))
             run = backsolve(solve, lambda y, a, ta, tb: self._backward(term, y, a, ta, tb),
                             second_order_message(self, gradient))
-            sol_ys, result, num = run((to_real(y0), args), times)
-        else:  # diffrax differentiates its own loop (closures over traced values included)
-            sol_ys, result, num = _outputs(diffeqsolve(saving(ts)))
+            zero = jnp.zeros((), jnp.finfo(_real_dtype(y0)).dtype) if probe is None else probe
+            sol_ys, result, num = run((to_real(y0), args, zero), times)
+        else:  # diffrax differentiates its own loop (closures over traced values included): no count
+            sol_ys, result, num = count_backward(_outputs(diffeqsolve(saving(ts))), probe, None)
         if concrete(result):
             if result != diffrax.RESULTS.successful:
                 self._failed(diffeqsolve(diffrax.SaveAt(steps=True), diffrax.RecursiveCheckpointAdjoint()), x0)
@@ -213,7 +224,8 @@ class AdaptiveIntegrator(Integrator):
     def _backward(self, term, y_a_g, args, t_from, t_to):
         """The adjoint system dx/dt = f, da/dt = -a^T df/dx, dg/dt = -a^T df/dtheta (theta: the
         inexact arrays of args), solved by diffrax from t_from back to t_to with this solver and
-        its step-size controller (`controller()`); nothing is differentiated."""
+        its step-size controller (`controller()`); nothing is differentiated. Returns the state at
+        t_to and the solve's evaluations, `nfe(num_steps)` (each a VJP of f; -1 where unknown)."""
         dargs, nargs = eqx.partition(args, eqx.is_inexact_array)
 
         def adjoint_field(t, state, d):
@@ -227,7 +239,10 @@ class AdaptiveIntegrator(Integrator):
             stepsize_controller=self.controller(), max_steps=self.max_steps,
             adjoint=diffrax.RecursiveCheckpointAdjoint(), throw=False)
         # a backward solve that stops short returns the state where it stopped: an error, not a gradient
-        return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys), _backward_messages(self))
+        count = self.nfe(sol.stats["num_steps"])
+        count = jnp.asarray(-1 if count is None else count, jnp.int32)
+        return _raise_on_failure(self, sol.result, jax.tree.map(lambda v: v[-1], sol.ys),
+                                 _backward_messages(self)), count
 
     def _failed(self, sol, x0):
         """Raise for a failed solve whose values are concrete, naming the time it reached: a state
@@ -243,6 +258,11 @@ class AdaptiveIntegrator(Integrator):
         if which == EXHAUSTED and math.isfinite(size) and size <= 1e6 * (1.0 + scale):
             raise ValueError(_messages(self)[EXHAUSTED] + f" (it reached t={t:.6g})")
         raise ValueError(blowup_message(self.name, f"near t={t:.6g} (max |x| = {size:.3g} there)"))
+
+
+def _real_dtype(y):
+    """The (real) dtype of the real view's leaves."""
+    return jnp.result_type(jax.tree.leaves(y)[0])
 
 
 def _outputs(sol):
@@ -272,8 +292,10 @@ def _first_order_only_jvp(primals, tangents, *, message):
 
 
 def backsolve(solve, backward, message):
-    """solve(vjp_arg = (y0, args), times) differentiated by the continuous adjoint (diffrax's
-    BacksolveAdjoint, written out so that its reconstruction of the states is seen).
+    """solve(vjp_arg = (y0, args, probe), times) differentiated by the continuous adjoint (diffrax's
+    BacksolveAdjoint, written out so that its reconstruction of the states is seen). The cotangent
+    of the real scalar probe is the number of evaluations the backward solves made, the sum of the
+    counts `backward` returns (-1 if any is unknown; `count_backward`).
 
     The backward pass solves the adjoint system from each save time t_k back to t_(k-1)
     (`backward`), restarting x at the saved state x(t_(k-1)) and adding that state's cotangent
@@ -296,24 +318,24 @@ def backsolve(solve, backward, message):
     def bwd(ys, ct, perturbed, vjp_arg, times):
         dynamic, static = eqx.partition(vjp_arg, eqx.is_array)  # functions, strings: no derivative to refuse
         ys, ct, dynamic = _first_order_only((ys, ct[0], dynamic), message=message)
-        y0, args = eqx.combine(dynamic, static)
+        y0, args, probe = eqx.combine(dynamic, static)
         ct = jax.tree.map(lambda c, v: jnp.zeros_like(v) if c is None else c, ct, ys, is_leaf=lambda c: c is None)
         if len(times) != len(jax.tree.leaves(ys)[0]):  # save="final": x(t1) alone; x(t0) = y0 (no cotangent)
             ys = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
             ct = jax.tree.map(lambda c: jnp.concatenate([jnp.zeros_like(c), c]), ct)
 
         def segment(carry, k):  # from times[k + 1] back to times[k]
-            a, g = carry
+            a, g, n = carry
             x = jax.tree.map(lambda v: v[k + 1], ys)
             a = jax.tree.map(lambda a_, c: a_ + c[k + 1], a, ct)
-            x, a, g = backward((x, a, g), args, times[k + 1], times[k])
-            return (a, g), x
+            (x, a, g), m = backward((x, a, g), args, times[k + 1], times[k])
+            return (a, g, jnp.where((n < 0) | (m < 0), -1, n + m)), x
 
         g = jax.tree.map(jnp.zeros_like, eqx.filter(args, eqx.is_inexact_array))
-        carry = (jax.tree.map(jnp.zeros_like, y0), g)
-        (a, g), rebuilt = lax.scan(segment, carry, jnp.arange(len(times) - 1), reverse=True)
+        carry = (jax.tree.map(jnp.zeros_like, y0), g, jnp.zeros((), jnp.int32))
+        (a, g, n), rebuilt = lax.scan(segment, carry, jnp.arange(len(times) - 1), reverse=True)
         warn_on_drift(rebuilt, jax.tree.map(lambda v: v[:-1], ys))
-        return jax.tree.map(lambda a_, c: a_ + c[0], a, ct), g
+        return jax.tree.map(lambda a_, c: a_ + c[0], a, ct), g, n.astype(jnp.result_type(probe))
 
     return run
 

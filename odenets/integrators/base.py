@@ -43,11 +43,38 @@ class Integrator(abc.ABC):
 
     @abc.abstractmethod
     def solve(self, field, t0, t1, x0, args, gradient: Gradient, *, steps: int, save_all: bool,
-              unroll: int | bool) -> tuple[Any, Any, dict]:
+              unroll: int | bool, probe=None) -> tuple[Any, Any, dict]:
         """(x(t1), states at t0 + k (t1 - t0) / steps for k = 0..steps or None, stats).
 
         `field(t, x, args)` returns dx/dt in x's dtypes; t0 and t1 are real scalars in x's
-        precision, checked by `odeint`; `args` may be a `PerStep`."""
+        precision, checked by `odeint`; `args` may be a `PerStep`. probe: None, or a real scalar
+        whose cotangent under reverse mode is the backward pass's evaluation count (`count_backward`)."""
+
+
+def count_backward(out, probe, count):
+    """`out` itself; under reverse mode the cotangent of the scalar `probe` is `count`, the number of
+    vector-field evaluations the backward pass of the solve that produced `out` makes (-1 for None:
+    unknown). A probe of 0 differentiated with the loss thus reads the count out of a backward pass
+    (a count known only at run time included); probe None: `out` unchanged, nothing attached."""
+    if probe is None:
+        return out
+    return _counted(out, probe, jnp.asarray(-1 if count is None else count).astype(jnp.result_type(probe)))
+
+
+@jax.custom_vjp
+def _counted(out, probe, count):
+    return out
+
+
+def _counted_fwd(out, probe, count):
+    return out, count
+
+
+def _counted_bwd(count, ct):
+    return ct, count, jnp.zeros_like(count)
+
+
+_counted.defvjp(_counted_fwd, _counted_bwd)
 
 
 def combine(base, h, coeffs, terms):

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from odenets.integrators.base import Integrator, all_finite, blowup_message, concrete
+from odenets.integrators.base import Integrator, all_finite, blowup_message, concrete, count_backward
 from odenets.perstep import PerStep
 from odenets.stepper import Stepper
 
@@ -67,7 +67,7 @@ class FixedStepIntegrator(Integrator):
         """Evaluations counted at run time (Newton iterations); 0 for explicit methods."""
         return 0
 
-    def solve(self, field, t0, t1, x0, args, gradient, *, steps, save_all, unroll):
+    def solve(self, field, t0, t1, x0, args, gradient, *, steps, save_all, unroll, probe=None):
         per_step = isinstance(args, PerStep)
         traced = any(isinstance(t, jax.core.Tracer) for t in (t0, t1))
         stepper = Stepper(self, field, steps, per_step, save_all, unroll, traced_times=traced)
@@ -81,7 +81,8 @@ class FixedStepIntegrator(Integrator):
             "steps": steps,
             "rejected": 0,
         }
-        return self.value(state), xs, stats
+        x, xs = count_backward((self.value(state), xs), probe, stats["nfe_backward"])
+        return x, xs, stats
 
     def _blowup(self, field, t0, t1, x0, args, steps, xs):
         """Raise the blow-up error naming the first step whose end state is non-finite (found

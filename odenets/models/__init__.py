@@ -8,7 +8,8 @@
 momentum, antisymmetric, hamiltonian): each a dataclass whose fields are its options
 (`family.get(name).options`; `.takes_integrator` / `.takes_gradient` say whether the integrator
 and gradient axes apply). `stem` is the registry of stems. `solver_stats(model)` sums the NFE
-counts that every stage records on its last call.
+counts that every stage records on its last call; `regularisation(model)` sums the RNODE
+penalties of its ODE blocks (families' lambda_K, lambda_J; `odenets.rnode`).
 """
 
 # ruff: noqa: I001 (base before families: importing families registers them, in this order)
@@ -16,7 +17,8 @@ from odenets.models.base import REGISTRY
 from odenets.models.base import REGISTRY as family
 from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, Solved, Stepped
 from odenets.models.families import Residual, SharedODE
-from odenets.models.block import ODEBlock, SolverStats, solver_stats, stage_totals
+from odenets.models.block import NoiseKey, ODEBlock, Penalty, SolverStats, regularisation, solver_stats
+from odenets.models.block import BackwardProbe, record_backward, stage_totals
 from odenets.models.classifier import Classifier
 from odenets.models.trajectory import Trajectory
 from odenets.models.base import check_trajectories
@@ -48,8 +50,9 @@ def trajectory(family: str | Family, *, dim: int, ts, rngs=0, **options) -> Traj
 
 
 __all__ = [
-    "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered", "ODEBlock", "Residual",
-    "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "Trajectory", "build",
-    "check_trajectories", "family", "param_count", "preset",
+    "BackwardProbe", "CHEN_DOPRI5", "PRESETS", "Classifier", "Family", "Fields", "Integrated", "Layered",
+    "NoiseKey", "ODEBlock",
+    "Penalty", "Residual", "Scanned", "SharedODE", "SolverStats", "Solved", "Stem", "Stepped", "Trajectory",
+    "build", "check_trajectories", "family", "param_count", "preset", "record_backward", "regularisation",
     "solver_stats", "stage_totals", "stem", "trajectory",
 ]

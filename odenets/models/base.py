@@ -10,7 +10,8 @@ num_classes)` makes the classifier. An option given as None counts as not given.
     Layered           field, preact          basic / bottleneck layers
     Fields(Layered)   time                   layers that are vector fields F(t, x)
     Scanned           unroll                 steps run in a scan
-    Solved(Scanned)   gradient               stages that are `odeint` solves (ODEBlock)
+    Solved(Scanned)   gradient, lambda_K,    stages that are `odeint` solves (ODEBlock), with
+                      lambda_J               RNODE weights (odenets.rnode)
     Integrated        integrator             ... whose integrator is an option
     Stepped           step_size, t1          h = 1 (t1 = depth) or h = t1 / depth
 """
@@ -33,6 +34,7 @@ from odenets.models.classifier import Classifier
 from odenets.models.layers import KIND_NDIM
 from odenets.models.stems import REGISTRY as STEMS
 from odenets.models.stems import default_stem
+from odenets.rnode import RNODE
 from odenets.solve import check_unroll, resolve_solver
 from odenets.validate import boolean, choice, integer, is_int, number, optional
 
@@ -242,12 +244,20 @@ class Scanned(Family):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Solved(Scanned):
-    """Stages that are `odeint` solves (ODEBlocks). gradient  a name or Gradient.
+    """Stages that are `odeint` solves (ODEBlocks).
+
+    gradient  a name or Gradient
+    lambda_K  RNODE weight of the kinetic energy int |f|^2 dt in the training loss (0: off; 0.01 in
+              Finlay et al. 2020); see `odenets.rnode`
+    lambda_J  RNODE weight of the Jacobian Frobenius norm int |df/dx|_F^2 dt (Hutchinson estimate, one
+              N(0, I) probe per solve, per step for per-step fields; 0: off)
 
     `per_step` says whether the blocks have one parameter set per step (then the integrator must
     take fixed steps); `solver_integrator()` and `end_time` give the solve's integrator and t1."""
 
     gradient: Any = "backprop"
+    lambda_K: float = RNODE.lambda_K
+    lambda_J: float = RNODE.lambda_J
 
     takes_gradient: ClassVar[bool] = True
     per_step: ClassVar[bool]
@@ -261,6 +271,7 @@ class Solved(Scanned):
 
     def __post_init__(self):
         super().__post_init__()
+        self.rnode  # noqa: B018 (checks lambda_K and lambda_J now, before any parameter exists)
         try:
             resolve_solver(self.solver_integrator(), self.gradient, per_step=self.per_step, unroll=self.unroll)
         except ValueError as error:
@@ -281,12 +292,17 @@ class Solved(Scanned):
             f"({', '.join(f'model={n}' for n in shared)})"
         )
 
+    @property
+    def rnode(self) -> RNODE:
+        """The RNODE weights of this family's ODE blocks (checked by `RNODE`)."""
+        return RNODE(lambda_K=self.lambda_K, lambda_J=self.lambda_J)
+
     def ode_block(self, make_field: FieldMaker, rngs: nnx.Rngs) -> ODEBlock:
         """The stage's ODEBlock: `depth` steps from 0 to `end_time` with this family's solver."""
         return ODEBlock(
             make_field, params="per_step" if self.per_step else "shared", steps=self.depth,
             integrator=self.solver_integrator(), gradient=self.gradient, t1=self.end_time, unroll=self.unroll,
-            rngs=rngs,
+            rnode=self.rnode, rngs=rngs,
         )
 
 

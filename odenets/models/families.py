@@ -98,6 +98,12 @@ class SharedODE(Fields, Integrated):
                 f"trajectory data gives states of shape (D,) = ({dim},): model family {self.name!r} needs "
                 f"kind='mlp' and stages=1 for it, got kind={spec.kind!r}, stages={spec.stages}"
             )
+        if spec.rnode.active:
+            raise ValueError(
+                f"lambda_K={spec.lambda_K!r}, lambda_J={spec.lambda_J!r}: the RNODE regulariser applies to the "
+                f"ODE blocks of a classifier; trajectory data fits a Trajectory model, which it does not "
+                f"regularise (valid choice here: lambda_K=0, lambda_J=0)"
+            )
         channels, width, time = dim + spec.extra_channels(), spec.width, spec.time
         make = lambda r: MLPField(channels, width, layers=self.trajectory_layers, time=time, rngs=r)
         if is_int(rngs):

@@ -144,9 +144,11 @@ def per_shard(mesh: Mesh, integrator) -> bool:
     return integrator is None or not (integrator.adaptive or integrator.dynamic_nfe)
 
 
-def value_and_grad(loss_fn, graphdef, params, rest, x, y, mesh: Mesh | None = None):
+def value_and_grad(loss_fn, graphdef, params, rest, x, y, mesh: Mesh | None = None, wrt=None):
     """((loss, out), grads, rest) of `loss_fn(model, x, y) -> (mean loss over the batch, out)` at the
     model (graphdef, params, rest): gradients w.r.t. params, rest as the forward pass left it.
+    wrt: an nnx filter of what is differentiated (None: nnx.Param; the train step adds the ODE
+    blocks' BackwardProbes, whose gradients are backward evaluation counts).
 
     mesh None: one program over the global batch, partitioned by XLA. A shared field's parameter
     cotangent is then summed over the devices inside every backward solver step (an all-reduce per
@@ -161,7 +163,8 @@ def value_and_grad(loss_fn, graphdef, params, rest, x, y, mesh: Mesh | None = No
 
     def local(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest)
-        (loss, out), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, x, y)
+        diff = nnx.DiffState(0, nnx.Param if wrt is None else wrt)
+        (loss, out), grads = nnx.value_and_grad(loss_fn, argnums=diff, has_aux=True)(model, x, y)
         return (loss, out), grads, nnx.split(model, nnx.Param, ...)[2]
 
     if mesh is None:

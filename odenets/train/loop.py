@@ -168,6 +168,7 @@ def make_steps(s: Setup):
     trajectory = s.data.task == "trajectory"
 
     per_shard = distributed.per_shard(s.mesh, s.run.integrator)
+    regularised = models.regularisation(nnx.merge(s.graphdef, *s.state[:2])) is not None
 
     @jax.jit
     def train_step(state, x, y):
@@ -175,17 +176,30 @@ def make_steps(s: Setup):
 
         def loss_fn(m, x, y):
             out = m(x)
-            return jnp.mean(loss_of(out, y)), out
+            losses = loss_of(out, y)
+            penalty = models.regularisation(m)  # the RNODE terms of the ODE blocks (None: not weighted)
+            total = jnp.mean(losses) if penalty is None else jnp.mean(losses) + penalty
+            return total, (out, losses)
 
         # gradients w.r.t. the nnx.Param leaves; the solver statistics the forward pass records come
         # back as updated model state (new_rest); per_shard: each device's shard, then one mean
-        (loss, out), grads, new_rest = distributed.value_and_grad(loss_fn, s.graphdef, params, rest, x, y,
-                                                                 s.mesh if per_shard else None)
+        (total, (out, losses)), grads, new_rest = distributed.value_and_grad(
+            loss_fn, s.graphdef, params, rest, x, y, s.mesh if per_shard else None,
+            wrt=nnx.Any(nnx.Param, models.BackwardProbe))
+        # the probes' gradients: adaptive blocks' backward evaluation counts, into their nfe_backward
+        grads, counts = nnx.split_state(grads, nnx.Param, models.BackwardProbe)
+        loss = jnp.mean(losses)  # the data loss (the test records' loss); total - loss: the RNODE penalty
         updates, opt_state = s.tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         finite = jnp.all(jnp.array([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        nfe = models.stage_totals(nnx.merge(s.graphdef, params, new_rest))["nfe"]
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": nfe}
+        stepped = nnx.merge(s.graphdef, params, new_rest)
+        models.record_backward(stepped, counts)
+        new_rest = nnx.split(stepped, nnx.Param, ...)[2]
+        totals = models.stage_totals(stepped)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "finite": finite, "nfe": totals["nfe"],
+                   "nfe_backward": totals["nfe_backward"]}
+        if regularised:
+            metrics["rnode"] = total - loss
         if classify:
             metrics["accuracy"] = jnp.mean(jnp.argmax(out, -1) == y)
         return (params, new_rest, opt_state), metrics
@@ -382,9 +396,10 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
 
 
 def _train_record(window: list[dict], step: int, epoch: int) -> dict:
-    """The window's means: loss, grad_norm (accuracy), nfe (forward evaluations per step; -1 when
-    unknown) and step_time_ms (wall time of a train step, compilation excluded; absent when the
-    window holds only the step that compiled)."""
+    """The window's means: loss (the data loss), grad_norm (accuracy), nfe and nfe_backward (forward
+    and backward evaluations per step, as `models.stage_totals` sums them; -1 when unknown), rnode
+    (with RNODE weights: the penalty the minimised loss adds) and step_time_ms (wall time of a
+    train step, compilation excluded; absent when the window holds only the step that compiled)."""
     mean = {k: float(np.mean(v)) for k in window[0] if (v := [w[k] for w in window if w[k] is not None])}
     return {"split": "train", "step": step, "epoch": epoch, **mean}
 
