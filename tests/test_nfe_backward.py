@@ -33,7 +33,7 @@ def _calls(fn, *args):
 CASES = [
     (on.Dopri5(rtol=1e-6, atol=1e-8), "adjoint", "final"),
     (on.Dopri5(rtol=1e-6, atol=1e-8), "adjoint", "all"),  # one backward solve per saved interval
-    (on.Tsit5(), "adjoint", "final"),
+    pytest.param(on.Tsit5(), "adjoint", "final", marks=pytest.mark.slow),  # the same count rule as Dopri5's
     (on.RK4(), "adjoint", "final"),  # known before the backward pass: the stats' count
     (on.RK4(), "backprop", "final"),
 ]

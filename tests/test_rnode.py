@@ -77,7 +77,10 @@ def _pairs():
     for gradient in GRADIENTS:
         fixed = [i for i in FIXED if allowed(i, gradient)]
         out.append((max(fixed, key=lambda i: on.integrator(i).order), gradient))
-        out += [(i, gradient) for i in [i for i in ADAPTIVE if allowed(i, gradient)][:1]]
+        # adaptive Backprop and Checkpoint differentiate diffrax's own loop (5-6 s each): with the slow tests
+        slow = gradient in ("backprop", "checkpoint")
+        out += [pytest.param(i, gradient, marks=pytest.mark.slow) if slow else (i, gradient)
+                for i in [i for i in ADAPTIVE if allowed(i, gradient)][:1]]
     return out
 
 
@@ -110,7 +113,7 @@ def _block(params="shared", **weights):
                               integrator="rk4", rnode=RNODE(**weights), rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("params", ["shared", "per_step"])
+@pytest.mark.parametrize("params", ["shared", pytest.param("per_step", marks=pytest.mark.slow)])
 def test_the_ode_block_records_its_penalty_and_draws_fresh_probes(params):
     x = jnp.asarray(XW)
     block = _block(params, lambda_K=0.5, lambda_J=0.25)
@@ -169,6 +172,7 @@ def test_weights_are_model_options_of_every_family_that_solves_odes():
         models.trajectory("node", dim=2, ts=np.linspace(0, 1, 5), lambda_K=0.01)
 
 
+@pytest.mark.slow  # a whole fit (7 s); the penalty's value and gradient are tested above
 def test_training_adds_the_penalty_and_logs_it(tmp_path):
     from test_train import tiny
 
