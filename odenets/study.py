@@ -207,6 +207,9 @@ def run(config: StudyConfig | dict, out: Path, seed: int = 0) -> dict[str, Any]:
 
     `config`: a StudyConfig, or the `study` mapping ({"name": ..., "size": ..., option: value}).
     """
+    import matplotlib
+
+    matplotlib.use("Agg")  # figures are drawn off-screen: a study's run imports matplotlib.pyplot as it is
     config = config if isinstance(config, StudyConfig) else StudyConfig.parse(config)
     report = Report(Path(out), config, seed)
     study.get(config.name)().run(config.options, report)

@@ -155,9 +155,6 @@ class AdjointAccuracy(studies.Study):
             self._run(options, report)
 
     def _run(self, o: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         params, x0 = _params(report.seed, o.width, o.hidden, o.batch)

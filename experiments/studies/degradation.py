@@ -82,9 +82,6 @@ class Degradation(studies.Study):
     smoke_expect = ("residual_beats_plain_deep",)
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         o = options

@@ -186,9 +186,6 @@ class DepthTransfer(studies.Study):
     smoke_expect = ("smooth_transfers_better", "smooth_stays_smooth", "linear_rate_one")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         o = options
         init = {"smooth": lambda m: smooth_depth(m, o.anchors), "iid": None}
         nets = {name: nets_.train(model_overrides(o), epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,

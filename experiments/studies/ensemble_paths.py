@@ -143,9 +143,6 @@ class EnsemblePaths(studies.Study):
     smoke_expect = ("frozen_blocks_fixed", "per_path_decays")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         o = options
         n = o.depth
         over = nets.overrides("resnet", n, o.width, "mlp")

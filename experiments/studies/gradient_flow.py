@@ -109,9 +109,6 @@ class GradientFlow(studies.Study):
     smoke_expect = ("textbook_plain", "textbook_residual", "plain_below_residual")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         o = options

@@ -293,9 +293,6 @@ class HaberRuthotto(studies.Study):
                     "antisymmetric_spectrum", "hamiltonian_spectrum", "resnet_positive_real")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         self._example1(options, report)
         self._networks(options, report)
 

@@ -114,9 +114,6 @@ class Lesion(studies.Study):
     smoke_expect = ("residual_beats_plain", "k_deletions_decline")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         from experiments.studies._trained import train
 
         names = (*NETS, *DEEP) if options.deep_depth else NETS

@@ -113,9 +113,6 @@ class LotteryTicket(studies.Study):
     smoke_expect = ("masks_honoured", "ticket_beats_random")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 

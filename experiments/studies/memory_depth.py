@@ -147,9 +147,6 @@ class MemoryDepth(studies.Study):
     smoke_expect = ("backprop_linear", "checkpoint_sqrt", "adjoint_constant", "reversible_constant")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         o = options

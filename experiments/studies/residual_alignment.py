@@ -103,9 +103,6 @@ class ResidualAlignment(studies.Study):
     smoke_expect = ("below_random",)
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         o = options
         runs = {h: self._train(o, h, report.seed) for h in o.step_sizes}
         first = runs[o.step_sizes[0]]

@@ -137,9 +137,6 @@ class Robustness(studies.Study):
     smoke_expect = ("accuracy_falls_with_eps", "pgd_at_most_fgsm", "resnet_bound_holds")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         o = options
         nets = {net: nets_.train(model_overrides(net, o), epochs=o.epochs, batch_size=o.batch_size, lr=o.lr,
                                  seed=report.seed, n_train=o.n_train, evaluate=False, data=o.data)

@@ -269,9 +269,6 @@ def measure(options: Options, methods: list[str]):
 
 def write(options: Options, methods: list[str], cases: list[dict], axis: dict, rows: list,
           report: studies.Report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     edges = {name: axis[name]["edge"] for name in methods}

@@ -92,9 +92,6 @@ class StabilityRegions(studies.Study):
     smoke_expect = ("resnet_not_guaranteed", "explicit_fraction_grows_with_order", "a_stable_hold_left_half")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         from experiments.studies._trained import train

@@ -194,9 +194,6 @@ class StepSize(studies.Study):
 
     # part 1 -------------------------------------------------------------------------------------------------
     def _sweep(self, options: Options, report: studies.Report, trained) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         model, data = trained.model, trained.data
@@ -332,9 +329,6 @@ class StepSize(studies.Study):
 
     # part 2 -------------------------------------------------------------------------------------------------
     def _depth(self, options: Options, report: studies.Report, data) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         x_test = jnp.asarray(data.x_test).reshape(len(data.x_test), -1)

@@ -303,9 +303,6 @@ def fit_robertson(options: Options, integrator: str, report: studies.Report) -> 
 
 
 def write(options, ts, edges, runs, results, robertson, report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     lam_max = max(options.rates)

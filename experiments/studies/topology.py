@@ -147,9 +147,6 @@ class Topology(studies.Study):
                     "closed_gates_near_one")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         o, seed = options, report.seed
         measured = [net for net in NETS if net in o.nets]
         init = {net: train(net, o, seed, 0) for net in measured}

@@ -159,9 +159,6 @@ class WidthDepth(studies.Study):
     smoke_expect = ("params_matched", "flops_matched", "nfe_is_depth")
 
     def run(self, options: Options, report: studies.Report) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         o = options
