@@ -147,6 +147,7 @@ def test_a_bad_trajectory_npz_is_refused_naming_the_file(tmp_path, change, match
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a Dopri5 + Adjoint fit (11 s); test_nfe_backward trains one in the default suite
 def test_dopri5_with_the_adjoint_trains(tmp_path):
     cfg = config({**SPIRAL, "n_train": 16, "n_test": 8}, epochs=3)
     cfg |= {"integrator": {"name": "dopri5"}, "gradient": {"name": "adjoint"}}
