@@ -65,13 +65,17 @@ def depth_weights(n: int, m: int) -> np.ndarray:
     return w
 
 
+def _steps(tree, who: str) -> int:
+    """N, the one leading (step) axis length of every leaf of a per-step pytree."""
+    lengths = {leaf.shape[0] for leaf in jax.tree.leaves(tree)}
+    if len(lengths) != 1:
+        raise ValueError(f"{who} needs one leading (step) axis length, got {sorted(lengths)}")
+    return lengths.pop()
+
+
 def interpolate_stack(tree, m: int):
     """A pytree whose leaves have leading axis N, resampled to leading axis m (`depth_weights`)."""
-    leaves = jax.tree.leaves(tree)
-    lengths = {leaf.shape[0] for leaf in leaves}
-    if len(lengths) != 1:
-        raise ValueError(f"interpolate_stack needs one leading (step) axis length, got {sorted(lengths)}")
-    w = depth_weights(lengths.pop(), m)
+    w = depth_weights(_steps(tree, "interpolate_stack"), m)
     return jax.tree.map(lambda v: jnp.tensordot(jnp.asarray(w, v.dtype), v, axes=1), tree)
 
 
@@ -79,6 +83,15 @@ def _blocks(stage) -> list[ODEBlock]:
     """The ODE block of a model stage (`steps._ode_block`: itself, or the one inside ANODE's wrapper), or []."""
     found = _ode_block(stage)
     return [] if found is None else [found[0]]
+
+
+def _model_blocks(model, who: str) -> list[ODEBlock]:
+    """The ODE blocks of an ODEBlock (itself) or of a Classifier's stages (`_blocks`); TypeError otherwise."""
+    if isinstance(model, ODEBlock):
+        return [model]
+    if not isinstance(model, Classifier):
+        raise TypeError(f"{who} takes a Classifier or an ODEBlock, got {type(model).__name__}")
+    return [b for stage in model.stages for b in _blocks(stage)]
 
 
 def _resample(block: ODEBlock, m: int) -> None:
@@ -94,21 +107,14 @@ def interpolate_depth(model: Classifier | ODEBlock, steps: int) -> Classifier | 
     Stages that are not ODE solves (plain, momentum, Hamiltonian, dense scans) have no step
     size to rescale and are refused, as is a model without ODE stages."""
     steps = validate.integer("steps", steps, 1)
-    if isinstance(model, ODEBlock):
-        copy = nnx.clone(model)
-        _resample(copy, steps)
-        return copy
-    if not isinstance(model, Classifier):
-        raise TypeError(f"interpolate_depth takes a Classifier or an ODEBlock, got {type(model).__name__}")
-    found = [_blocks(stage) for stage in model.stages]
-    if not all(found):
+    _model_blocks(model, "interpolate_depth")  # the type check, before the copy
+    if isinstance(model, Classifier) and not all(_blocks(stage) for stage in model.stages):
         kinds = ", ".join(type(stage).__name__ for stage in model.stages)
         raise ValueError(f"interpolate_depth needs ODE stages (ODEBlock: a step size to rescale); model family "
                          f"{model.family!r} has stages {kinds}")
     copy = nnx.clone(model)
-    for stage in copy.stages:
-        for block in _blocks(stage):
-            _resample(block, steps)
+    for block in _model_blocks(copy, "interpolate_depth"):
+        _resample(block, steps)
     return copy
 
 
@@ -117,11 +123,7 @@ def smooth_stack(tree, anchors: int):
     `anchors` of its steps, evenly spaced, interpolated linearly over the N steps with each step
     rescaled to keep one draw's variance (module docstring). Leaves constant in depth are kept."""
     anchors = validate.integer("anchors", anchors, 1)
-    leaves = jax.tree.leaves(tree)
-    lengths = {leaf.shape[0] for leaf in leaves}
-    if len(lengths) != 1:
-        raise ValueError(f"smooth_stack needs one leading (step) axis length, got {sorted(lengths)}")
-    n = lengths.pop()
+    n = _steps(tree, "smooth_stack")
     if anchors > n:
         raise ValueError(f"anchors must be at most the number of steps {n}, got {anchors}")
     picks = np.round(np.linspace(0, n - 1, anchors)).astype(int) if anchors > 1 else np.zeros(1, int)
@@ -137,14 +139,8 @@ def smooth_stack(tree, anchors: int):
     return jax.tree.map(smooth, tree)
 
 
-def _per_step(model) -> list[ODEBlock]:
-    if isinstance(model, ODEBlock):
-        blocks = [model]
-    elif isinstance(model, Classifier):
-        blocks = [b for stage in model.stages for b in _blocks(stage)]
-    else:
-        raise TypeError(f"expected a Classifier or an ODEBlock, got {type(model).__name__}")
-    return [b for b in blocks if b.params == "per_step"]
+def _per_step(model, who: str) -> list[ODEBlock]:
+    return [b for b in _model_blocks(model, who) if b.params == "per_step"]
 
 
 def smooth_depth(model: Classifier | ODEBlock, anchors: int) -> Classifier | ODEBlock:
@@ -153,7 +149,7 @@ def smooth_depth(model: Classifier | ODEBlock, anchors: int) -> Classifier | ODE
     ODE stage is refused."""
     anchors = validate.integer("anchors", anchors, 1)
     copy = nnx.clone(model)
-    blocks = _per_step(copy)
+    blocks = _per_step(copy, "smooth_depth")
     if not blocks:
         raise ValueError(f"smooth_depth needs a per-step ODE stage (resnet family), got {type(model).__name__} "
                          "with none")
@@ -165,7 +161,7 @@ def smooth_depth(model: Classifier | ODEBlock, anchors: int) -> Classifier | ODE
 
 def per_step_params(model: Classifier | ODEBlock) -> list:
     """The nnx.Param state (leading axis: steps) of every per-step ODE stage of `model`."""
-    return [nnx.state(b.field, nnx.Param) for b in _per_step(model)]
+    return [nnx.state(b.field, nnx.Param) for b in _per_step(model, "per_step_params")]
 
 
 def roughness(tree) -> float:
