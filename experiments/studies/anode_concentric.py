@@ -1,0 +1,352 @@
+"""Dupont et al. (2019): a Neural ODE cannot represent the concentric-spheres function; an ANODE and a ResNet can.
+
+g(x) = -1 for |x| <= 0.5 (the inner ball), +1 for 1 <= |x| <= 1.5 (the shell), in d = 1 and 2 dimensions
+(odenets' `spheres` set, labels 0 / 1 mapped to -1 / +1). Each model is Dupont et al.'s ODENet: a stage
+phi on the input space itself (no stem) and one linear map to a scalar, g_hat(x) = w . phi(x) + b, trained
+on the squared error (g_hat(x) - g(x))^2 by odenets' own train step (task "regression"):
+
+    node    phi(x) = z(1),  dz/dt = F(t, z), z(0) = x in R^d                 (one shared field, `ODEBlock`)
+    anode   phi(x) = z(1),  dz/dt = F(t, z), z(0) = [x, 0] in R^(d + p)      (`AugmentedBlock`)
+    resnet  phi(x) = z_L,   z_(k+1) = z_k + F_k(z_k), z_0 = x                (per-step fields, Euler, h = 1)
+
+The NODE's phi is the time-1 map of a flow, a homeomorphism of R^d; in d = 1 it is strictly increasing, so
+trajectories never cross and g_hat is monotone in x. A monotone g_hat fits the labels (+1 | -1 | +1 along x)
+no better than the isotonic regression of the labels: pooling the left shell with the ball (or the ball
+with the right shell), the squared error is at least
+
+    min over sides s of  [n_s (1 - m_s)^2 + n_b (1 + m_s)^2] / n,   m_s = (n_s - n_b) / (n_s + n_b)
+
+(n_b points in the ball, n_s in the pooled side's shell): 2/3 for balanced classes in equal halves.
+An ANODE's flow in R^(d + p) may carry points past each other through the extra dimension, and a ResNet's
+discrete steps z + F_k(z) need not be monotone, so both can separate the classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import odenets as on
+from experiments.studies import _fits
+from odenets import data as datasets
+from odenets import study as studies
+from odenets._abstract import final
+from odenets.fields.mlp import MLPField
+from odenets.models import ODEBlock
+from odenets.models.stages import AugmentedBlock
+
+MODELS = ("node", "anode", "resnet")
+COLOURS = {"node": "tab:red", "anode": "tab:blue", "resnet": "tab:green"}
+LABEL_COLOURS = {-1: "tab:orange", 1: "tab:purple"}
+
+
+@final
+class LinearHead(nnx.Module):
+    """Dupont et al.'s ODENet: g_hat(x) = w . phi(x) + b, the stage phi (an ODE block, an ANODE's
+    AugmentedBlock or a ResNet's per-step Euler block) on the input space itself, then one linear map from
+    its `channels` output channels to a scalar (B, 1)."""
+
+    def __init__(self, stage: nnx.Module, channels: int, *, rngs: nnx.Rngs):
+        self.stage = stage
+        self.head = nnx.Linear(channels, 1, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(self.stage(x))
+
+
+@final
+@dataclasses.dataclass(frozen=True)
+class Options:
+    dims: tuple[int, ...] = (1, 2)
+    n_train: int = 1000  # points of `spheres`, classes balanced (Dupont et al.: 500 in the ball, 1500 shell)
+    n_test: int = 500
+    hidden: int = 32  # the fields: MLPField(channels, hidden, 2 hidden layers, tanh)
+    augment: int = 1  # ANODE's extra zero channels p
+    integrator: str = "dopri5"  # NODE and ANODE (Dupont et al.: dopri5, tolerance 1e-3)
+    steps: int = 20  # fixed-step integrators' steps on [0, 1]; the grid the trajectories are plotted on
+    resnet_depth: int = 5  # ResNet blocks (Dupont et al.: 5)
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3  # Adam (Dupont et al.: 1e-3), cosine decay, clipped at norm 1
+    plotted: int = 120  # test points whose trajectories are drawn
+
+
+def labelled(dim: int, o: Options, seed: int) -> datasets.Dataset:
+    """odenets' `spheres` in `dim` dimensions as a regression set: targets g(x) = 2 y - 1 in {-1, +1}, (N, 1)."""
+    ds = datasets.load("spheres", dim=dim, n_train=o.n_train, n_test=o.n_test, seed=seed)
+    target = lambda y: (2.0 * np.asarray(y, np.float32) - 1.0)[:, None]
+    return datasets.Dataset(f"spheres{dim}d", ds.x_train, target(ds.y_train), ds.x_test, target(ds.y_test),
+                            "regression")
+
+
+def build(kind: str, dim: int, o: Options, seed: int) -> LinearHead:
+    """The model `kind` (node | anode | resnet) for inputs in R^dim."""
+    rngs = nnx.Rngs(seed)
+    if kind == "resnet":
+        make = lambda r: MLPField(dim, o.hidden, layers=2, time=False, rngs=r)
+        block = ODEBlock(make, params="per_step", steps=o.resnet_depth, integrator="euler",
+                         t1=float(o.resnet_depth), rngs=rngs)
+        return LinearHead(block, dim, rngs=rngs)
+    augment = o.augment if kind == "anode" else 0
+    channels = dim + augment
+    make = lambda r: MLPField(channels, o.hidden, layers=2, time=True, rngs=r)
+    block = ODEBlock(make, params="shared", steps=o.steps, integrator=o.integrator, gradient="backprop", t1=1.0,
+                     rngs=rngs)
+    return LinearHead(AugmentedBlock(augment, block) if augment else block, channels, rngs=rngs)
+
+
+def paths(model: LinearHead, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(times (S + 1,), states (S + 1, B, C)): the stage's states at its step boundaries (an adaptive block's
+    dense solution on the same grid), from [x, 0] for an ANODE."""
+    stage, x = model.stage, jnp.asarray(x)
+    if isinstance(stage, AugmentedBlock):
+        x = jnp.concatenate([x, jnp.zeros((len(x), stage.augment), x.dtype)], axis=-1)
+        stage = stage.block
+    graphdef, state = nnx.split(stage)
+    xs = jax.jit(lambda s, x: nnx.merge(graphdef, s).solve(x, save="all").xs)(state, x)
+    return np.linspace(stage.t0, stage.t1, stage.steps + 1), np.asarray(xs)
+
+
+def predict(model: LinearHead, x: np.ndarray) -> np.ndarray:
+    graphdef, state = nnx.split(model)
+    return np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(x)))[:, 0]
+
+
+def discordant(x0: np.ndarray, xt: np.ndarray) -> float:
+    """The fraction of pairs (i, j) whose order along the line is reversed from x0 to xt (Kendall's
+    discordant pairs, ties not counted): 0 for every increasing map."""
+    a = np.asarray(xt)[np.argsort(x0, kind="stable")]
+    n = len(a)
+    return float(np.triu(a[:, None] > a[None, :], 1).sum() / (n * (n - 1) / 2))
+
+
+def monotone_bound(x: np.ndarray, g: np.ndarray) -> float:
+    """The least mean squared error of any monotone function of x (d = 1) on labels g that are +1 | -1 | +1
+    along x: the isotonic regression pools one shell side with the ball (module docstring)."""
+    x, g = np.asarray(x).ravel(), np.asarray(g).ravel()
+    ball = g < 0
+    n_b, n = int(ball.sum()), len(g)
+    best = np.inf
+    for side in (x < 0, x > 0):
+        n_s = int((side & ~ball).sum())
+        m = (n_s - n_b) / (n_s + n_b)
+        best = min(best, (n_s * (1 - m) ** 2 + n_b * (1 + m) ** 2) / n)
+    return float(best)
+
+
+@final
+@studies.study.register("anode_concentric")
+class AnodeConcentric(studies.Study):
+    title = "Concentric spheres: a Neural ODE cannot separate them, an ANODE and a ResNet can (Dupont et al. 2019)"
+    claim = ("Dupont, Doucet & Teh (2019, 'Augmented Neural ODEs', NeurIPS; Sec. 4, Fig. 3-8): the flow of a "
+             "Neural ODE is a homeomorphism, so it cannot map the inner ball (g = -1) and the surrounding shell "
+             "(g = +1) to linearly separable features; in 1-D its trajectories cannot cross. Trained on g, the "
+             "NODE's loss plateaus (in 2-D it squeezes the shell through gaps with rising NFE), while an ANODE "
+             "(zero channels appended) and a ResNet (discrete steps can cross) fit g to near zero loss; the ANODE "
+             "with fewer function evaluations than the NODE.")
+    sizes = {
+        "smoke": Options(dims=(1,), n_train=256, n_test=256, hidden=16, integrator="rk4", steps=4, epochs=12,
+                         batch_size=32, lr=2e-2, plotted=60),
+        "full": Options(),
+    }
+    smoke_expect = ("node_1d_no_crossing", "node_1d_plateaus", "anode_1d_separates", "resnet_1d_separates")
+
+    def run(self, options: Options, report: studies.Report) -> None:
+        import matplotlib.pyplot as plt
+
+        o = options
+        report.setup(
+            "The literature: Dupont et al. (2019) sample 500 points in the ball |x| <= 0.5 and 1500 in the shell "
+            "1 <= |x| <= 1.5 (d = 1 and 2), and train an ODENet (a time-dependent MLP field of 32 hidden units, "
+            "ReLU, on the input space itself, dopri5 at tolerance 1e-3, then one linear layer to a scalar), an "
+            "ANODE (the same with zero channels appended: 1 in their 1-D figures, 5 in their config) and a "
+            "ResNet (5 residual MLP blocks), Adam 1e-3, batch 64, on the Huber loss to g; the NODE's loss "
+            "plateaus, the ANODE's and ResNet's reach about 0.")
+        report.setup(
+            f"What we run: odenets' `spheres` (r = r_min + (r_max - r_min) U^(1/d), Dupont et al.'s sampler; "
+            f"classes balanced, {o.n_train} training and {o.n_test} test points) in d = {list(o.dims)}, labels "
+            f"mapped to g = -1 / +1. Fields: MLPField(channels, {o.hidden}, 2 hidden layers, tanh); NODE and "
+            f"ANODE time-dependent, t in [0, 1], integrator {o.integrator} (backprop; {o.steps} steps where "
+            f"fixed), ANODE with p = {o.augment} zero channels; ResNet: {o.resnet_depth} per-step fields, Euler "
+            f"with h = 1 (`ODEBlock` params='per_step'). Head: one linear map to a scalar (`LinearHead`). Loss: "
+            f"the squared error (g_hat - g)^2 (odenets' regression task; Dupont et al. used Huber's), "
+            f"{o.epochs} epochs of Adam (lr {o.lr}, cosine, clip 1, batch {o.batch_size}), odenets' own train "
+            f"step. Accuracy: sign(g_hat) = g on the test points. Crossing: the fraction of pairs of test points "
+            f"whose order along the line is reversed between t = 0 and any plotted time (1-D; for the ANODE its "
+            f"first channel, the input's own).")
+
+        runs, rows = {}, []
+        for dim in o.dims:
+            data = labelled(dim, o, report.seed)
+            bound = monotone_bound(data.x_train, data.y_train) if dim == 1 else None
+            if bound is not None:
+                report.value("monotone_bound_1d", bound)
+            for kind in MODELS:
+                fit = _fits.fit(build(kind, dim, o, report.seed), data, lr=o.lr, batch_size=o.batch_size,
+                                epochs=o.epochs, seed=report.seed)
+                pred = predict(fit.model, data.x_test)
+                x_plot = data.x_test[: o.plotted]
+                times, xs = paths(fit.model, x_plot)
+                run = {"fit": fit, "times": times, "paths": xs, "x": x_plot, "g": data.y_test[: o.plotted, 0],
+                       "test_loss": float(np.mean((pred - data.y_test[:, 0]) ** 2)),
+                       "accuracy": float(np.mean(np.sign(pred) == data.y_test[:, 0])),
+                       "nfe": _fits.epoch_mean(fit.nfe, o.epochs) if kind != "resnet" else None}
+                if dim == 1:
+                    run["crossing"] = max(discordant(xs[0, :, 0], xs[k, :, 0]) for k in range(len(xs)))
+                if dim == 2:
+                    run["grid"] = self.decision(fit.model)
+                runs[dim, kind] = run
+                nfe = run["nfe"]
+                rows.append([dim, kind, fit.epoch_losses[-1], run["test_loss"], run["accuracy"],
+                             run.get("crossing"), *((None, None) if nfe is None else (nfe[0], nfe[-1])),
+                             fit.seconds])
+        report.table("models", ["d", "model", "final train loss", "test loss", "test accuracy", "crossing pairs",
+                                "NFE first epoch", "NFE last epoch", "seconds"], rows,
+                     "After training: squared error, accuracy of sign(g_hat), the fraction of test-point pairs "
+                     "whose order is reversed (1-D), forward NFE per training step (epoch means)")
+
+        self.plot_losses(runs, o, report, plt)
+        if 1 in o.dims:
+            self.plot_1d(runs, report, plt)
+        if 2 in o.dims:
+            self.plot_2d(runs, o, report, plt)
+        adaptive = on.integrator.get(o.integrator).adaptive
+        if adaptive:
+            self.plot_nfe(runs, o, report, plt)
+        self.findings(runs, o, report, adaptive)
+
+    @staticmethod
+    def decision(model: LinearHead, n: int = 80, extent: float = 1.8) -> np.ndarray:
+        """g_hat on an n x n grid of [-extent, extent]^2 (rows: x2, columns: x1)."""
+        g = np.linspace(-extent, extent, n, dtype=np.float32)
+        x1, x2 = np.meshgrid(g, g)
+        return predict(model, np.stack([x1.ravel(), x2.ravel()], axis=1)).reshape(n, n)
+
+    @staticmethod
+    def plot_losses(runs, o, report, plt):
+        fig, axes = plt.subplots(1, len(o.dims), figsize=(5.5 * len(o.dims), 4), squeeze=False)
+        for ax, dim in zip(axes[0], o.dims):
+            for kind in MODELS:
+                losses = runs[dim, kind]["fit"].epoch_losses
+                ax.plot(np.arange(1, len(losses) + 1), losses, color=COLOURS[kind], label=kind)
+            if dim == 1:
+                bound = monotone_bound(runs[1, "node"]["x"], runs[1, "node"]["g"])
+                ax.axhline(bound, color="k", ls=":", label=f"monotone bound ({bound:.2f}, plotted points)")
+            ax.set_yscale("log")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("training loss (g_hat - g)^2, epoch mean")
+            ax.set_title(f"d = {dim}")
+            ax.legend(fontsize=8)
+        report.figure("losses", fig, "Training loss per epoch: the NODE plateaus, the ANODE and ResNet fit g")
+
+    @staticmethod
+    def plot_1d(runs, report, plt):
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for ax, kind in zip(axes, MODELS):
+            r = runs[1, kind]
+            for i, g in enumerate(r["g"]):
+                ax.plot(r["times"], r["paths"][:, i, 0], color=LABEL_COLOURS[int(g)], lw=0.7, alpha=0.7)
+            ax.set_xlabel("layer k" if kind == "resnet" else "t")
+            ax.set_ylabel("x(t), the input's channel")
+            ax.set_title(f"{kind}: crossing pairs {r['crossing']:.3f}, accuracy {r['accuracy']:.2f}")
+        handles = [plt.Line2D([], [], color=c, label=f"g = {g:+d}") for g, c in LABEL_COLOURS.items()]
+        axes[0].legend(handles=handles, fontsize=8)
+        report.figure("trajectories_1d", fig, "1-D trajectories x(t) coloured by label: the NODE's never cross "
+                      "(the inner points stay between the shell's); the ANODE (projected) and ResNet's do")
+
+    @staticmethod
+    def plot_2d(runs, o, report, plt):
+        fig, axes = plt.subplots(2, 3, figsize=(15, 9.5))
+        for col, kind in enumerate(MODELS):
+            r = runs[2, kind]
+            ax = axes[0, col]
+            for i, g in enumerate(r["g"]):
+                ax.plot(r["paths"][:, i, 0], r["paths"][:, i, 1], color=LABEL_COLOURS[int(g)], lw=0.5, alpha=0.5)
+                ax.plot(*r["paths"][-1, i, :2], "o", color=LABEL_COLOURS[int(g)], ms=2.5)
+            ax.set_xlabel("feature 1")
+            ax.set_ylabel("feature 2")
+            ax.set_title(f"{kind}: flow of the points (dots: phi(x), first 2 channels)")
+            ax = axes[1, col]
+            extent = 1.8
+            image = ax.imshow(r["grid"], origin="lower", extent=(-extent, extent, -extent, extent), cmap="PuOr",
+                              vmin=-1.5, vmax=1.5)
+            ax.contour(np.linspace(-extent, extent, r["grid"].shape[0]),
+                       np.linspace(-extent, extent, r["grid"].shape[0]), r["grid"], levels=[0.0], colors="k")
+            for g, c in LABEL_COLOURS.items():
+                pick = r["g"] == g
+                ax.plot(r["x"][pick, 0], r["x"][pick, 1], ".", color=c, ms=3, label=f"g = {g:+d}")
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
+            ax.set_title(f"{kind}: g_hat(x) (black: g_hat = 0), accuracy {r['accuracy']:.2f}")
+            ax.legend(fontsize=7, loc="upper right")
+        fig.colorbar(image, ax=axes[1].tolist(), shrink=0.8, label="g_hat(x)")
+        report.figure("flow_2d", fig, "2-D: the flow of the test points to their features (top) and the learned "
+                      "g_hat over the input plane (bottom)")
+
+    @staticmethod
+    def plot_nfe(runs, o, report, plt):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for dim in o.dims:
+            for kind, style in (("node", "-"), ("anode", "--")):
+                nfe = runs[dim, kind]["nfe"]
+                ax.plot(np.arange(1, len(nfe) + 1), nfe, style, color=COLOURS[kind], label=f"{kind}, d = {dim}",
+                        alpha=1.0 if dim == 1 else 0.6)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("forward NFE per training step (epoch mean)")
+        ax.legend(fontsize=8)
+        report.figure("nfe", fig, f"Forward NFE of the adaptive solve ({o.integrator}) over training")
+
+    @staticmethod
+    def findings(runs, o, report, adaptive):
+        loss = lambda d, k: float(runs[d, k]["fit"].epoch_losses[-1])
+        acc = lambda d, k: runs[d, k]["accuracy"]
+        if 1 in o.dims:
+            bound = report.results["values"]["monotone_bound_1d"]
+            report.finding(
+                "node_1d_no_crossing", runs[1, "node"]["crossing"] == 0.0,
+                "the 1-D NODE's trajectories never cross: the order of the points is the same at every time.",
+                "fraction of test-point pairs reversed at some plotted time: NODE "
+                f"{runs[1, 'node']['crossing']:.4f}, "
+                f"ANODE (first channel) {runs[1, 'anode']['crossing']:.4f}, ResNet "
+                f"{runs[1, 'resnet']['crossing']:.4f}.")
+            report.finding(
+                "node_1d_plateaus", loss(1, "node") >= 0.9 * bound and acc(1, "node") <= 0.8,
+                f"the 1-D NODE's loss stays at or above the monotone bound ({bound:.3f} on the training points; "
+                "2/3 for balanced classes) and its accuracy at or below 3/4.",
+                f"NODE final training loss {loss(1, 'node'):.3f}, test accuracy {acc(1, 'node'):.3f}.")
+            report.finding(
+                "anode_1d_separates", loss(1, "anode") < 0.25 * bound and acc(1, "anode") >= 0.95,
+                "the 1-D ANODE fits g (loss near 0, below a quarter of the monotone bound) and separates the "
+                "classes.",
+                f"ANODE final training loss {loss(1, 'anode'):.4f}, test accuracy {acc(1, 'anode'):.3f}.")
+            report.finding(
+                "resnet_1d_separates", loss(1, "resnet") < 0.25 * bound and acc(1, "resnet") >= 0.95
+                and runs[1, "resnet"]["crossing"] > 0,
+                "the 1-D ResNet fits g, its discrete steps carrying points past each other (crossing pairs > 0).",
+                f"ResNet final training loss {loss(1, 'resnet'):.4f}, test accuracy {acc(1, 'resnet'):.3f}, "
+                f"crossing pairs {runs[1, 'resnet']['crossing']:.4f}.")
+        if 2 in o.dims:
+            report.finding(
+                "anode_2d_beats_node", loss(2, "anode") < 0.5 * loss(2, "node"),
+                "in 2-D the ANODE's loss ends well below the NODE's (Dupont et al. Fig. 7: the NODE plateaus).",
+                f"final training loss NODE {loss(2, 'node'):.4f}, ANODE {loss(2, 'anode'):.4f}, ResNet "
+                f"{loss(2, 'resnet'):.4f}; test accuracy NODE {acc(2, 'node'):.3f}, ANODE {acc(2, 'anode'):.3f}, "
+                f"ResNet {acc(2, 'resnet'):.3f}.")
+        if adaptive:
+            last = {(d, k): float(runs[d, k]["nfe"][-1]) for d in o.dims for k in ("node", "anode")}
+            first = {(d, k): float(runs[d, k]["nfe"][0]) for d in o.dims for k in ("node", "anode")}
+            report.finding(
+                "anode_fewer_nfe", all(last[d, "anode"] < last[d, "node"] for d in o.dims),
+                "at the end of training the ANODE's adaptive solve takes fewer function evaluations than the "
+                "NODE's (Dupont et al. Fig. 8).",
+                "; ".join(f"d = {d}: NODE {first[d, 'node']:.0f} -> {last[d, 'node']:.0f}, ANODE "
+                          f"{first[d, 'anode']:.0f} -> {last[d, 'anode']:.0f} (first -> last epoch mean)"
+                          for d in o.dims) + ".")
+        for d in o.dims:
+            report.note(f"d = {d}: " + ", ".join(
+                f"{k} loss {loss(d, k):.4f} (test {runs[d, k]['test_loss']:.4f}), accuracy {acc(d, k):.3f}"
+                for k in MODELS) + ".")
