@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
@@ -43,6 +44,33 @@ class Fit:
     seconds: float
 
 
+ZERO_STATE = ("adam", "adamw", "sgd")  # optimisers whose optax state starts as zeros
+
+
+def initialise(make: Callable[[], nnx.Module], seed: int) -> nnx.Module:
+    """The module `make()` builds, with its parameters drawn by numpy rather than by its initialisers
+    (compiling those takes seconds per model on a CPU; `nnx.eval_shape` only traces `make`): every kernel of
+    a Linear layer, (..., fan_in, fan_out) (a leading step axis for per-step stacks), LeCun normal as flax's
+    default and MLPField's (a normal truncated at two standard deviations, variance 1 / fan_in), every other
+    float leaf (biases, probes) 0, integer leaves (NFE counters) -1. Only for models of Linear layers."""
+    graphdef, state = nnx.split(nnx.eval_shape(make))
+    rng = np.random.default_rng([seed, 11])
+
+    def draw(path, leaf):
+        names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+        names = [n for n in names if n != "value"]
+        if not np.issubdtype(leaf.dtype, np.floating):
+            return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
+        if names[-1] != "kernel":
+            return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
+        z = rng.standard_normal(leaf.shape)
+        while np.any(bad := np.abs(z) > 2):
+            z[bad] = rng.standard_normal(int(bad.sum()))
+        return jnp.asarray((z * np.sqrt(1.0 / leaf.shape[-2]) / 0.87962566103423978).astype(leaf.dtype))
+
+    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+
+
 def setup(model: nnx.Module, data: datasets.Dataset, *, lr: float, batch_size: int, epochs: int, seed: int,
           optim: str = "adam", clip_norm: float | None = 1.0, schedule: str = "cosine") -> loop.Setup:
     """`loop.setup` for a model built here and a dataset in memory: the optimiser `optim` (clip_norm ->
@@ -57,7 +85,11 @@ def setup(model: nnx.Module, data: datasets.Dataset, *, lr: float, batch_size: i
     total = steps_per_epoch * epochs
     tx = run.optim.transform(total)
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-    return loop.Setup({}, run, data, graphdef, (params, rest, tx.init(params)), tx, mesh, steps_per_epoch, total,
+    # the optimisers' states start as zeros (moments, step counts): built from their shapes, not by tx.init,
+    # whose eager ops compile one small program per leaf
+    zeros = jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape, a.dtype)), jax.eval_shape(tx.init, params))
+    opt_state = zeros if optim in ZERO_STATE else jax.jit(tx.init)(params)
+    return loop.Setup({}, run, data, graphdef, (params, rest, opt_state), tx, mesh, steps_per_epoch, total,
                       models.param_count(model))
 
 

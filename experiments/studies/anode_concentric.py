@@ -42,6 +42,7 @@ from odenets.models.stages import AugmentedBlock
 MODELS = ("node", "anode", "resnet")
 COLOURS = {"node": "tab:red", "anode": "tab:blue", "resnet": "tab:green"}
 LABEL_COLOURS = {-1: "tab:orange", 1: "tab:purple"}
+GRID, EXTENT = 80, 1.8  # g_hat is drawn on GRID x GRID points of [-EXTENT, EXTENT]^2
 
 
 @final
@@ -62,6 +63,7 @@ class LinearHead(nnx.Module):
 @dataclasses.dataclass(frozen=True)
 class Options:
     dims: tuple[int, ...] = (1, 2)
+    models: tuple[str, ...] = MODELS  # a subset of node, anode, resnet
     n_train: int = 1000  # points of `spheres`, classes balanced (Dupont et al.: 500 in the ball, 1500 shell)
     n_test: int = 500
     hidden: int = 32  # the fields: MLPField(channels, hidden, 2 hidden layers, tanh)
@@ -99,21 +101,24 @@ def build(kind: str, dim: int, o: Options, seed: int) -> LinearHead:
     return LinearHead(AugmentedBlock(augment, block) if augment else block, channels, rngs=rngs)
 
 
-def paths(model: LinearHead, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(times (S + 1,), states (S + 1, B, C)): the stage's states at its step boundaries (an adaptive block's
-    dense solution on the same grid), from [x, 0] for an ANODE."""
-    stage, x = model.stage, jnp.asarray(x)
-    if isinstance(stage, AugmentedBlock):
-        x = jnp.concatenate([x, jnp.zeros((len(x), stage.augment), x.dtype)], axis=-1)
-        stage = stage.block
-    graphdef, state = nnx.split(stage)
-    xs = jax.jit(lambda s, x: nnx.merge(graphdef, s).solve(x, save="all").xs)(state, x)
-    return np.linspace(stage.t0, stage.t1, stage.steps + 1), np.asarray(xs)
-
-
-def predict(model: LinearHead, x: np.ndarray) -> np.ndarray:
+def evaluate(model: LinearHead, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(times (S + 1,), states (S + 1, B, C), g_hat (B,)): the stage's states at its step boundaries (an
+    adaptive block's dense solution on the same grid), from [x, 0] for an ANODE, and the head on the last;
+    one compiled program."""
+    stage = model.stage
+    block = stage.block if isinstance(stage, AugmentedBlock) else stage
     graphdef, state = nnx.split(model)
-    return np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(x)))[:, 0]
+
+    def run(state, x):
+        m = nnx.merge(graphdef, state)
+        if isinstance(m.stage, AugmentedBlock):
+            x = jnp.concatenate([x, jnp.zeros((len(x), m.stage.augment), x.dtype)], axis=-1)
+        b = m.stage.block if isinstance(m.stage, AugmentedBlock) else m.stage
+        xs = b.solve(x, save="all").xs
+        return xs, m.head(xs[-1])[:, 0]
+
+    xs, pred = jax.jit(run)(state, jnp.asarray(x))
+    return np.linspace(block.t0, block.t1, block.steps + 1), np.asarray(xs), np.asarray(pred)
 
 
 def discordant(x0: np.ndarray, xt: np.ndarray) -> float:
@@ -149,16 +154,18 @@ class AnodeConcentric(studies.Study):
              "(zero channels appended) and a ResNet (discrete steps can cross) fit g to near zero loss; the ANODE "
              "with fewer function evaluations than the NODE.")
     sizes = {
-        "smoke": Options(dims=(1,), n_train=256, n_test=256, hidden=16, integrator="rk4", steps=4, epochs=12,
-                         batch_size=32, lr=2e-2, plotted=60),
+        "smoke": Options(dims=(1,), models=("node", "anode"), n_train=256, n_test=256, hidden=16, integrator="rk4",
+                         steps=4, epochs=12, batch_size=32, lr=2e-2, plotted=60),
         "full": Options(),
     }
-    smoke_expect = ("node_1d_no_crossing", "node_1d_plateaus", "anode_1d_separates", "resnet_1d_separates")
+    smoke_expect = ("node_1d_no_crossing", "node_1d_plateaus", "anode_1d_separates")
 
     def run(self, options: Options, report: studies.Report) -> None:
         import matplotlib.pyplot as plt
 
         o = options
+        if not {"node", "anode"} <= set(o.models) <= set(MODELS):
+            raise ValueError(f"models must hold node and anode, from {', '.join(MODELS)}; got models={o.models!r}")
         report.setup(
             "The literature: Dupont et al. (2019) sample 500 points in the ball |x| <= 0.5 and 1500 in the shell "
             "1 <= |x| <= 1.5 (d = 1 and 2), and train an ODENet (a time-dependent MLP field of 32 hidden units, "
@@ -185,20 +192,22 @@ class AnodeConcentric(studies.Study):
             bound = monotone_bound(data.x_train, data.y_train) if dim == 1 else None
             if bound is not None:
                 report.value("monotone_bound_1d", bound)
-            for kind in MODELS:
-                fit = _fits.fit(build(kind, dim, o, report.seed), data, lr=o.lr, batch_size=o.batch_size,
+            for kind in o.models:
+                model = _fits.initialise(lambda: build(kind, dim, o, report.seed), report.seed)  # noqa: B023
+                fit = _fits.fit(model, data, lr=o.lr, batch_size=o.batch_size,
                                 epochs=o.epochs, seed=report.seed)
-                pred = predict(fit.model, data.x_test)
-                x_plot = data.x_test[: o.plotted]
-                times, xs = paths(fit.model, x_plot)
-                run = {"fit": fit, "times": times, "paths": xs, "x": x_plot, "g": data.y_test[: o.plotted, 0],
-                       "test_loss": float(np.mean((pred - data.y_test[:, 0]) ** 2)),
-                       "accuracy": float(np.mean(np.sign(pred) == data.y_test[:, 0])),
+                n = len(data.x_test)  # the test points, then (2-D) a grid for g_hat over the plane
+                x = data.x_test if dim == 1 else np.concatenate([data.x_test, self.grid()])
+                times, xs, pred = evaluate(fit.model, x)
+                g = data.y_test[:, 0]
+                run = {"fit": fit, "times": times, "paths": xs[:, : o.plotted], "x": data.x_test[: o.plotted],
+                       "g": g[: o.plotted], "test_loss": float(np.mean((pred[:n] - g) ** 2)),
+                       "accuracy": float(np.mean(np.sign(pred[:n]) == g)),
                        "nfe": _fits.epoch_mean(fit.nfe, o.epochs) if kind != "resnet" else None}
                 if dim == 1:
                     run["crossing"] = max(discordant(xs[0, :, 0], xs[k, :, 0]) for k in range(len(xs)))
                 if dim == 2:
-                    run["grid"] = self.decision(fit.model)
+                    run["grid"] = pred[n:].reshape(GRID, GRID)
                 runs[dim, kind] = run
                 nfe = run["nfe"]
                 rows.append([dim, kind, fit.epoch_losses[-1], run["test_loss"], run["accuracy"],
@@ -220,22 +229,22 @@ class AnodeConcentric(studies.Study):
         self.findings(runs, o, report, adaptive)
 
     @staticmethod
-    def decision(model: LinearHead, n: int = 80, extent: float = 1.8) -> np.ndarray:
-        """g_hat on an n x n grid of [-extent, extent]^2 (rows: x2, columns: x1)."""
+    def grid(n: int = GRID, extent: float = EXTENT) -> np.ndarray:
+        """The n x n points of [-extent, extent]^2 (row-major: x2 by row, x1 by column), (n^2, 2)."""
         g = np.linspace(-extent, extent, n, dtype=np.float32)
         x1, x2 = np.meshgrid(g, g)
-        return predict(model, np.stack([x1.ravel(), x2.ravel()], axis=1)).reshape(n, n)
+        return np.stack([x1.ravel(), x2.ravel()], axis=1)
 
     @staticmethod
     def plot_losses(runs, o, report, plt):
         fig, axes = plt.subplots(1, len(o.dims), figsize=(5.5 * len(o.dims), 4), squeeze=False)
         for ax, dim in zip(axes[0], o.dims):
-            for kind in MODELS:
+            for kind in o.models:
                 losses = runs[dim, kind]["fit"].epoch_losses
                 ax.plot(np.arange(1, len(losses) + 1), losses, color=COLOURS[kind], label=kind)
             if dim == 1:
-                bound = monotone_bound(runs[1, "node"]["x"], runs[1, "node"]["g"])
-                ax.axhline(bound, color="k", ls=":", label=f"monotone bound ({bound:.2f}, plotted points)")
+                bound = report.results["values"]["monotone_bound_1d"]
+                ax.axhline(bound, color="k", ls=":", label=f"monotone bound {bound:.3f}")
             ax.set_yscale("log")
             ax.set_xlabel("epoch")
             ax.set_ylabel("training loss (g_hat - g)^2, epoch mean")
@@ -245,8 +254,9 @@ class AnodeConcentric(studies.Study):
 
     @staticmethod
     def plot_1d(runs, report, plt):
-        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for ax, kind in zip(axes, MODELS):
+        kinds = [k for k in MODELS if (1, k) in runs]
+        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4))
+        for ax, kind in zip(axes, kinds):
             r = runs[1, kind]
             for i, g in enumerate(r["g"]):
                 ax.plot(r["times"], r["paths"][:, i, 0], color=LABEL_COLOURS[int(g)], lw=0.7, alpha=0.7)
@@ -260,8 +270,9 @@ class AnodeConcentric(studies.Study):
 
     @staticmethod
     def plot_2d(runs, o, report, plt):
-        fig, axes = plt.subplots(2, 3, figsize=(15, 9.5))
-        for col, kind in enumerate(MODELS):
+        kinds = [k for k in MODELS if (2, k) in runs]
+        fig, axes = plt.subplots(2, len(kinds), figsize=(5 * len(kinds), 9.5))
+        for col, kind in enumerate(kinds):
             r = runs[2, kind]
             ax = axes[0, col]
             for i, g in enumerate(r["g"]):
@@ -271,7 +282,7 @@ class AnodeConcentric(studies.Study):
             ax.set_ylabel("feature 2")
             ax.set_title(f"{kind}: flow of the points (dots: phi(x), first 2 channels)")
             ax = axes[1, col]
-            extent = 1.8
+            extent = EXTENT
             image = ax.imshow(r["grid"], origin="lower", extent=(-extent, extent, -extent, extent), cmap="PuOr",
                               vmin=-1.5, vmax=1.5)
             ax.contour(np.linspace(-extent, extent, r["grid"].shape[0]),
@@ -310,9 +321,8 @@ class AnodeConcentric(studies.Study):
                 "node_1d_no_crossing", runs[1, "node"]["crossing"] == 0.0,
                 "the 1-D NODE's trajectories never cross: the order of the points is the same at every time.",
                 "fraction of test-point pairs reversed at some plotted time: NODE "
-                f"{runs[1, 'node']['crossing']:.4f}, "
-                f"ANODE (first channel) {runs[1, 'anode']['crossing']:.4f}, ResNet "
-                f"{runs[1, 'resnet']['crossing']:.4f}.")
+                f"{runs[1, 'node']['crossing']:.4f}, ANODE (first channel) {runs[1, 'anode']['crossing']:.4f}"
+                + (f", ResNet {runs[1, 'resnet']['crossing']:.4f}." if "resnet" in o.models else "."))
             report.finding(
                 "node_1d_plateaus", loss(1, "node") >= 0.9 * bound and acc(1, "node") <= 0.8,
                 f"the 1-D NODE's loss stays at or above the monotone bound ({bound:.3f} on the training points; "
@@ -323,6 +333,7 @@ class AnodeConcentric(studies.Study):
                 "the 1-D ANODE fits g (loss near 0, below a quarter of the monotone bound) and separates the "
                 "classes.",
                 f"ANODE final training loss {loss(1, 'anode'):.4f}, test accuracy {acc(1, 'anode'):.3f}.")
+        if 1 in o.dims and "resnet" in o.models:
             report.finding(
                 "resnet_1d_separates", loss(1, "resnet") < 0.25 * bound and acc(1, "resnet") >= 0.95
                 and runs[1, "resnet"]["crossing"] > 0,
@@ -333,9 +344,8 @@ class AnodeConcentric(studies.Study):
             report.finding(
                 "anode_2d_beats_node", loss(2, "anode") < 0.5 * loss(2, "node"),
                 "in 2-D the ANODE's loss ends well below the NODE's (Dupont et al. Fig. 7: the NODE plateaus).",
-                f"final training loss NODE {loss(2, 'node'):.4f}, ANODE {loss(2, 'anode'):.4f}, ResNet "
-                f"{loss(2, 'resnet'):.4f}; test accuracy NODE {acc(2, 'node'):.3f}, ANODE {acc(2, 'anode'):.3f}, "
-                f"ResNet {acc(2, 'resnet'):.3f}.")
+                "final training loss " + ", ".join(f"{k} {loss(2, k):.4f}" for k in o.models) + "; test accuracy "
+                + ", ".join(f"{k} {acc(2, k):.3f}" for k in o.models) + ".")
         if adaptive:
             last = {(d, k): float(runs[d, k]["nfe"][-1]) for d in o.dims for k in ("node", "anode")}
             first = {(d, k): float(runs[d, k]["nfe"][0]) for d in o.dims for k in ("node", "anode")}
@@ -349,4 +359,4 @@ class AnodeConcentric(studies.Study):
         for d in o.dims:
             report.note(f"d = {d}: " + ", ".join(
                 f"{k} loss {loss(d, k):.4f} (test {runs[d, k]['test_loss']:.4f}), accuracy {acc(d, k):.3f}"
-                for k in MODELS) + ".")
+                for k in o.models) + ".")

@@ -98,13 +98,15 @@ def solver(integrator, ts, o: Options, seed: int):
     `params` (those of a trained model), solved by `integrator`; jitted."""
     graphdef, _, rest = nnx.split(trajectory_model(integrator, ts, o, seed), nnx.Param, ...)
     x0 = jnp.asarray([[2.0, 0.0]], jnp.float32)
-    return jax.jit(lambda params: nnx.merge(graphdef, params, rest)(x0)[0])
+    path = jax.jit(lambda params, rest, x0: nnx.merge(graphdef, params, rest)(x0)[0])
+    return lambda params: path(params, rest, x0)
 
 
 def field_of(model: models.Trajectory):
     """F_theta(x) for states (..., 2), jitted."""
     graphdef, state = nnx.split(model.field)
-    return jax.jit(lambda x: nnx.merge(graphdef, state)(0.0, x))
+    field = jax.jit(lambda state, x: nnx.merge(graphdef, state)(0.0, x))
+    return lambda x: field(state, x)
 
 
 def rmse(a, b) -> float:
