@@ -258,7 +258,14 @@ class AnodeConcentric(studies.Study):
     @staticmethod
     def plot_1d(runs, report, plt):
         kinds = [k for k in MODELS if (1, k) in runs]
-        fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4))
+        fig, axes = plt.subplots(1, len(kinds) + 1, figsize=(5 * len(kinds) + 5, 4))
+        r = runs[1, "anode"]  # the ANODE's plane (x, z): the ball lifted past the shell through z
+        for i, g in enumerate(r["g"]):
+            axes[-1].plot(r["paths"][:, i, 0], r["paths"][:, i, 1], color=LABEL_COLOURS[int(g)], lw=0.7, alpha=0.7)
+            axes[-1].plot(*r["paths"][-1, i, :2], "o", color=LABEL_COLOURS[int(g)], ms=2.5)
+        axes[-1].set_xlabel("x (the input's channel)")
+        axes[-1].set_ylabel("z (the first augmented channel)")
+        axes[-1].set_title("anode: paths in the (x, z) plane, dots at t = 1")
         for ax, kind in zip(axes, kinds):
             r = runs[1, kind]
             for i, g in enumerate(r["g"]):
@@ -269,7 +276,8 @@ class AnodeConcentric(studies.Study):
         handles = [plt.Line2D([], [], color=c, label=f"g = {g:+d}") for g, c in LABEL_COLOURS.items()]
         axes[0].legend(handles=handles, fontsize=8)
         report.figure("trajectories_1d", fig, "1-D trajectories x(t) coloured by label: the NODE's never cross "
-                      "(the inner points stay between the shell's); the ANODE (projected) and ResNet's do")
+                      "(the inner points stay between the shell's); the ResNet's steps cross; the ANODE separates "
+                      "the classes through its extra channel z (right)")
 
     @staticmethod
     def plot_2d(runs, o, report, plt):
@@ -283,7 +291,7 @@ class AnodeConcentric(studies.Study):
                 ax.plot(*r["paths"][-1, i, :2], "o", color=LABEL_COLOURS[int(g)], ms=2.5)
             ax.set_xlabel("feature 1")
             ax.set_ylabel("feature 2")
-            ax.set_title(f"{kind}: flow of the points (dots: phi(x), first 2 channels)")
+            ax.set_title(f"{kind}: paths to phi(x) (dots; first 2 channels)", fontsize=10)
             ax = axes[1, col]
             extent = EXTENT
             image = ax.imshow(r["grid"], origin="lower", extent=(-extent, extent, -extent, extent), cmap="PuOr",
@@ -295,7 +303,7 @@ class AnodeConcentric(studies.Study):
                 ax.plot(r["x"][pick, 0], r["x"][pick, 1], ".", color=c, ms=3, label=f"g = {g:+d}")
             ax.set_xlabel("x1")
             ax.set_ylabel("x2")
-            ax.set_title(f"{kind}: g_hat(x) (black: g_hat = 0), accuracy {r['accuracy']:.2f}")
+            ax.set_title(f"{kind}: g_hat(x), black g_hat = 0; accuracy {r['accuracy']:.2f}", fontsize=10)
             ax.legend(fontsize=7, loc="upper right")
         fig.colorbar(image, ax=axes[1].tolist(), shrink=0.8, label="g_hat(x)")
         report.figure("flow_2d", fig, "2-D: the flow of the test points to their features (top) and the learned "
