@@ -310,6 +310,13 @@ class Spiral(studies.Study):
                 f"{name} fits the noisy windows to the noise level (training RMSE at most 1.5 sigma).",
                 f"training RMSE {r['train_rmse']:.4f} (sigma = {o.noise}), path RMSE from x(0) "
                 f"{r['path_error']:.4f}, field error {r['field_error']:.3f}.")
+        report.note("A training RMSE below sigma means the field follows part of the noise: the windows overlap, "
+                    "and each starts at a noisy observation that the model takes as exact.")
+        if any(on.integrator(n).adaptive for n in runs) and o.adaptive_gradient == "adjoint":
+            report.note("With the adjoint, odenets' reconstruction check warns when the backward solve rebuilds "
+                        "x(t0) with a relative error above 1e-2 (trial runs here reached about 1.06e-2 early in "
+                        "training): those gradients are approximate. The backward NFE of the adaptive solve is "
+                        "not recorded by the Trajectory model (-1).")
         for name, r in runs.items():
             report.note(f"{name}: training RMSE {r['train_rmse']:.4f} (sigma {o.noise}), path RMSE "
                         f"{r['path_error']:.4f} (re-solved {r['resolved_error']:.4f}), field error "
