@@ -221,9 +221,9 @@ class AnodeConcentric(studies.Study):
                      "After training: squared error, accuracy of sign(g_hat), the fraction of test-point pairs "
                      "whose order is reversed (1-D), forward NFE per training step (epoch means)")
 
-        self.plot_losses(runs, o, report, plt)
-        if 1 in o.dims:
+        if 1 in o.dims:  # first: the headline figure
             self.plot_1d(runs, report, plt)
+        self.plot_losses(runs, o, report, plt)
         if 2 in o.dims:
             self.plot_2d(runs, o, report, plt)
         adaptive = on.integrator.get(o.integrator).adaptive
