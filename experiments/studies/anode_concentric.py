@@ -303,7 +303,7 @@ class AnodeConcentric(studies.Study):
                 ax.plot(r["x"][pick, 0], r["x"][pick, 1], ".", color=c, ms=3, label=f"g = {g:+d}")
             ax.set_xlabel("x1")
             ax.set_ylabel("x2")
-            ax.set_title(f"{kind}: g_hat(x), black g_hat = 0; accuracy {r['accuracy']:.2f}", fontsize=10)
+            ax.set_title(f"{kind}: g_hat (black: 0), accuracy {r['accuracy']:.2f}", fontsize=10)
             ax.legend(fontsize=7, loc="upper right")
         fig.colorbar(image, ax=axes[1].tolist(), shrink=0.8, label="g_hat(x)")
         report.figure("flow_2d", fig, "2-D: the flow of the test points to their features (top) and the learned "
@@ -374,6 +374,15 @@ class AnodeConcentric(studies.Study):
                 f"order, reversed pairs {runs[1, 'anode']['reversed']:.3g}): it moves the ball along the extra "
                 "channel z, and the head reads z (right panel of the 1-D figure); the ResNet reorders the points "
                 "themselves.")
+        if 2 in o.dims:
+            border = lambda grid: np.concatenate([grid[0], grid[-1], grid[:, 0], grid[:, -1]])
+            outside = {k: float(np.mean(border(runs[2, k]["grid"]) < 0)) for k in o.models}
+            for k, v in outside.items():
+                report.value(f"negative_border_2d_{k}", v)
+            report.note(
+                f"2-D: the fraction of the border of [-{EXTENT}, {EXTENT}]^2 where g_hat < 0 (the ball's region "
+                "reaching out past the shell, as a flow must leave it connected to the outside to push the shell "
+                "aside): " + ", ".join(f"{k} {v:.3f}" for k, v in outside.items()) + ".")
         for d in o.dims:
             report.note(f"d = {d}: " + ", ".join(
                 f"{k} loss {loss(d, k):.4f} (test {runs[d, k]['test_loss']:.4f}), accuracy {acc(d, k):.3f}"
