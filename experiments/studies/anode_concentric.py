@@ -380,9 +380,11 @@ class AnodeConcentric(studies.Study):
             for k, v in outside.items():
                 report.value(f"negative_border_2d_{k}", v)
             report.note(
-                f"2-D: the fraction of the border of [-{EXTENT}, {EXTENT}]^2 where g_hat < 0 (the ball's region "
-                "reaching out past the shell, as a flow must leave it connected to the outside to push the shell "
-                "aside): " + ", ".join(f"{k} {v:.3f}" for k, v in outside.items()) + ".")
+                f"2-D: the fraction of the border of [-{EXTENT}, {EXTENT}]^2 (on the {GRID} x {GRID} grid) "
+                "where g_hat < 0. For a NODE {g_hat < 0} is the preimage of a half-plane under a homeomorphism, "
+                "connected and unbounded: it holds the ball, so it must cross the shell and reach the border "
+                "(an ANODE's or a ResNet's need not): " + ", ".join(f"{k} {v:.3f}" for k, v in outside.items())
+                + ".")
         for d in o.dims:
             report.note(f"d = {d}: " + ", ".join(
                 f"{k} loss {loss(d, k):.4f} (test {runs[d, k]['test_loss']:.4f}), accuracy {acc(d, k):.3f}"
