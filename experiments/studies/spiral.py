@@ -237,8 +237,8 @@ class Spiral(studies.Study):
         report.value("observation_interval", float(h))
         report.value("chord_vs_f", bias)
 
+        self.plot_fit(runs, ts, clean, noisy, o, report, plt)  # first: the headline figure
         self.plot_portraits(runs, clean, noisy, o, report, plt)
-        self.plot_fit(runs, ts, clean, noisy, o, report, plt)
         self.findings(runs, o, report)
 
     @staticmethod
