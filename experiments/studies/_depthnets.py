@@ -109,8 +109,8 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1; raw key
-    data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
+    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1;
+    raw key data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
     A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
     library's own draw."""
     graphdef, state = nnx.split(abstract)
@@ -121,7 +121,8 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
         names = [str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))) for p in path]
         names = [n for n in names if n != "value"]
         if jnp.issubdtype(leaf.dtype, jnp.unsignedinteger):  # raw key data (an RNODE block's NoiseKey)
-            return jnp.asarray(keys.integers(0, np.iinfo(leaf.dtype).max, leaf.shape, dtype=leaf.dtype, endpoint=True))
+            top = np.iinfo(leaf.dtype).max
+            return jnp.asarray(keys.integers(0, top, leaf.shape, dtype=leaf.dtype, endpoint=True))
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
         if names[-1] == "scale":

@@ -108,7 +108,7 @@ class Curve:
     steps_per_epoch: int
     n_params: int
     seconds: float
-    drift_warnings: int  # backward solves whose rebuilt x(t0) missed the forward one by > 1% (ReconstructionWarning)
+    drift_warnings: int  # backward solves whose rebuilt x(0) missed the forward one by > 1% (odenets' warning)
 
 
 def train(task: str, arm: str, o: Options, seed: int) -> Curve:
@@ -217,15 +217,16 @@ class NFETraining(studies.Study):
             per_epoch = {k: _mean(cs, k).reshape(o.epochs, -1).mean(axis=1) for k in cs[0].steps}
             accuracy = np.mean([c.test_accuracy for c in cs], axis=0)
             for e in range(o.epochs):
+                penalty = per_epoch["rnode"][e] if "rnode" in per_epoch else None
                 epochs.append([task, arm, e + 1, per_epoch["loss"][e], accuracy[e], per_epoch["nfe"][e],
-                               per_epoch["nfe_backward"][e], per_epoch["rnode"][e] if "rnode" in per_epoch else None])
+                               per_epoch["nfe_backward"][e], penalty])
         report.table("summary", ["task", "arm", "parameters", "NFE start", "NFE end", "end / start",
                                  "backward NFE start", "backward NFE end", "backward / forward", "test accuracy",
                                  "seconds per seed", "drift warnings"], rows,
                      "Per arm: forward NFE at the start and end of training, its growth, the backward NFE, the "
                      "mean per-step ratio backward / forward, the final test accuracy (means over seeds) and the "
-                     "training time (compile included); drift warnings: adjoint backward solves whose rebuilt x(0) "
-                     "missed the forward x(0) by more than 1% (odenets' ReconstructionWarning), over all seeds")
+                     "training time (compile included); drift warnings: adjoint backward solves whose rebuilt "
+                     "x(0) missed the forward x(0) by more than 1% (ReconstructionWarning), over all seeds")
         report.table("epochs", ["task", "arm", "epoch", "train loss", "test accuracy", "forward NFE",
                                 "backward NFE", "RNODE penalty"], epochs,
                      "Per epoch: mean training loss (data term), test accuracy after the epoch, mean forward and "
@@ -244,8 +245,8 @@ class NFETraining(studies.Study):
                 f"{task}_backward_half", abs(node["ratio"] - 0.5) <= 0.15,
                 "the adjoint's backward NFE is about half the forward NFE (ratio within 0.5 +- 0.15; Chen et al. "
                 "Fig. 3).",
-                f"mean backward / forward {node['ratio']:.2f} over training (backward {node['backward_start']:.1f} "
-                f"-> {node['backward_end']:.1f}).")
+                f"mean backward / forward {node['ratio']:.2f} over training (backward "
+                f"{node['backward_start']:.1f} -> {node['backward_end']:.1f}).")
             if "rnode" in o.arms:
                 reg = _summary(curves[task, "rnode"], o.window)
                 report.value(f"{task}_rnode", reg)
