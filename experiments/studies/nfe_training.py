@@ -198,7 +198,8 @@ class NFETraining(studies.Study):
             row[0].set(xlabel="training step", ylabel="forward NFE per step", title=f"{task}: forward NFE")
             row[1].set(xlabel="training step", ylabel="backward NFE per step (adjoint)",
                        title=f"{task}: backward NFE")
-            row[2].set(xlabel="forward NFE (mean over the epoch)", ylabel="test accuracy",
+            row[2].set(xlabel="forward NFE (mean over the epoch)",
+                       ylabel="test accuracy" if o.evaluate else "training accuracy (running, over the epoch)",
                        title=f"{task}: accuracy vs NFE (per epoch; star: last)")
             for ax in row:
                 ax.grid(True, alpha=0.3)
