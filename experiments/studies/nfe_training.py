@@ -234,6 +234,19 @@ class NFETraining(studies.Study):
                      "backward NFE per step over the epoch, mean RNODE penalty (rnode arm)")
 
     def _findings(self, o: Options, curves, report: studies.Report) -> None:
+        ratios = ", ".join(f"{t} {a} {_summary(cs, o.window)['ratio']:.2f}" for (t, a), cs in curves.items())
+        report.note(
+            f"Backward / forward NFE per step: {ratios}. odenets' adjoint solves (x, a, dL/dtheta) backwards "
+            "under the forward solve's step-size controller with every component, the parameter gradient's "
+            "included, in its error norm (diffrax's backsolve); Kidger, Chen & Lyons (2021) show that leaving the "
+            "dL/dtheta channels out of that norm (a seminorm, later torchdiffeq's option) cuts the backward "
+            "steps.")
+        drifts = [(t, a, sum(c.drift_warnings for c in cs), sum(len(c.steps["nfe"]) for c in cs))
+                  for (t, a), cs in curves.items()]
+        report.note(
+            "Backward solves whose rebuilt x(0) missed the forward x(0) by more than 1% (odenets' "
+            "ReconstructionWarning: the gradient of such a step is unreliable): "
+            + ", ".join(f"{t} {a} {n} of {steps} steps" for t, a, n, steps in drifts) + ".")
         for task in o.tasks:
             node = _summary(curves[task, "node"], o.window)
             report.value(f"{task}_node", node)
@@ -258,6 +271,12 @@ class NFETraining(studies.Study):
                     f"{o.accuracy_slack:g} (Finlay et al.).",
                     f"final NFE {reg['end']:.1f} vs {node['end']:.1f} ({reg['end'] / node['end']:.2f}x); test "
                     f"accuracy {reg['accuracy']:.3f} vs {node['accuracy']:.3f} (NODE ahead by {gap:+.3f}).")
+                report.note(
+                    f"{task}: RNODE's NFE counts steps of the augmented state (x, K, J), whose error estimates "
+                    f"enter the step control too: it starts at {reg['start']:.1f} forward NFE per step against"
+                    f" the NODE's {node['start']:.1f}, and each of its evaluations is one F and one"
+                    f" vector-Jacobian product ({_seconds(curves[task, 'rnode']):.0f} s of training against "
+                    f"{_seconds(curves[task, 'node']):.0f} s).")
             if "anode" in o.arms:
                 aug = _summary(curves[task, "anode"], o.window)
                 report.value(f"{task}_anode", aug)
@@ -271,6 +290,10 @@ class NFETraining(studies.Study):
                     "ANODE ends training with fewer forward NFE than the NODE (Dupont et al.).",
                     f"final NFE {aug['end']:.1f} vs {node['end']:.1f}; test accuracy {aug['accuracy']:.3f} vs "
                     f"{node['accuracy']:.3f}.")
+
+
+def _seconds(cs: list[Curve]) -> float:
+    return float(np.mean([c.seconds for c in cs]))
 
 
 def _summary(cs: list[Curve], window: int) -> dict[str, float]:
