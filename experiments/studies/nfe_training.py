@@ -196,7 +196,7 @@ class NFETraining(studies.Study):
         self._findings(o, curves, report)
 
         for (task, arm), cs in curves.items():  # the figure's curves: per-step means over the seeds
-            report.value(f"{task}_{arm}_per_step", {k: _mean(cs, k) for k in ("nfe", "nfe_backward")})
+            report.value(f"{task}_{arm}_per_step", {k: _mean(cs, k).tolist() for k in ("nfe", "nfe_backward")})
         fig, axes = plt.subplots(len(o.tasks), 3, figsize=(15, 4.4 * len(o.tasks)), squeeze=False,
                                  layout="constrained")
         for row, task in zip(axes, o.tasks):
