@@ -5,7 +5,7 @@ The model is any NNX module the train step can differentiate (a flow with a line
 model); the dataset's task picks the loss as `odenets run` would: for task "regression" the squared error
 summed over the output, sum_j (pred_j - y_j)^2 (the mean squared error for one output), for task
 "trajectory" the mean squared error over the T observed states, mean_{t, d} (path - y)^2. Every step's
-loss and its forward and backward NFE (`odenets.models.stage_totals`) are kept.
+loss and its forward and backward NFE (`odenets.models.stage_totals`) are kept (`_depthnets.run_steps`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from experiments.studies import _depthnets as nets
 from odenets import data as datasets
 from odenets import models
 from odenets._abstract import final
@@ -42,9 +43,6 @@ class Fit:
     epoch_losses: np.ndarray
     measured: tuple[tuple[int, Any], ...]
     seconds: float
-
-
-ZERO_STATE = ("adam", "adamw", "sgd")  # optimisers whose optax state starts as zeros
 
 
 def initialise(make: Callable[[], nnx.Module], seed: int) -> nnx.Module:
@@ -85,10 +83,9 @@ def setup(model: nnx.Module, data: datasets.Dataset, *, lr: float, batch_size: i
     total = steps_per_epoch * epochs
     tx = run.optim.transform(total)
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-    # the optimisers' states start as zeros (moments, step counts): built from their shapes, not by tx.init,
-    # whose eager ops compile one small program per leaf
-    zeros = jax.tree.map(lambda a: jnp.asarray(np.zeros(a.shape, a.dtype)), jax.eval_shape(tx.init, params))
-    opt_state = zeros if optim in ZERO_STATE else jax.jit(tx.init)(params)
+    # zeros of the optimiser state's structure where it starts at zero (tx.init's eager ops compile one small
+    # program per leaf)
+    opt_state = nets._opt_init(tx, optim, params)
     return loop.Setup({}, run, data, graphdef, (params, rest, opt_state), tx, mesh, steps_per_epoch, total,
                       models.param_count(model))
 
@@ -101,30 +98,17 @@ def fit(model: nnx.Module, data: datasets.Dataset, *, lr: float, batch_size: int
     after the last (every=0: after the last only, when measure is given). `optim`: `setup`'s options."""
     s = setup(model, data, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed, **optim)
     train_step, _ = loop.make_steps(s)
-    x, y = data.x_train, data.y_train
-    state, start = s.state, time.perf_counter()
-    records, measured, epoch_losses = [], [], []
-    for epoch in range(epochs):
-        batch = []
-        for idx in datasets.batches(len(x), s.run.optim.batch_size, seed=seed, epoch=epoch):
-            state, metrics = train_step(state, x[idx], y[idx])
-            batch.append({k: metrics[k] for k in ("loss", "nfe", "nfe_backward")})
-        batch = jax.device_get(batch)
-        records += batch
-        epoch_losses.append(float(np.mean([r["loss"] for r in batch])))
-        last = epoch == epochs - 1
-        if measure is not None and (last or (every and (epoch + 1) % every == 0)):
-            measured.append((epoch + 1, measure(model_of(s, state))))
-    column = lambda key, dtype: np.asarray([r[key] for r in records], dtype)
-    return Fit(model_of(s, state), column("loss", np.float64), column("nfe", np.int64),
-               column("nfe_backward", np.int64), np.asarray(epoch_losses), tuple(measured),
-               time.perf_counter() - start)
-
-
-def model_of(s: loop.Setup, state) -> nnx.Module:
-    """The model of a train state (params, rest, optimiser state) of setup s."""
-    params, rest, _ = state
-    return nnx.merge(s.graphdef, params, rest)
+    start, keys = time.perf_counter(), ("loss", "nfe", "nfe_backward")
+    records, measured = {key: [] for key in keys}, []
+    for epoch, state, record in nets.run_steps(s, s.state, train_step, range(epochs), seed=seed, keys=keys):
+        for key in keys:
+            records[key].append(record[key])
+        if measure is not None and (epoch == epochs - 1 or (every and (epoch + 1) % every == 0)):
+            measured.append((epoch + 1, measure(nets.model_of(s, state))))
+    column = lambda key, dtype: np.concatenate(records[key]).astype(dtype)
+    return Fit(nets.model_of(s, state), column("loss", np.float64), column("nfe", np.int64),
+               column("nfe_backward", np.int64), np.asarray([np.mean(r) for r in records["loss"]]),
+               tuple(measured), time.perf_counter() - start)
 
 
 def epoch_mean(values: np.ndarray, epochs: int) -> np.ndarray:
