@@ -269,6 +269,8 @@ class ChenTable1(studies.Study):
 
     @staticmethod
     def _figure(rows: dict, o: Options, report: studies.Report, plt) -> None:
+        from matplotlib import ticker
+
         fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 4.5))
         colours = dict(zip(MODELS, ("tab:gray", "tab:blue", "tab:orange", "tab:green")))
         bar = 0.8 / len(o.models)
@@ -299,6 +301,7 @@ class ChenTable1(studies.Study):
                        label=f"{LABELS[m]}, {DATA_LABELS[d]}")
         bx.set_xscale("log")
         bx.set_yscale("log")
+        bx.xaxis.set_minor_formatter(ticker.NullFormatter())  # decades only: minor labels overlap
         bx.set_xlabel("parameters")
         bx.set_ylabel(f"gradient memory (MB, XLA temporary bytes, batch {o.batch_size})")
         bx.set_title("Memory of the gradient against parameters")
@@ -423,7 +426,9 @@ class ChenTable1(studies.Study):
             report.note(f"Each net's cost on this machine, {o.n_train or 4000:,} training examples per epoch, the "
                         f"test error included: {cost}. Chen trains 160 epochs on 60,000 digits; here {ours}: "
                         "errors of short training on a smaller set, so they sit above Chen's; the nets are "
-                        "compared with each other at equal epochs.")
+                        "compared with each other at equal epochs. The nets are timed one after the other: on a "
+                        "shared machine a change of load between two of them moves the ratio of their seconds per "
+                        "epoch (compare NFE for the work done).")
         report.note("Memory here is a whole network's (stem and head included) at one batch: the stem's "
                     "activations at full resolution are shared by the three conv nets, so the ratios between them "
                     "understate those of the 6-block part alone.")
