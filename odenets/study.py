@@ -11,7 +11,8 @@ measures, and fills a `Report` that writes into the run directory:
     report.md      the claim, the setup, the tables, the figures, the findings (each: what the
                    literature expects, what we measured, whether it holds), the wall time
     figures/*.png  labelled axes and legends
-    results.json   every number in the tables, the findings, the options and the wall time
+    results.json   every number in the tables, the findings, the figures (the first is the
+                   study's headline figure), the options and the wall time
 
 A finding that does not hold is reported as such, with its numbers: it is a result, and a
 study is never tuned until it agrees. `smoke_expect` names the findings whose direction the
@@ -128,7 +129,8 @@ class Report:
         self._sections: list[str] = []
         self._notes: list[str] = []
         self.results: dict[str, Any] = {"study": config.name, "size": config.size, "seed": seed,
-                                        "options": config.to_dict(), "tables": {}, "values": {}, "findings": {}}
+                                        "options": config.to_dict(), "tables": {}, "values": {}, "findings": {},
+                                        "figures": []}
         self._start = time.perf_counter()
 
     def subdir(self, name: str) -> Path:
@@ -166,6 +168,7 @@ class Report:
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         self._sections.append(f"![{caption}](figures/{key}.png)\n\n*{caption}*")
+        self.results["figures"].append(f"figures/{key}.png")  # in order: the first is the study's headline
         return path
 
     def finding(self, key: str, holds: bool, expected: str, measured: str) -> bool:
@@ -209,10 +212,14 @@ def run(config: StudyConfig | dict, out: Path, seed: int = 0) -> dict[str, Any]:
     """
     import matplotlib
 
-    matplotlib.use("Agg")  # figures are drawn off-screen: a study's run imports matplotlib.pyplot as it is
     config = config if isinstance(config, StudyConfig) else StudyConfig.parse(config)
     report = Report(Path(out), config, seed)
-    study.get(config.name)().run(config.options, report)
+    backend = matplotlib.get_backend()
+    matplotlib.use("Agg")  # figures are drawn off-screen (a study imports matplotlib.pyplot as it is) ...
+    try:
+        study.get(config.name)().run(config.options, report)
+    finally:
+        matplotlib.use(backend)  # ... and the caller's backend (a notebook's inline plots) comes back
     return report.write()
 
 

@@ -87,12 +87,36 @@ def test_report_keeps_findings_that_do_not_hold(tmp_path, monkeypatch):
         studies.run({"name": "nope"}, tmp_path)
 
 
-def test_all_studies_writes_an_index(tmp_path):
-    only = STUDIES[:1]
-    results = studies.run({"name": "all_studies", "size": "smoke", "only": tuple(only)}, tmp_path)
-    assert [row[0] for row in results["tables"]["index"]["rows"]] == only
-    assert (tmp_path / "runs" / only[0] / "report.md").exists()
-    assert all(key.startswith(f"{only[0]}.") for key in results["findings"])
+@final
+class _Broken(studies.Study):
+    """A study that raises half way."""
+
+    title = "broken"
+    claim = "nothing"
+    sizes = {"smoke": _Options(2), "full": _Options(5)}
+
+    def run(self, options, report):
+        raise FloatingPointError("the loss is nan at step 3")
+
+
+def test_all_studies_writes_an_index_and_survives_a_failing_study(tmp_path, monkeypatch):
+    for name, cls in (("_toy", _Toy), ("_broken", _Broken)):
+        monkeypatch.setitem(REGISTRY._table, name, cls)
+        monkeypatch.setattr(cls, "name", name, raising=False)
+    cfg = cli.compose(["experiment=all_studies", "study.size=smoke", "+study.only=[_broken,_toy]"])
+    results = studies.run_config(cfg, tmp_path)
+    rows = {row[0]: row for row in results["tables"]["index"]["rows"]}
+    assert list(rows) == ["_broken", "_toy"]  # the chosen list, in its order, and the toy ran after the failure
+    assert rows["_broken"][2].startswith("failed (FloatingPointError: the loss is nan at step 3")
+    assert "FloatingPointError" in (tmp_path / "runs" / "_broken" / "error.txt").read_text()
+    assert rows["_toy"][2] == "1 of 2 hold" and rows["_toy"][5] == "![_toy](runs/_toy/figures/squares.png)"
+    assert (tmp_path / "runs" / "_toy" / "figures" / "squares.png").exists()
+    assert results["values"]["failed"] == ["_broken"]
+    assert not results["findings"]["_broken.ran"]["holds"] and results["findings"]["_toy.grows"]["holds"]
+    report = (tmp_path / "report.md").read_text()
+    assert "1 of 2 studies failed: _broken" in report and "figures/verdicts.png" in report
+    with pytest.raises(ValueError, match=r"study.only: unknown studies \['nope'\]; valid choices: .*_toy"):
+        studies.run({"name": "all_studies", "size": "smoke", "only": ("nope",)}, tmp_path / "other")
 
 
 def test_a_study_refuses_training_overrides_and_resume(tmp_path, capsys):
@@ -104,3 +128,25 @@ def test_a_study_refuses_training_overrides_and_resume(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "is a study" in err and ("would be ignored" in err or "no --resume" in err)
     assert not (tmp_path / "x").exists()
+
+
+def test_studies_and_run_figures_leave_the_callers_matplotlib_backend(tmp_path, monkeypatch):
+    """A notebook's inline backend survives a study run and a training run's figures."""
+    import matplotlib
+
+    from odenets.train.rundir import plot_curves
+
+    monkeypatch.setitem(REGISTRY._table, "_toy", _Toy)
+    monkeypatch.setattr(_Toy, "name", "_toy", raising=False)
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        studies.run({"name": "_toy", "size": "smoke"}, tmp_path / "study")
+        assert matplotlib.get_backend() == "svg"
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "metrics.jsonl").write_text(json.dumps({"split": "train", "step": 1, "epoch": 1, "loss": 1.0}) + "\n")
+        assert plot_curves([run], tmp_path / "curves.png").stat().st_size > 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
