@@ -289,7 +289,8 @@ def test_refusals():
 
 
 @pytest.mark.parametrize("family, kind, preact, stages",
-                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1), ("highway", "mlp", False, 1)])
+                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1), ("highway", "mlp", False, 1),
+                          ("node", "mlp", False, 1), ("node", "conv1d", False, 1), ("anode", "mlp", False, 1)])
 def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributions(family, kind, preact, stages):
     """The depth studies draw initial parameters by numpy (experiments/studies/_depthnets.initialise) to skip
     compiling the initialisers: every leaf must match the library's own draw in what is zero, what is one, and

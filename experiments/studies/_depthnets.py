@@ -20,6 +20,7 @@ from odenets import cli
 from odenets import data as datasets
 from odenets._abstract import final
 from odenets.fields import HighwayField
+from odenets.models import ODEBlock
 from odenets.train import loop
 from odenets.train.config import RunConfig, build_model
 
@@ -109,11 +110,13 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1;
+    a per-step stack; a shared ODE field (node, anode) has none), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1;
     raw key data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
     A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
     library's own draw."""
     graphdef, state = nnx.split(abstract)
+    shared = [tuple(str(k) for k in path) for path, module in nnx.iter_graph(abstract)  # one field for all steps
+              if isinstance(module, ODEBlock) and module.params != "per_step"]
     rng = np.random.default_rng([seed, 7])
     keys = np.random.default_rng([seed, 8])  # its own stream: a model with keys draws the same kernels as without
 
@@ -129,7 +132,8 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
             return jnp.asarray(np.ones(leaf.shape, leaf.dtype))
         if names[-1] != "kernel":
             return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
-        fan_in = int(np.prod(leaf.shape[1 if any(n in STACKED for n in names) else 0: -1]))
+        stacked = any(n in STACKED for n in names) and not any(tuple(names[: len(p)]) == p for p in shared)
+        fan_in = int(np.prod(leaf.shape[1 if stacked else 0: -1]))
         z = rng.standard_normal(leaf.shape)
         while np.any(bad := np.abs(z) > 2):
             z[bad] = rng.standard_normal(int(bad.sum()))
