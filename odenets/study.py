@@ -212,10 +212,14 @@ def run(config: StudyConfig | dict, out: Path, seed: int = 0) -> dict[str, Any]:
     """
     import matplotlib
 
-    matplotlib.use("Agg")  # figures are drawn off-screen: a study's run imports matplotlib.pyplot as it is
     config = config if isinstance(config, StudyConfig) else StudyConfig.parse(config)
     report = Report(Path(out), config, seed)
-    study.get(config.name)().run(config.options, report)
+    backend = matplotlib.get_backend()
+    matplotlib.use("Agg")  # figures are drawn off-screen (a study imports matplotlib.pyplot as it is) ...
+    try:
+        study.get(config.name)().run(config.options, report)
+    finally:
+        matplotlib.use(backend)  # ... and the caller's backend (a notebook's inline plots) comes back
     return report.write()
 
 

@@ -289,7 +289,8 @@ def test_refusals():
 
 
 @pytest.mark.parametrize("family, kind, preact, stages",
-                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1), ("highway", "mlp", False, 1)])
+                         [("plain", "mlp", False, 2), ("resnet", "conv1d", True, 1), ("highway", "mlp", False, 1),
+                          ("node", "mlp", False, 1), ("node", "conv1d", False, 1), ("anode", "mlp", False, 1)])
 def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributions(family, kind, preact, stages):
     """The depth studies draw initial parameters by numpy (experiments/studies/_depthnets.initialise) to skip
     compiling the initialisers: every leaf must match the library's own draw in what is zero, what is one, and
@@ -316,3 +317,23 @@ def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributio
         assert 0.8 - wide < np.abs(a).max() / np.abs(b).max() < 1.25 + 2 * wide, path
         assert 0.75 - wide < a.std() / b.std() < 1.33 + 2 * wide, path
     assert kernels >= 4  # stem, the fields' two layers (stacked over steps), head (and transitions)
+
+
+def test_study_nets_initialiser_draws_an_rnode_model_as_the_unregularised_one():
+    """An RNODE block holds raw key data (uint32) for its Hutchinson probes: the numpy initialiser draws it
+    from a stream of its own, so every float leaf equals the same model's without RNODE (the arms of a
+    comparison start alike), and the key differs between seeds."""
+    from experiments.studies._depthnets import initialise
+
+    build = lambda **rnode: lambda: on.models.build("node", kind="mlp", input_shape=(6,), num_classes=3, width=4,
+                                                    integrator="dopri5", gradient="adjoint", rngs=nnx.Rngs(0),
+                                                    **rnode)
+    plain = dict(nnx.to_flat_state(nnx.state(initialise(nnx.eval_shape(build()), seed=3))))
+    reg = dict(nnx.to_flat_state(nnx.state(initialise(nnx.eval_shape(build(lambda_K=0.01, lambda_J=0.01)), 3))))
+    other = dict(nnx.to_flat_state(nnx.state(initialise(nnx.eval_shape(build(lambda_J=0.01)), seed=4))))
+    keys = [p for p, leaf in reg.items() if np.asarray(leaf[...]).dtype == np.uint32]
+    assert len(keys) == 1 and not np.array_equal(np.asarray(reg[keys[0]][...]), np.asarray(other[keys[0]][...]))
+    for path, leaf in plain.items():
+        if np.issubdtype(np.asarray(leaf[...]).dtype, np.floating):
+            np.testing.assert_array_equal(np.asarray(reg[path][...]), np.asarray(leaf[...]), err_msg=str(path))
+    assert sum(np.asarray(leaf[...]).size for leaf in plain.values()) > 50

@@ -198,6 +198,31 @@ def test_plain_has_no_skip():
     np.testing.assert_allclose(block(x0), x, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(x))))
 
 
+def test_no_stage_is_the_one_hidden_layer_mlp():
+    """stages=0 with kind mlp: logits = W2 relu(GN(W1 x + b1)) + b2 (GroupNorm with one group over the
+    `width` hidden units), written out in numpy (on the last family's model); every family takes it (its
+    stage is never built)."""
+    d, width, classes = 6, 4, 3
+    build = lambda name, **kw: om.build(name, kind="mlp", input_shape=(2, 3), num_classes=classes, width=width,
+                                        stages=0, **kw)
+    for name in FAMILIES:  # shapes only: nothing initialised
+        abstract = nnx.eval_shape(lambda name=name: build(name))
+        assert len(abstract.stages) == 0
+        assert om.param_count(abstract) == d * width + width + 2 * width + width * classes + classes
+    graphdef, state = nnx.split(abstract)
+    rng = np.random.default_rng(0)  # every parameter drawn by numpy: no initialiser to compile
+    model = nnx.merge(graphdef, jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), a.dtype), state))
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    w1, b1 = np.asarray(model.stem.linear.kernel[...]), np.asarray(model.stem.linear.bias[...])
+    h = x.reshape(4, d) @ w1 + b1
+    h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + model.head.norm.epsilon)
+    h = np.maximum(h * np.asarray(model.head.norm.scale[...]) + np.asarray(model.head.norm.bias[...]), 0)
+    logits = h @ np.asarray(model.head.linear.kernel[...]) + np.asarray(model.head.linear.bias[...])
+    out, model = jitted(lambda m, x: m(x))(model, jnp.asarray(x))
+    np.testing.assert_allclose(out, logits, rtol=0, atol=1e-5)
+    assert om.solver_stats(model) == {"nfe": 0, "nfe_backward": 0}
+
+
 def test_highway_is_a_gated_skip():
     n = 3
     block = first_stage("highway", depth=n)
@@ -319,6 +344,7 @@ GOOD = dict(kind="conv1d", input_shape=(8, 1), num_classes=3, width=4, depth=2)
         ("node", dict(width=48), r"width=48 is not divisible by groups=32"),
         ("plain", dict(num_classes=1), r"num_classes must be an int >= 2, got num_classes=1"),
         ("plain", dict(depth=0), r"depth must be an int >= 1, got depth=0"),
+        ("plain", dict(stages=-1), r"stages must be an int >= 0, got stages=-1"),
         ("resnet", dict(integrator="dopri5"), r"'dopri5'; valid choices: euler, midpoint.*model=node"),
         ("node", dict(integrator="rk5"), r"unknown integrator 'rk5'; valid choices: euler"),
         ("node", dict(gradient="reversible"), r"'reversible' needs an algebraically reversible integrator"),

@@ -128,3 +128,26 @@ def test_a_study_refuses_training_overrides_and_resume(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "is a study" in err and ("would be ignored" in err or "no --resume" in err)
     assert not (tmp_path / "x").exists()
+
+
+def test_studies_and_run_figures_leave_the_callers_matplotlib_backend(tmp_path, monkeypatch):
+    """A notebook's inline backend survives a study run and a training run's figures."""
+    import matplotlib
+
+    from odenets.train.rundir import plot_curves
+
+    monkeypatch.setitem(REGISTRY._table, "_toy", _Toy)
+    monkeypatch.setattr(_Toy, "name", "_toy", raising=False)
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        studies.run({"name": "_toy", "size": "smoke"}, tmp_path / "study")
+        assert matplotlib.get_backend() == "svg"
+        run = tmp_path / "run"
+        run.mkdir()
+        row = {"split": "train", "step": 1, "epoch": 1, "loss": 1.0}
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+        assert plot_curves([run], tmp_path / "curves.png").stat().st_size > 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)

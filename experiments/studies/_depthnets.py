@@ -20,6 +20,7 @@ from odenets import cli
 from odenets import data as datasets
 from odenets._abstract import final
 from odenets.fields import HighwayField
+from odenets.models import ODEBlock
 from odenets.train import loop
 from odenets.train.config import RunConfig, build_model
 
@@ -109,22 +110,30 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1.
+    a per-step stack; a shared ODE field (node, anode) has none), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1;
+    raw key data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
     A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
     library's own draw."""
     graphdef, state = nnx.split(abstract)
+    shared = [tuple(str(k) for k in path) for path, module in nnx.iter_graph(abstract)  # one field for all steps
+              if isinstance(module, ODEBlock) and module.params != "per_step"]
     rng = np.random.default_rng([seed, 7])
+    keys = np.random.default_rng([seed, 8])  # its own stream: a model with keys draws the same kernels as without
 
     def draw(path, leaf):
         names = [str(getattr(p, "key", getattr(p, "idx", getattr(p, "name", p)))) for p in path]
         names = [n for n in names if n != "value"]
+        if jnp.issubdtype(leaf.dtype, jnp.unsignedinteger):  # raw key data (an RNODE block's NoiseKey)
+            top = np.iinfo(leaf.dtype).max
+            return jnp.asarray(keys.integers(0, top, leaf.shape, dtype=leaf.dtype, endpoint=True))
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
         if names[-1] == "scale":
             return jnp.asarray(np.ones(leaf.shape, leaf.dtype))
         if names[-1] != "kernel":
             return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
-        fan_in = int(np.prod(leaf.shape[1 if any(n in STACKED for n in names) else 0: -1]))
+        stacked = any(n in STACKED for n in names) and not any(tuple(names[: len(p)]) == p for p in shared)
+        fan_in = int(np.prod(leaf.shape[1 if stacked else 0: -1]))
         z = rng.standard_normal(leaf.shape)
         while np.any(bad := np.abs(z) > 2):
             z[bad] = rng.standard_normal(int(bad.sum()))
@@ -177,6 +186,22 @@ def run_epochs(s: loop.Setup, state, train_step, epochs: Iterable[int], *, seed:
             loss.append(metrics["loss"])
             accuracy.append(metrics["accuracy"])
         yield epoch, state, float(np.mean(np.asarray(loss))), 1.0 - float(np.mean(np.asarray(accuracy)))
+
+
+def run_steps(s: loop.Setup, state, train_step, epochs: Iterable[int], *, seed: int,
+              keys: tuple[str, ...] = ("loss", "accuracy")) -> Iterator[tuple[int, Any, dict[str, np.ndarray]]]:
+    """Train epoch by epoch as `run_epochs`, but keep every step's record: after each epoch, yields
+    (epoch, state, {key: the epoch's per-step values, shape (steps_per_epoch,)}) for each of `keys` among the
+    train step's metrics (`loop.make_steps`: loss, accuracy, grad_norm, nfe, nfe_backward, rnode where
+    regularised). Values stay on the device during the epoch and come to the host once at its end."""
+    x, y = s.data.x_train, s.data.y_train
+    for epoch in epochs:
+        records = []
+        for idx in datasets.batches(len(x), s.run.optim.batch_size, seed=seed, epoch=epoch):
+            state, metrics = train_step(state, x[idx], y[idx])
+            records.append({key: metrics[key] for key in keys})
+        records = jax.device_get(records)
+        yield epoch, state, {key: np.asarray([r[key] for r in records]) for key in keys}
 
 
 def model_of(s: loop.Setup, state) -> nnx.Module:

@@ -9,8 +9,8 @@ gradients are arguments and outputs, not temporaries), so it measures what a str
     Adjoint      nothing per step (backsolve)           O(1)
     Reversible   nothing per step (algebraic inverse)   O(1)
     Momentum     v_{k+1} = gamma v_k + (1 - gamma) F_k(x_k), x_{k+1} = x_k + v_{k+1}: invertible, so a
-                 custom backward pass needs O(1) (Sander et al. 2021); odenets' MomentumBlock
-                 backpropagates through its scan, so it stores O(L) here.
+                 custom backward pass needs O(1) (Sander et al. 2021): MomentumBlock with
+                 gradient="reversible" rebuilds (x_k, v_k) by the inverse instead of storing them.
 
 The fitted exponent p of memory ~ L^p is compared with 1, 0.5 and 0.
 """
@@ -74,7 +74,8 @@ def _model(kind: str, o: Options, depth: int) -> nnx.Module:
     make = lambda r: on.fields.MLPField(o.width, o.hidden, time=False, rngs=r)
     if kind == MOMENTUM:
         gamma = family.get(MOMENTUM).gamma
-        abstract = nnx.eval_shape(lambda: MomentumBlock(make, steps=depth, gamma=gamma, rngs=nnx.Rngs(0)))
+        abstract = nnx.eval_shape(lambda: MomentumBlock(make, steps=depth, gamma=gamma, gradient="reversible",
+                                                        rngs=nnx.Rngs(0)))
     elif kind == SHARED:
         abstract = nnx.eval_shape(lambda: make(nnx.Rngs(0)))
     else:
@@ -162,7 +163,8 @@ class MemoryDepth(studies.Study):
             + f" (each with {o.integrator} where odenets pairs them, else the first integrator its check "
             f"accepts)"
             + (f"; Momentum ResNet: odenets' MomentumBlock (family `momentum`, gamma = "
-               f"{family.get(MOMENTUM).gamma}) with the same fields" if o.momentum else "")
+               f"{family.get(MOMENTUM).gamma}, gradient 'reversible': the backward pass by exact inversion) with "
+               f"the same fields" if o.momentum else "")
             + ". Every method evaluates F once per step. "
             f"Depths {', '.join(map(str, o.depths))}; Checkpoint segments s = ceil(sqrt L) = "
             + ", ".join(f"{s}" for s in segments.values())
@@ -266,9 +268,10 @@ class MemoryDepth(studies.Study):
             f"{max(exact) if exact else 'none of these'}; beyond, the division by gamma = {gamma} in every "
             f"inverse step amplifies rounding like gamma^-L. An O(1)-memory backward pass (Sander et al. 2021) "
             f"therefore needs a short network, gamma near 1, or the bits that the multiplication by gamma "
-            f"discards stored exactly (Maclaurin, Duvenaud & Adams 2015). odenets' MomentumBlock has no custom "
-            f"backward pass: it backpropagates through its scan, which is why its memory "
-            f"tracks Backprop's ({temp[MOMENTUM][-1]:,} vs {temp['backprop'][-1]:,} B at L = {o.depths[-1]}).")
+            f"discards stored exactly (Maclaurin, Duvenaud & Adams 2015). odenets' MomentumBlock here takes "
+            f"gradient='reversible' (the inverse in floating point), so its memory stays flat "
+            f"({temp[MOMENTUM][-1]:,} vs Backprop's {temp['backprop'][-1]:,} B at L = {o.depths[-1]}) while its "
+            f"gradient is only as good as the inverse above.")
 
     def _tail(self, o: Options, temp: dict, report: studies.Report) -> None:
         """Checkpoint where s does not divide L: the steps split into L // s segments and a shorter tail;

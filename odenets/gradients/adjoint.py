@@ -174,6 +174,7 @@ class Adjoint(Gradient):
     """
 
     args_only: ClassVar[bool] = True
+    discrete: ClassVar[bool] = False
 
     def solve(self, stepper, t0, h, y0, args):
         return _solve(stepper, t0, h, y0, args)

@@ -30,6 +30,9 @@ class Gradient(abc.ABC):
     # differentiates x0 and args only (a custom VJP): a field that closes over a value being
     # differentiated is refused by odeint, naming the fix (pass it through args)
     args_only: ClassVar[bool] = False
+    # the exact gradient of the discrete solve (every step differentiated as it was taken); False: the
+    # gradient of the ODE that the steps approximate (the continuous adjoint)
+    discrete: ClassVar[bool] = True
 
     def check(self, integrator: Integrator) -> None:
         """Raise ValueError, naming the valid choices, if this pairing is not supported."""

@@ -24,7 +24,7 @@ from odenets.models.families import Residual, SharedODE
 from odenets.models.block import NoiseKey, ODEBlock, Penalty, SolverStats, regularisation, solver_stats
 from odenets.models.block import BackwardProbe, record_backward, stage_totals
 from odenets.models.classifier import Classifier
-from odenets.models.trajectory import Trajectory
+from odenets.models.trajectory import Trajectory, trajectory
 from odenets.models.base import check_trajectories
 from odenets.models.presets import CHEN_DOPRI5, PRESETS, param_count, preset
 from odenets.models.stems import REGISTRY as stem
@@ -47,16 +47,6 @@ def build(family: str | Family, *, input_shape: Sequence[int], num_classes: int,
     """
     options = {key: value for key, value in options.items() if value is not None}
     return REGISTRY(family, **options).build(input_shape, num_classes, rngs=rngs)
-
-
-def trajectory(family: str | Family, *, dim: int, ts, rngs: nnx.Rngs | int = 0, **options) -> Trajectory:
-    """A `Trajectory` model of the named family (node, anode: `family.get(n).takes_trajectories`)
-    mapping initial states (B, dim) to their states at the observation times ts (B, T, dim).
-
-    Options are checked as in `build`; a family that takes no trajectories is refused with the
-    families that do."""
-    options = {key: value for key, value in options.items() if value is not None}
-    return REGISTRY(family, **options).trajectory(dim, ts, rngs=rngs)
 
 
 __all__ = [

@@ -62,7 +62,9 @@ class Family(abc.ABC):
     depth       blocks (steps) per stage
     kind        "mlp" (input flattened) | "conv1d" (B, L, C) | "conv2d" (B, H, W, C); None: from
                 the input's rank (1: mlp, 2: conv1d, 3: conv2d)
-    stages      between stages a projection (1x1 / linear, stride 2 if downsample) + GroupNorm
+    stages      stages of `depth` blocks; between stages a projection (1x1 / linear, stride 2 if
+                downsample) + GroupNorm. 0: no stage, stem -> head (with kind mlp and the linear stem,
+                the one-hidden-layer MLP logits = W2 ReLU(GN(W1 x + b1)) + b2 of `width` hidden units)
     groups      GroupNorm groups for `width`; None: min(32, width) for conv kinds, 1 for mlp;
                 other channel counts use gcd(channels, groups)
     downsample  stride-2 transitions between stages (conv kinds)
@@ -90,8 +92,9 @@ class Family(abc.ABC):
         for f in dataclasses.fields(self):  # None means not given
             if getattr(self, f.name) is None and f.default is not None and f.default is not dataclasses.MISSING:
                 object.__setattr__(self, f.name, f.default)
-        for key in ("width", "depth", "stages"):
+        for key in ("width", "depth"):
             integer(key, getattr(self, key), 1)
+        integer("stages", self.stages, 0)
         optional(choice, "kind", self.kind, KIND_NDIM)
         optional(integer, "groups", self.groups, 1)
         boolean("downsample", self.downsample)

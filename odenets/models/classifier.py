@@ -23,6 +23,7 @@ class Classifier(nnx.Module):
     Stage s works at width * 2**s channels (plus ANODE's augmented channels); each
     projection between stages is a 1x1 convolution (stride 2 if config.downsample, conv kinds)
     or a linear map, then GroupNorm. The head is GN -> ReLU -> global average pool -> Linear.
+    With config.stages = 0 the stem feeds the head directly (kind mlp: a one-hidden-layer MLP).
     Input (B, *input_shape); the mlp kind flattens it. `config` is the resolved family (every
     data-dependent default filled in), `family` its name.
     """

@@ -19,7 +19,14 @@ from odenets._abstract import final
 from odenets.fields import AntisymmetricField, FieldMaker, HamiltonianField, HighwayField
 from odenets.fields.mlp import MLPField
 from odenets.models.base import REGISTRY, Fields, Integrated, Layered, Scanned, Solved, Stepped
-from odenets.models.stages import AugmentedBlock, DenseBlock, HamiltonianBlock, MomentumBlock, PlainBlock
+from odenets.models.stages import (
+    AugmentedBlock,
+    DenseBlock,
+    HamiltonianBlock,
+    MomentumBlock,
+    PlainBlock,
+    momentum_solver,
+)
 from odenets.models.trajectory import Trajectory
 from odenets.validate import integer, is_int, number
 
@@ -214,17 +221,24 @@ class Momentum(Fields, Scanned):
     """Momentum ResNet (Sander et al. 2021): v_{k+1} = gamma v_k + (1 - gamma) F_k(x_k),
     x_{k+1} = x_k + v_{k+1}, v_0 = 0; invertible.
 
-    gamma  the momentum coefficient, in (0, 1)"""
+    gamma     the momentum coefficient, in (0, 1)
+    gradient  a name or Gradient that gives the gradient of the recursion: backprop, checkpoint, or
+              reversible (the backward pass by exact inversion: memory independent of depth)"""
 
     gamma: float = 0.9
+    gradient: Any = "backprop"
+
+    takes_gradient: ClassVar[bool] = True
 
     def __post_init__(self):
         super().__post_init__()
         number("gamma", self.gamma, low=0.0, high=1.0)
+        momentum_solver(self.gamma, self.gradient, self.unroll)
 
     def stage(self, channels, rngs):
         block = MomentumBlock(
-            self.make_field(channels), steps=self.depth, gamma=self.gamma, unroll=self.unroll, rngs=rngs
+            self.make_field(channels), steps=self.depth, gamma=self.gamma, gradient=self.gradient,
+            unroll=self.unroll, rngs=rngs,
         )
         return block, channels
 

@@ -16,6 +16,7 @@ from flax import nnx
 from odenets._abstract import final
 from odenets.gradients import Gradient
 from odenets.integrators import Integrator
+from odenets.models.base import REGISTRY, Family
 from odenets.models.block import Counted, _count
 from odenets.solve import odeint, resolve_solver
 from odenets.validate import integer
@@ -117,3 +118,13 @@ class Trajectory(Counted):
             nfe, nfe_backward = total(nfes), total(nfes_backward)
         self._record(nfe, nfe_backward)
         return jnp.moveaxis(xs, 0, 1)[..., : self.dim]
+
+
+def trajectory(family: str | Family, *, dim: int, ts, rngs: nnx.Rngs | int = 0, **options) -> Trajectory:
+    """A `Trajectory` model of the named family (node, anode: `family.get(n).takes_trajectories`)
+    mapping initial states (B, dim) to their states at the observation times ts (B, T, dim).
+
+    Options are checked as in `build`; a family that takes no trajectories is refused with the
+    families that do."""
+    options = {key: value for key, value in options.items() if value is not None}
+    return REGISTRY(family, **options).trajectory(dim, ts, rngs=rngs)

@@ -440,7 +440,7 @@ def _summary(s: Setup, run_dir: Path, status: str, step: int, wall: float, temp)
 
 
 def _progress(enabled: bool, total: int, initial: int):
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm  # a text bar (tqdm.auto would want ipywidgets in a notebook, and warn without)
 
     # disable=None: no bar when the output is not a terminal (logs, CI); True: never
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, leave=False,

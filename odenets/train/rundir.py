@@ -165,13 +165,9 @@ def table(summaries: list[dict]) -> list[str]:
 
 def plot_curves(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
     """Training loss and test accuracy against epochs, one line per run, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for run_dir, label in zip(run_dirs, labels or [_label(d) for d in run_dirs], strict=True):
         records = read_metrics(run_dir)
         train = [r for r in records if r["split"] == "train"]
@@ -188,21 +184,24 @@ def plot_curves(run_dirs: list[Path], out: Path, labels: list[str] | None = None
             ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
+
+
+def _figure(figsize):
+    """A figure outside pyplot: drawn and saved without a GUI, and without touching the backend or
+    the figures of the process that trains (a notebook's inline plots keep working)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
 
 
 def plot_trajectories(trajectories: dict, out: Path) -> Path:
     """Observed test trajectories as dots and the model's fit as lines, one colour per trajectory:
     the phase plane of the first two components when D >= 2, else the component against time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ts, y, pred = trajectories["ts"], trajectories["y"], trajectories["pred"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = _figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     phase = y.shape[-1] >= 2
     for i in range(len(y)):
         colour = f"C{i % 10}"
@@ -219,7 +218,6 @@ def plot_trajectories(trajectories: dict, out: Path) -> Path:
     ax.legend(fontsize="small", ncol=2)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return out
 
 

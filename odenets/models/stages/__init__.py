@@ -8,9 +8,9 @@ wraps an `ODEBlock`. Every stage records `SolverStats` like an ODEBlock.
 from odenets.models.stages.augmented import AugmentedBlock
 from odenets.models.stages.dense import DenseBlock
 from odenets.models.stages.hamiltonian import HamiltonianBlock
-from odenets.models.stages.momentum import MomentumBlock
+from odenets.models.stages.momentum import MomentumBlock, MomentumStep, momentum_solver
 from odenets.models.stages.plain import PlainBlock
 from odenets.models.stages.scan import ScanStage, scan_layers
 
-__all__ = ["AugmentedBlock", "DenseBlock", "HamiltonianBlock", "MomentumBlock", "PlainBlock", "ScanStage",
-           "scan_layers"]
+__all__ = ["AugmentedBlock", "DenseBlock", "HamiltonianBlock", "MomentumBlock", "MomentumStep", "PlainBlock",
+           "ScanStage", "momentum_solver", "scan_layers"]
