@@ -16,8 +16,10 @@ import typing
 
 __all__ = ["final", "is_final"]
 
+C = typing.TypeVar("C", bound=type)
 
-def final(cls: type) -> type:
+
+def final(cls: C) -> C:
     """Mark `cls` final: defining a subclass of it raises TypeError (checked at class creation)."""
     cls.__odenets_final__ = True
     original = cls.__dict__.get("__init_subclass__")

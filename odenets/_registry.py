@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
+C = TypeVar("C", bound=type)
 
 
 class Registry(Generic[T]):
@@ -19,27 +20,28 @@ class Registry(Generic[T]):
     it sets `cls.name`, so a class never spells its own name a second time.
     """
 
-    def __init__(self, axis: str, base: type):
+    def __init__(self, axis: str, base: type[T]):
         self.axis = axis
         self.base = base
-        self._table: dict[str, type] = {}
+        self._table: dict[str, type[T]] = {}
 
-    def register(self, name: str) -> Callable[[type], type]:
-        def decorator(cls):
+    def register(self, name: str) -> Callable[[C], C]:
+        def decorator(cls: C) -> C:
             if name in self._table:
                 raise ValueError(f"{self.axis} {name!r} is registered twice")
             if not (isinstance(cls, type) and issubclass(cls, self.base)):
                 raise TypeError(f"{self.axis} {name!r}: {cls!r} is not a subclass of {self.base.__name__}")
-            cls.name = name
-            self._table[name] = cls
-            return cls
+            named: Any = cls  # a subclass of the axis' base, which declares `name`
+            named.name = name
+            self._table[name] = named
+            return named
 
         return decorator
 
     def names(self) -> list[str]:
         return list(self._table)
 
-    def get(self, name: str) -> type:
+    def get(self, name: str) -> type[T]:
         """The registered class (not an instance); the same error as `__call__` for unknown names."""
         if isinstance(name, str) and name in self._table:
             return self._table[name]
@@ -56,7 +58,7 @@ class Registry(Generic[T]):
             if kwargs:
                 raise TypeError(f"options {sorted(kwargs)} given with an already built {self.axis}")
             return spec
-        cls = self.get(spec)
+        cls = self.get(cast(str, spec))  # get refuses anything but a registered name
         if dataclasses.is_dataclass(cls):
             valid = [f.name for f in dataclasses.fields(cls) if f.init]
             unknown = [key for key in kwargs if key not in valid]

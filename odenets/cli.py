@@ -21,13 +21,14 @@ import itertools
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn, cast
 
 COMMANDS = ("run", "report", "bench")
 PACKAGE = Path(__file__).resolve().parent
 CHECKOUT = PACKAGE.parent  # the repository root when odenets runs from a source checkout
 
 
-def _fail(message: str, code: int = 2):
+def _fail(message: str, code: int = 2) -> NoReturn:
     print(f"odenets: error: {message}", file=sys.stderr)
     sys.exit(code)
 
@@ -77,7 +78,7 @@ def _compose(overrides) -> tuple[dict, str | None]:
         del cfg["hydra"], cfg["resume"]
         if cfg["study"] is None:  # a training run: no study key, as its config.yaml records it
             del cfg["study"]
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True), model
+    return cast(dict, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)), model
 
 
 def _model_for_data(cfg, overrides) -> str | None:
@@ -106,7 +107,7 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
-               else [o.input_line] for o in parsed]
+               else [cast(str, o.input_line)] for o in parsed]  # set on every parsed override
     return [list(job) for job in itertools.product(*choices)]
 
 
@@ -180,7 +181,7 @@ def run(argv: list[str]) -> None:
 
         hydra_cfg = HydraConfig.get()
         run_dir = Path(hydra_cfg.runtime.output_dir)
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = cast(dict, OmegaConf.to_container(cfg, resolve=True))
         again = bool(config.pop("resume", False)) or resume
         sweep = hydra_cfg.mode == RunMode.MULTIRUN
 

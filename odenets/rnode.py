@@ -24,7 +24,8 @@ for every ODE block (`odenets.models.regularisation`); lambda 0 switches a term 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +77,8 @@ class RNODE:
 
 def _per_example(tree) -> jax.Array:
     """sum over every leaf and every axis but the leading (batch) one of |v|^2."""
-    return sum(jnp.sum(jnp.abs(v) ** 2, axis=tuple(range(1, v.ndim))) for v in jax.tree.leaves(tree))
+    terms = (jnp.sum(jnp.abs(v) ** 2, axis=tuple(range(1, v.ndim))) for v in jax.tree.leaves(tree))
+    return cast(jax.Array, sum(terms))
 
 
 def integrands(fn, x, eps):
@@ -125,9 +127,10 @@ def rnode_odeint(f, x0, eps=None, t0=0.0, t1=1.0, steps: int = 20, *, args=None,
         field = PerStep(field) if isinstance(f, PerStep) else field
         sol = odeint(field, s0, t0, t1, steps, args=args, **options)
     else:
+        fn = cast(Callable, f)  # a function f(t, x, args): a module (PerStep or not) took the branch above
         inner = args.tree if isinstance(args, PerStep) else args
         pair = PerStep((inner, eps)) if per_step else (inner, eps)
-        sol = odeint(lambda t, s, a: integrands(lambda x: f(t, x, a[0]), s[0], a[1]), s0, t0, t1, steps,
+        sol = odeint(lambda t, s, a: integrands(lambda x: fn(t, x, a[0]), s[0], a[1]), s0, t0, t1, steps,
                      args=pair, **options)
     x, k, j = sol.x
     return Solution(x, None if sol.xs is None else sol.xs[0], sol.stats), k, j

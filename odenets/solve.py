@@ -9,13 +9,16 @@ calls them, for `odeint` and for the models alike.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.typing import ArrayLike
 
 from odenets import validate
 from odenets.gradients import REGISTRY as GRADIENTS
@@ -223,10 +226,10 @@ def _times(t0, t1, x0):
 
 
 def odeint(
-    f,
+    f: Callable[..., Any] | nnx.Module | PerStep,
     x0,
-    t0=0.0,
-    t1=1.0,
+    t0: ArrayLike = 0.0,
+    t1: ArrayLike = 1.0,
     steps: int = 20,
     *,
     integrator: Integrator | str = RK4(),
@@ -234,7 +237,7 @@ def odeint(
     args=None,
     save: str = "final",
     unroll: int | bool = 1,
-    probe=None,
+    probe: ArrayLike | None = None,
 ) -> Solution:
     """Solve dx/dt = f(t, x, args) from t0 to t1.
 

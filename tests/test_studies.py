@@ -145,7 +145,8 @@ def test_studies_and_run_figures_leave_the_callers_matplotlib_backend(tmp_path, 
         assert matplotlib.get_backend() == "svg"
         run = tmp_path / "run"
         run.mkdir()
-        (run / "metrics.jsonl").write_text(json.dumps({"split": "train", "step": 1, "epoch": 1, "loss": 1.0}) + "\n")
+        row = {"split": "train", "step": 1, "epoch": 1, "loss": 1.0}
+        (run / "metrics.jsonl").write_text(json.dumps(row) + "\n")
         assert plot_curves([run], tmp_path / "curves.png").stat().st_size > 0
         assert matplotlib.get_backend() == "svg"
     finally:

@@ -110,7 +110,8 @@ def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack; a shared ODE field (node, anode) has none), biases 0 (but a highway gate's: its constant `gate_bias`), norm scales 1; counters -1;
+    a per-step stack; a shared ODE field (node, anode) has none), biases 0 (but a highway gate's: its
+    constant `gate_bias`), norm scales 1; counters -1;
     raw key data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
     A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
     library's own draw."""

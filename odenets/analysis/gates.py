@@ -18,7 +18,7 @@ the stages before it).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +63,7 @@ def _block_gates(block: ODEBlock, x) -> jax.Array:
     args = PerStep(state) if per_step else state
     xs = odeint(Merged(graphdef), x, block.t0, block.t1, block.steps, integrator=block.integrator, args=args,
                 save="all").xs[:-1]
-    gate_def, gate_state = nnx.split(block.field.gate)
+    gate_def, gate_state = nnx.split(cast(HighwayField, block.field).gate)  # a highway block
     gate = lambda p, xk: jax.nn.sigmoid(nnx.merge(gate_def, p)(xk))
     if per_step:
         return jax.vmap(gate)(gate_state, xs)

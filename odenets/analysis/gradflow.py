@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -123,7 +123,8 @@ def _(stage: ODEBlock) -> _Layers:
 
 @_layers.register
 def _(stage: AugmentedBlock) -> _Layers:
-    block, pad = _ode_block(stage)  # the ODE block inside and the zero padding of its input
+    # the ODE block inside and the zero padding of its input (an AugmentedBlock always holds one)
+    block, pad = cast(tuple[ODEBlock, Any], _ode_block(stage))
     inner = _layers(block)
     return inner._replace(enter=lambda x: inner.enter(pad(x)))
 
@@ -174,6 +175,7 @@ def _stage_pass(layers: _Layers, x, probes):
         out = _add(layers.step(0, None, c), last)
         return layers.leave(out), jnp.stack([c, out]), None
     if layers.ragged:
+        assert layers.response is not None  # a ragged stage (dense block) has its layers' maps
         states, responses = [], []
         for k in range(layers.n + 1):
             c = _add(c, None if probes is None else probes.layers[k])
@@ -330,11 +332,12 @@ def layer_jacobians(stage, x) -> np.ndarray:
                          f"of a fixed-step integrator, plain blocks), got {type(stage).__name__}")
     n = x.shape[-1]
     _, states, _ = _stage_pass(layers, x, None)
-    one = lambda k, p, xk: jax.jacobian(lambda z: layers.response(k, p, z).reshape(-1))(xk).reshape(n, n)
+    response = layers.response
+    one = lambda k, p, xk: jax.jacobian(lambda z: response(k, p, z).reshape(-1))(xk).reshape(n, n)
     return np.asarray(jax.vmap(one)(jnp.arange(layers.n), layers.params, states[:-1]))
 
 
-def jacobian_product(jacobians, *, skip: bool = True) -> np.ndarray:
+def jacobian_product(jacobians, *, skip: bool = True) -> np.ndarray | float:
     """dx_L/dx_0 = prod_{l=L-1..0} (I + J_l) (skip=True, a ResNet with h = 1) or prod J_l (a plain
     net), from per-layer Jacobians J_l: (L, n, n), or (L,) scalars (returned as a float). On linear
     blocks F_l(x) = A_l x this is the closed form of the gradient's Jacobian; on others it is exact at

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -42,11 +43,11 @@ from odenets.analysis.steps import _ode_block
 from odenets.models import Classifier, ODEBlock
 from odenets.models.stages import ScanStage
 
-Order = Mapping[int, Sequence[int]]
+Order = Mapping[int, Sequence[int] | np.ndarray | jax.Array]
 
 
 @functools.singledispatch
-def _holder(stage):
+def _holder(stage) -> ODEBlock | ScanStage | None:
     """The module holding a stage's per-step stack (an ODEBlock with per-step params, itself or inside
     ANODE's wrapper as `steps._ode_block` finds it, or a ScanStage), or None when the stage has no
     per-step blocks."""
@@ -106,7 +107,7 @@ def _checked(model: Classifier, order: Order) -> dict[int, np.ndarray]:
             raise ValueError(f"stage {s!r} has no per-step blocks to restack; valid choices: "
                              f"{', '.join(map(str, valid)) or 'none (family ' + repr(model.family) + ')'}")
         idx = np.asarray(idx)
-        n = _holder(model.stages[s]).steps
+        n = cast(ODEBlock | ScanStage, _holder(model.stages[s])).steps  # s is a stage with per-step blocks
         if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 \
                 or idx.max() >= n:
             raise ValueError(f"stage {s}: the order must be a non-empty sequence of step indices in [0, {n}), "
@@ -124,8 +125,8 @@ def _restacked(model: Classifier, order: Mapping[int, jax.Array]) -> Classifier:
 def restack(model: Classifier, order: Order) -> Classifier:
     """A copy of `model` whose stage s runs its blocks order[s] (step indices, in that order);
     stages not in `order` are unchanged. See the module docstring for what that means per stage."""
-    order = _checked(model, order)
-    return _restacked(nnx.clone(model), {s: jnp.asarray(i) for s, i in order.items()})
+    checked = _checked(model, order)
+    return _restacked(nnx.clone(model), {s: jnp.asarray(i) for s, i in checked.items()})
 
 
 def keep_orders(model: Classifier, keep) -> dict[int, np.ndarray]:
@@ -174,7 +175,8 @@ def random_swaps(model: Classifier, k: int, seed: int = 0) -> dict[int, np.ndarr
     """{stage: order} after k swaps, each of two distinct blocks of one stage drawn at random
     (Veit et al.'s reordering; blocks of different stages have different widths)."""
     where = blocks(model)
-    order = {s: np.arange(_holder(model.stages[s]).steps) for s in sorted({s for s, _ in where})}
+    order = {s: np.arange(cast(ODEBlock | ScanStage, _holder(model.stages[s])).steps)
+             for s in sorted({s for s, _ in where})}
     rng = np.random.default_rng(seed)
     stages = [s for s, o in order.items() if len(o) > 1]
     if k and not stages:
@@ -196,10 +198,10 @@ def accuracy(model: Classifier, x, y, order: Order | None = None, *, batch: int 
     """The fraction of inputs x (B, *input_shape) whose argmax logit is the label y, for the model
     restacked by `order` (None: the model itself). Orders are traced arrays: one compilation
     serves every order of the same shapes (all single deletions, all permutations)."""
-    order = _checked(model, order or {})
+    checked = _checked(model, order or {})
     graphdef, state = nnx.split(model)
     x, y = np.asarray(x), np.asarray(y)
-    order = {s: jnp.asarray(i) for s, i in order.items()}
-    correct = sum(int(_correct(graphdef, state, x[i:i + batch], y[i:i + batch], order))
+    traced = {s: jnp.asarray(i) for s, i in checked.items()}
+    correct = sum(int(_correct(graphdef, state, x[i:i + batch], y[i:i + batch], traced))
                   for i in range(0, len(x), batch))
     return correct / len(x)

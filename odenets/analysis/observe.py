@@ -122,7 +122,7 @@ def _block_f(block: ODEBlock):
     return PerStep(block.field) if block.params == "per_step" else block.field
 
 
-def observe_block(block: ODEBlock, x, loss: Callable[[Any], Any], *, loss_args=None) -> Observation:
+def observe_block(block: ODEBlock, x, loss: Callable[..., Any], *, loss_args=None) -> Observation:
     """`observe` of an ODE block (its field, times, steps and integrator) on input x."""
     return observe(_block_f(block), x, block.t0, block.t1, block.steps, block.integrator, loss,
                    loss_args=loss_args)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ from odenets.solve import odeint
 def path_counts(n: int) -> np.ndarray:
     """C(n, k) for k = 0..n: the number of paths of length k through n residual blocks (float)."""
     n = validate.integer("n", n, 0)
-    return comb(n, np.arange(n + 1), exact=False)
+    return cast(np.ndarray, comb(n, np.arange(n + 1), exact=False))
 
 
 def path_length_distribution(n: int) -> np.ndarray:

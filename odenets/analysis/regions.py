@@ -63,7 +63,7 @@ def plot_regions(
         sets = eigenvalues.items() if isinstance(eigenvalues, Mapping) else [("eigenvalues", eigenvalues)]
         for n, (label, z) in enumerate(sets):
             z = np.asarray(z).reshape(-1)
-            handles.append(ax.scatter(z.real, z.imag, s=6, color=colours[(len(integs) + n) % len(colours)],
+            handles.append(ax.scatter(np.real(z), np.imag(z), s=6, color=colours[(len(integs) + n) % len(colours)],
                                       marker="o", label=label, zorder=3))
     ax.axhline(0.0, color="0.6", linewidth=0.6)
     ax.axvline(0.0, color="0.6", linewidth=0.6)

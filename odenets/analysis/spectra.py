@@ -73,7 +73,7 @@ def _by_modulus(mu, k=None):
 def _arnoldi(matvec, n, k, rng, iters, dtype):
     if not k < n - 1:
         raise ValueError(f"method='arnoldi' finds k < n - 1 eigenvalues, got k={k} for n={n}: use method='exact'")
-    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda v: matvec(v[:, None])[:, 0], dtype=dtype)
+    op = scipy.sparse.linalg.LinearOperator((n, n), matvec=lambda v: matvec(v[:, None])[:, 0], dtype=dtype)  # pyright: ignore[reportCallIssue] (its __new__ hides __init__'s arguments)
     v0 = rng.standard_normal(n).astype(dtype)
     mu = scipy.sparse.linalg.eigs(op, k=k, which="LM", v0=v0, maxiter=max(iters, 10 * n),
                                   return_eigenvectors=False)

@@ -129,7 +129,7 @@ def stability_function(integrator: Integrator | str, *, root: str = "dominant") 
         return np.take_along_axis(mu, np.argmax(score(mu), axis=-1)[..., None], axis=-1)[..., 0]
 
     R.__doc__ = f"R(z) of {integ.name!r} ({root} root): z complex array -> complex array of its shape."
-    R.integrator = integ
+    R.integrator = integ  # pyright: ignore[reportFunctionMemberAccess] (R carries the integrator it was made from)
     return R
 
 

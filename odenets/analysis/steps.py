@@ -94,8 +94,8 @@ def ode_stages(model: Classifier, x):
     for s, stage in enumerate(model.stages[: last + 1]):
         if s:
             x = model.transitions[s - 1](x)
-        if found[s] is not None:
-            block, prepare = found[s]
+        if (pair := found[s]) is not None:
+            block, prepare = pair
             yield s, block, prepare(x)
         if s < last:
             x = stage(x)

@@ -26,7 +26,7 @@ decomposition `gradient_flow` uses, so its nodes align with `GradFlow`'s entries
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -111,7 +111,8 @@ def layer_graph(model) -> LayerGraph:
         layer_of += list(range(n + 1))
         previous = offset + out
         offset += max(out, n) + 1
-    return LayerGraph(np.asarray(edges, int).reshape(-1, 2), np.asarray(kinds), previous, np.asarray(states),
+    output = cast(int, previous)  # set by the last stage (there is at least one)
+    return LayerGraph(np.asarray(edges, int).reshape(-1, 2), np.asarray(kinds), output, np.asarray(states),
                       np.asarray(stage_of), np.asarray(layer_of))
 
 

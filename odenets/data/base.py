@@ -18,7 +18,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 
@@ -101,12 +101,12 @@ class Dataset:
                 with np.errstate(over="ignore"):
                     set_(f"y_{split}", self._finite(f"y_{split}", y.astype(np.float32, copy=False)))
         if self.task == "classification":
-            if not is_int(self.num_classes) or self.num_classes < 1:
+            if not is_int(self.num_classes) or cast(int, self.num_classes) < 1:
                 raise ValueError(
                     f"dataset {self.name!r}: classification needs num_classes, an int >= 1, "
                     f"got {self.num_classes!r}"
                 )
-            object.__setattr__(self, "num_classes", int(self.num_classes))
+            object.__setattr__(self, "num_classes", int(cast(int, self.num_classes)))
         elif self.num_classes is not None:
             raise ValueError(
                 f"dataset {self.name!r}: num_classes is for classification only, task is {self.task!r}"
@@ -174,7 +174,7 @@ class Dataset:
         For trajectories that is T * D (the whole observed path), not D.
         """
         if self.task == "classification":
-            return self.num_classes
+            return cast(int, self.num_classes)  # checked at construction for classification
         return math.prod(self.y_train.shape[1:])
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -24,5 +25,5 @@ class Digits(HeldOut):
     def images(self):
         from sklearn.datasets import load_digits  # deferred: sklearn is slow to import
 
-        digits = load_digits()
+        digits: Any = load_digits()  # a Bunch (sklearn's annotation also allows the return_X_y tuple)
         return (digits.images / 16.0).astype(np.float32)[..., None], digits.target

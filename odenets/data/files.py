@@ -24,7 +24,7 @@ from odenets.validate import choice, integer
 NPZ_FORMAT = "an .npz with arrays x_train, y_train, x_test, y_test"
 
 
-def _path_option(builder: Builder, what: str):
+def _path_option(builder: NPZ | IDX, what: str):
     if builder.path is None:
         raise ValueError(f"dataset {builder.name!r} needs the option path: {what}")
     builder._require("path", lambda v: isinstance(v, str | os.PathLike), f"a path to {what}")
@@ -80,7 +80,7 @@ class NPZ(Builder):
     """
 
     path: str | None = None
-    task: str = "classification"
+    task: str = "classification"  # pyright: ignore[reportIncompatibleVariableOverride] (Builder's class attribute made an option)
     num_classes: int | None = None
     x_train_key: str = "x_train"
     y_train_key: str = "y_train"
@@ -101,6 +101,7 @@ class NPZ(Builder):
             self._require(field, lambda v: isinstance(v, str) and v != "", "a non-empty string")
 
     def build(self, seed: int) -> Dataset:
+        assert self.path is not None  # refused at construction
         path = Path(self.path).expanduser()
         keys = {
             "x_train": self.x_train_key,
@@ -218,6 +219,7 @@ class IDX(Builder):
             self._check(integer, "num_classes", 1)
 
     def build(self, seed: int) -> Dataset:
+        assert self.path is not None  # refused at construction
         root = Path(self.path).expanduser()
         expected = f"expected the files {', '.join(IDX_FILES.values())} (each optionally .gz)"
         if not root.is_dir():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from typing import cast
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class HeldOut(Builder):
         from sklearn.model_selection import train_test_split  # deferred: sklearn is slow to import
 
         x, y = self.images()
-        x_train, x_test, y_train, y_test = train_test_split(
+        x_train, x_test, y_train, y_test = cast(list[np.ndarray], train_test_split(  # arrays in, arrays out
             x, y, test_size=self.test_fraction, stratify=y, random_state=self.split_seed
-        )
+        ))
         return Dataset(self.name, x_train, y_train, x_test, y_test, task="classification", num_classes=10)

@@ -11,6 +11,7 @@ import warnings
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def cache_path() -> Path:
     """
     from mnist1d.data import get_dataset_args  # deferred, as everywhere here: mnist1d is slow to import
 
-    args = get_dataset_args(as_dict=True)
+    args: Any = get_dataset_args(as_dict=True)  # a dict with as_dict=True (annotated as an ObjectView)
     spec = {key: value for key, value in args.items() if key != "url"}
     spec["mnist1d_version"] = metadata.version("mnist1d")
     spec["format"] = CACHE_FORMAT
@@ -76,7 +77,7 @@ def _write(path: Path, arrays: dict[str, np.ndarray]):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as f:
             tmp = Path(f.name)
-            np.savez(f, **arrays)
+            np.savez(f, **cast(dict[str, Any], arrays))
         tmp.replace(path)
     except OSError as error:
         if tmp is not None:

@@ -12,7 +12,7 @@ import abc
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -223,6 +223,7 @@ class Moons(Toy):
         from sklearn.datasets import make_moons  # deferred: sklearn is slow to import
 
         counts = class_counts(n, 2)
-        return make_moons(
-            (int(counts[0]), int(counts[1])), noise=self.noise, random_state=int(rng.integers(2**31))
-        )
+        sizes: Any = (int(counts[0]), int(counts[1]))  # (outer, inner): sklearn takes it, its annotation says int
+        return cast(tuple[np.ndarray, np.ndarray], make_moons(
+            sizes, noise=self.noise, random_state=int(rng.integers(2**31))
+        ))

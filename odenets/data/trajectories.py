@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -96,11 +96,11 @@ class ODETrajectories(Builder):
             n, d = chunk.shape
             scale = np.sqrt(n * d)
             atol = np.tile(np.broadcast_to(self.atol, (d,)), n) / scale
-            kwargs = {"method": "DOP853"}
+            kwargs: dict[str, Any] = {"method": "DOP853"}
             if self.stiff:
                 kwargs = {"method": "LSODA", "lband": d - 1, "uband": d - 1}
                 if self.jacobian(chunk) is not None:
-                    kwargs["jac"] = lambda t, y: banded(self.jacobian(y.reshape(n, d)))
+                    kwargs["jac"] = lambda t, y: banded(cast(np.ndarray, self.jacobian(y.reshape(n, d))))
             sol = solve_ivp(
                 lambda t, y: self.field(y.reshape(n, d)).ravel(),
                 (ts[0], ts[-1]),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
@@ -61,7 +62,7 @@ class OperatorField(nnx.Module):
         self.kernel = _kernel(channels, ndim, kernel_size, param_dtype, rngs)
 
     @abc.abstractmethod
-    def __call__(self, t, x): ...
+    def __call__(self, t, x) -> Any: ...
 
 
 @final

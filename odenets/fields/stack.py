@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import jax
 from flax import nnx
@@ -40,7 +41,7 @@ def field_at(stacked: nnx.Module, k: int) -> nnx.Module:
             "field_at needs a per-step stack (odenets.fields.stack): every leaf with one leading step axis, "
             f"got leading lengths {sorted(lengths, key=str)}"
         )
-    (n,) = lengths
+    (n,) = cast(set[int], lengths)
     if not (is_int(k) and -n <= k < n):
         raise ValueError(f"k must be an int in [{-n}, {n}) for a stack of {n} steps, got k={k!r}")
     return nnx.merge(graphdef, jax.tree.map(lambda v: v[int(k)], state))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -38,7 +38,7 @@ class Gradient(abc.ABC):
         """Raise ValueError, naming the valid choices, if this pairing is not supported."""
 
     @abc.abstractmethod
-    def solve(self, stepper: Stepper, t0, h, y0, args):
+    def solve(self, stepper: Stepper, t0, h, y0, args) -> tuple[Any, Any]:
         """(final integrator state, values at steps 1..N or None), differentiable in every input."""
 
     @abc.abstractmethod

@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -112,10 +112,14 @@ class AdaptiveIntegrator(Integrator):
     factormax: float = 10.0
     safety: float = 0.9
 
-    @property
-    @abc.abstractmethod
-    def nfe_per_attempt(self) -> int | None:
-        """New evaluations per attempted step; None where diffrax does not report them."""
+    if TYPE_CHECKING:  # a class attribute on concrete integrators; the abstract property keeps this class abstract
+        nfe_per_attempt: ClassVar[int | None]
+    else:
+
+        @property
+        @abc.abstractmethod
+        def nfe_per_attempt(self) -> int | None:
+            """New evaluations per attempted step; None where diffrax does not report them."""
 
     @abc.abstractmethod
     def diffrax_solver(self) -> diffrax.AbstractSolver:

@@ -14,6 +14,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -33,10 +34,14 @@ class Integrator(abc.ABC):
     adaptive: ClassVar[bool]
     reversible: ClassVar[bool] = False
 
-    @property
-    @abc.abstractmethod
-    def order(self) -> int:
-        """The order p of the global error, O(h^p) (a class attribute on concrete integrators)."""
+    if TYPE_CHECKING:  # a class attribute on concrete integrators; the abstract property keeps this class abstract
+        order: ClassVar[int]
+    else:
+
+        @property
+        @abc.abstractmethod
+        def order(self) -> int:
+            """The order p of the global error, O(h^p) (a class attribute on concrete integrators)."""
 
     def check(self, gradient: Gradient, *, per_step: bool, unroll: int | bool) -> None:
         """Raise ValueError, naming the valid choices, for what this integrator cannot do."""
@@ -93,6 +98,7 @@ def combine(base, h, coeffs, terms):
         for (c, _), k in zip(used, ks):
             term = k if c == 1 else c * k
             acc = term if acc is None else acc + term
+        assert acc is not None  # `used` is not empty
         inc = acc * jnp.asarray(h).astype(acc.dtype)
         return inc if b is None else b + inc
 

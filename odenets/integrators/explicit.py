@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from odenets._abstract import final
 from odenets.integrators.base import combine, register
 from odenets.integrators.fixed import FixedStepIntegrator
 
+# a tableau entry as given: an exact fraction ("1/6", Fraction(1, 6)) or a number
+Entry = float | str | Fraction
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True, init=False)
 class ButcherTableau:
     """Coefficients of an explicit RK method; `a[i]` holds the i entries a_i0 .. a_i,i-1.
 
@@ -33,11 +37,11 @@ class ButcherTableau:
     b: tuple[float, ...]
     c: tuple[float, ...]
 
-    def __post_init__(self):
+    def __init__(self, a: Sequence[Sequence[Entry]], b: Sequence[Entry], c: Sequence[Entry]):
         exact = lambda row: tuple(float(Fraction(x)) for x in row)
-        object.__setattr__(self, "a", tuple(exact(row) for row in self.a))
-        object.__setattr__(self, "b", exact(self.b))
-        object.__setattr__(self, "c", exact(self.c))
+        object.__setattr__(self, "a", tuple(exact(row) for row in a))
+        object.__setattr__(self, "b", exact(b))
+        object.__setattr__(self, "c", exact(c))
         s = len(self.b)
         if len(self.c) != s or len(self.a) != s or any(len(row) != i for i, row in enumerate(self.a)):
             raise ValueError(f"inconsistent Butcher tableau shapes: {self}")
@@ -56,24 +60,28 @@ class ButcherTableau:
 class ExplicitRK(FixedStepIntegrator):
     """A tableau-driven explicit method: a concrete subclass sets `tableau` and `order` only."""
 
-    @property
-    @abc.abstractmethod
-    def tableau(self) -> ButcherTableau:
-        """The method's Butcher tableau (a class attribute on concrete methods)."""
+    if TYPE_CHECKING:  # a class attribute on concrete methods; the abstract property keeps this class abstract
+        tableau: ClassVar[ButcherTableau]
+    else:
+
+        @property
+        @abc.abstractmethod
+        def tableau(self) -> ButcherTableau:
+            """The method's Butcher tableau (a class attribute on concrete methods)."""
 
     @property
-    def nfe_step(self) -> int:
+    def nfe_step(self) -> int:  # pyright: ignore[reportIncompatibleVariableOverride] (an int on instances, as the base's)
         return self.tableau.stages
 
-    def advance(self, fq, t, h, y, args):
+    def advance(self, fq, t, h, state, args):
         tab = self.tableau
         ks, qs = [], []
         for ci, row in zip(tab.c, tab.a):
-            yi = combine(y, h, row, ks)
+            yi = combine(state, h, row, ks)
             ki, qi = fq(t if ci == 0 else t + ci * h, yi, args)
             ks.append(ki)
             qs.append(qi)
-        return combine(y, h, tab.b, ks), combine(None, h, tab.b, qs)
+        return combine(state, h, tab.b, ks), combine(None, h, tab.b, qs)
 
 
 @final

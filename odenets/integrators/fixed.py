@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 
@@ -56,7 +57,7 @@ class FixedStepIntegrator(Integrator):
         return state
 
     @abc.abstractmethod
-    def advance(self, fq: FieldQ, t, h, state, args):
+    def advance(self, fq: FieldQ, t, h, state, args) -> tuple[Any, Any]:
         """One step from t to t + h: returns (new state, integral of q over the step)."""
 
     def value(self, state):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import equinox as eqx
 import jax
@@ -53,10 +53,14 @@ class ThetaMethod(FixedStepIntegrator):
     atol: float | None = None
     max_iters: int = 50
 
-    @property
-    @abc.abstractmethod
-    def theta(self) -> float:
-        """The implicit weight in [1/2, 1] (a class attribute on concrete methods)."""
+    if TYPE_CHECKING:  # a class attribute on concrete methods; the abstract property keeps this class abstract
+        theta: ClassVar[float]
+    else:
+
+        @property
+        @abc.abstractmethod
+        def theta(self) -> float:
+            """The implicit weight in [1/2, 1] (a class attribute on concrete methods)."""
 
     def __post_init__(self):
         for key in ("rtol", "atol"):
@@ -77,6 +81,7 @@ class ThetaMethod(FixedStepIntegrator):
         theta = self.theta
         t1 = t + h
         explicit = 1.0 - theta
+        q0 = None  # q at the step's start: needed only when the explicit part is nonzero
         if explicit:
             f0, q0 = fq(t, y, args)
             rhs = combine(y, h, [explicit], [f0])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 
@@ -37,7 +37,7 @@ class ReversibleIntegrator(FixedStepIntegrator):
     reversible: ClassVar[bool] = True
 
     @abc.abstractmethod
-    def inverse(self, fq: FieldQ, t, h, state, args):
+    def inverse(self, fq: FieldQ, t, h, state, args) -> Any:
         """The state at t from the state at t + h."""
 
 

@@ -13,6 +13,10 @@ penalties of its ODE blocks (families' lambda_K, lambda_J; `odenets.rnode`).
 """
 
 # ruff: noqa: I001 (base before families: importing families registers them, in this order)
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from odenets.models.base import REGISTRY
 from odenets.models.base import REGISTRY as family
 from odenets.models.base import Family, Fields, Integrated, Layered, Scanned, Solved, Stepped
@@ -26,8 +30,14 @@ from odenets.models.presets import CHEN_DOPRI5, PRESETS, param_count, preset
 from odenets.models.stems import REGISTRY as stem
 from odenets.models.stems import Stem
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-def build(family: str | Family, *, input_shape, num_classes: int, rngs=0, **options) -> Classifier:
+    from flax import nnx
+
+
+def build(family: str | Family, *, input_shape: Sequence[int], num_classes: int, rngs: nnx.Rngs | int = 0,
+          **options) -> Classifier:
     """A classifier of the named family (or a `Family` instance) for inputs (B, *input_shape).
 
     Every option is checked first (unknown family / option / choice, options the family does not

@@ -22,7 +22,7 @@ import abc
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from flax import nnx
 
@@ -37,6 +37,9 @@ from odenets.models.stems import default_stem
 from odenets.rnode import RNODE
 from odenets.solve import check_unroll, resolve_solver
 from odenets.validate import boolean, choice, integer, is_int, number, optional
+
+if TYPE_CHECKING:
+    from odenets.models.trajectory import Trajectory
 
 RANK_KIND = {1: "mlp", 2: "conv1d", 3: "conv2d"}  # the kind inferred from the input's rank
 RANK = {
@@ -78,7 +81,7 @@ class Family(abc.ABC):
     stem: str | None = None
 
     name: ClassVar[str]
-    options: ClassVar[tuple[str, ...]] = _OptionNames()
+    options: ClassVar[_OptionNames] = _OptionNames()  # a tuple[str, ...] on the class or an instance
     takes_integrator: ClassVar[bool] = False
     takes_gradient: ClassVar[bool] = False
     takes_trajectories: ClassVar[bool] = False  # builds a `Trajectory` model for time-series data
@@ -102,13 +105,13 @@ class Family(abc.ABC):
     @property
     def ndim(self) -> int:
         """Spatial axes of the state: 0 (mlp), 1 (conv1d), 2 (conv2d); needs a resolved kind."""
-        return KIND_NDIM[self.kind]
+        return KIND_NDIM[cast(str, self.kind)]
 
     def stage_width(self, s: int) -> int:
         return self.width * 2**s
 
     def norm_groups(self, channels: int) -> int:
-        return math.gcd(channels, self.groups)
+        return math.gcd(channels, cast(int, self.groups))  # set by resolve
 
     def resolve(self, input_shape: tuple[int, ...]) -> Self:
         """This family with every data-dependent default filled in and checked against
@@ -157,13 +160,13 @@ class Family(abc.ABC):
         num_classes = integer("num_classes", num_classes, 2)
         resolved = self.resolve(input_shape)
         if is_int(rngs):
-            rngs = nnx.Rngs(int(rngs))
+            rngs = nnx.Rngs(int(cast(int, rngs)))
         if not isinstance(rngs, nnx.Rngs):
             raise ValueError(f"rngs must be an nnx.Rngs or an int seed, got rngs={rngs!r}")
         return Classifier(resolved, input_shape, num_classes, rngs=rngs)
 
 
-    def trajectory(self, dim: int, ts, *, rngs: nnx.Rngs | int = 0) -> nnx.Module:
+    def trajectory(self, dim: int, ts, *, rngs: nnx.Rngs | int = 0) -> Trajectory:
         """The model for trajectory data (initial states (B, dim) -> states at ts); only the
         families with `takes_trajectories` build one, the others refuse with the families that do."""
         check_trajectories(getattr(self, "name", type(self).__name__))
@@ -287,7 +290,8 @@ class Solved(Scanned):
             return ""
         if not (self.per_step and adaptive):
             return ""
-        shared = [n for n in REGISTRY.names() if REGISTRY.get(n).takes_integrator and not REGISTRY.get(n).per_step]
+        shared = [n for n in REGISTRY.names()
+                  if REGISTRY.get(n).takes_integrator and not cast(type[Solved], REGISTRY.get(n)).per_step]
         name = getattr(self, "name", type(self).__name__)
         return (
             f"; model family {name!r} has one parameter set per step, so its "
@@ -349,4 +353,4 @@ class Stepped(Family):
 
     @property
     def end_time(self) -> float:
-        return self.t1
+        return cast(float, self.t1)  # set by resolve

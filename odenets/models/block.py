@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,7 @@ def regularisation(model: nnx.Module) -> jax.Array | None:
     without a weighted RNODE term (the loss is then the data loss alone)."""
     terms = [node.penalty[...] for _, node in nnx.iter_graph(model)
              if isinstance(node, ODEBlock) and node.rnode.active]
-    return sum(terms[1:], terms[0]) if terms else None
+    return cast(jax.Array, sum(terms[1:], terms[0])) if terms else None
 
 
 def solver_stats(model: nnx.Module) -> dict[str, int]:
@@ -184,7 +185,8 @@ class ODEBlock(Counted):
     def solve(self, x, *, save: str = "final") -> Solution:
         """The full `odeint` solution (save="all" gives the state at every step boundary)."""
         f = PerStep(self.field) if self.params == "per_step" else self.field
-        options = dict(integrator=self.integrator, gradient=self.gradient, save=save, unroll=self.unroll)
+        options: dict[str, Any] = dict(integrator=self.integrator, gradient=self.gradient, save=save,
+                                       unroll=self.unroll)
         if self.integrator.adaptive:
             options["probe"] = self.backward_probe[...]
         if self.rnode.active:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import jax
 from flax import nnx
@@ -31,9 +31,9 @@ class Classifier(nnx.Module):
     def __init__(self, config: Family, input_shape: tuple[int, ...], num_classes: int, *, rngs: nnx.Rngs):
         self.config, self.family = config, config.name
         self.input_shape, self.num_classes = input_shape, num_classes
-        ndim, groups = config.ndim, config.groups
+        ndim, groups = config.ndim, cast(int, config.groups)  # config is resolved
         cin = math.prod(input_shape) if ndim == 0 else input_shape[-1]
-        self.stem = STEMS.get(config.stem)(cin, config.width, ndim, groups=groups, rngs=rngs)
+        self.stem = STEMS.get(cast(str, config.stem))(cin, config.width, ndim, groups=groups, rngs=rngs)
         stages, transitions, channels = [], [], config.width
         for s in range(config.stages):
             width = config.stage_width(s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from flax import nnx
 
@@ -114,9 +114,10 @@ class SharedODE(Fields, Integrated):
         channels, width, time = dim + spec.extra_channels(), spec.width, spec.time
         make = lambda r: MLPField(channels, width, layers=self.trajectory_layers, time=time, rngs=r)
         if is_int(rngs):
-            rngs = nnx.Rngs(int(rngs))
+            rngs = nnx.Rngs(int(cast(int, rngs)))
         return Trajectory(make, dim, ts, steps_per_interval=spec.depth, integrator=spec.integrator,
-                          gradient=spec.gradient, augment=spec.extra_channels(), unroll=spec.unroll, rngs=rngs)
+                          gradient=spec.gradient, augment=spec.extra_channels(), unroll=spec.unroll,
+                          rngs=cast(nnx.Rngs, rngs))
 
     @property
     def end_time(self) -> float:
@@ -145,12 +146,12 @@ class AugmentedNeuralODE(SharedODE):
     augment: int | None = None
     width_fractions: ClassVar[dict[str, int]] = {"augment": 4}
 
-    def extra_channels(self):
-        return self.augment
+    def extra_channels(self) -> int:
+        return cast(int, self.augment)  # set by resolve
 
     def stage(self, channels, rngs):
-        wide = channels + self.augment
-        return AugmentedBlock(self.augment, self.ode_block(self.make_field(wide), rngs)), wide
+        wide = channels + self.extra_channels()
+        return AugmentedBlock(self.extra_channels(), self.ode_block(self.make_field(wide), rngs)), wide
 
 
 @register("highway")
@@ -287,7 +288,7 @@ class Hamiltonian(Stepped, Scanned):
     def stage(self, channels, rngs):
         half, ndim = channels // 2, self.ndim
         block = HamiltonianBlock(
-            lambda r: HamiltonianField(half, ndim=ndim, rngs=r), steps=self.depth, h=self.t1 / self.depth,
+            lambda r: HamiltonianField(half, ndim=ndim, rngs=r), steps=self.depth, h=self.end_time / self.depth,
             unroll=self.unroll, rngs=rngs,
         )
         return block, channels

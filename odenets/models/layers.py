@@ -7,6 +7,7 @@ Channels-last everywhere; `ndim` is the number of spatial axes (0 for flat featu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,8 @@ from odenets.fields.norm import GroupNorm
 KIND_NDIM = {"mlp": 0, "conv1d": 1, "conv2d": 2}
 
 
-def weight(cin: int, cout: int, ndim: int, *, kernel: int = 1, stride: int = 1, padding="SAME", rngs, **kw):
+def weight(cin: int, cout: int, ndim: int, *, kernel: int = 1, stride: int = 1,
+           padding: str | Sequence[tuple[int, int]] = "SAME", rngs, **kw):
     """A Linear layer (ndim = 0) or a `kernel`-wide convolution over `ndim` spatial axes."""
     if ndim == 0:
         return nnx.Linear(cin, cout, rngs=rngs, **kw)

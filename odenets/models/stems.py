@@ -8,7 +8,7 @@ before any parameter exists.
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import jax
 from flax import nnx
@@ -24,6 +24,10 @@ class Stem(nnx.Module):
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
+
+    if TYPE_CHECKING:  # the constructor every stem has
+
+        def __init__(self, cin: int, width: int, ndim: int, *, groups: int, rngs: nnx.Rngs) -> None: ...
 
     @staticmethod
     def spatial(sizes: tuple[int, ...]) -> tuple[int, ...]:

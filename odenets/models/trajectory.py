@@ -120,7 +120,7 @@ class Trajectory(Counted):
         return jnp.moveaxis(xs, 0, 1)[..., : self.dim]
 
 
-def trajectory(family: str | Family, *, dim: int, ts, rngs=0, **options) -> Trajectory:
+def trajectory(family: str | Family, *, dim: int, ts, rngs: nnx.Rngs | int = 0, **options) -> Trajectory:
     """A `Trajectory` model of the named family (node, anode: `family.get(n).takes_trajectories`)
     mapping initial states (B, dim) to their states at the observation times ts (B, T, dim).
 

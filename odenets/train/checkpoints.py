@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -42,7 +43,7 @@ class Checkpoints:
         """(state with the structure of `like`, meta) saved at `step`."""
         leaves, tree = jax.tree.flatten(like)
         target = {f"{i:06d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-        out = self._manager.restore(
+        out: Any = self._manager.restore(  # a Composite: its items as attributes
             step,
             args=ocp.args.Composite(state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
         )

@@ -171,7 +171,7 @@ def _options(model: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in model.items() if k != "family"}
 
 
-def _group(cfg: dict, group: str, default: str, key: str = "name") -> tuple[str, dict]:
+def _group(cfg: dict, group: str, default: str | None, key: str = "name") -> tuple[str, dict]:
     """(option, its values) of a group; an absent group is its default option."""
     spec = cfg.get(group, {key: default})
     if not isinstance(spec, dict) or key not in spec:

@@ -24,6 +24,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -350,7 +351,8 @@ def fit(cfg: dict | RunConfig, run_dir: str | Path, *, resume: bool = False) -> 
                     raise diverged("the parameters became non-finite in the update", loss, step, epoch)
                 window.append(metrics)
                 bar.update(1)
-                shown = dict(nfe=int(metrics["nfe"]), ms=_fmt_ms(metrics["step_time_ms"])) if adaptive else {}
+                shown: dict[str, Any] = (dict(nfe=int(metrics["nfe"]), ms=_fmt_ms(metrics["step_time_ms"]))
+                                         if adaptive else {})
                 bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch, **shown, refresh=False)
                 if step % tcfg.log_every == 0:
                     flush(window, step, epoch)

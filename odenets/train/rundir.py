@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TextIO, cast
 
 import yaml
 
@@ -12,7 +13,7 @@ from odenets.train.metrics import METRICS_FILE, read_metrics
 OUTPUTS = (METRICS_FILE, "summary.json", "checkpoints", "results.json")
 
 
-_HELD: dict[Path, object] = {}  # run directory -> its open lock file, held until the process exits
+_HELD: dict[Path, TextIO] = {}  # run directory -> its open lock file, held until the process exits
 
 
 class RunDirBusy(FileExistsError):
@@ -111,7 +112,7 @@ def check_resumable(saved: dict, cfg: dict, where: Path) -> None:
                          f"the same overrides, or start a new run in another directory")
 
 
-def _get(cfg: dict, dotted: str):
+def _get(cfg: dict | None, dotted: str):
     for part in dotted.split("."):
         cfg = cfg.get(part, None) if isinstance(cfg, dict) else None
     return cfg
@@ -240,10 +241,11 @@ def labels_by_difference(run_dirs: list[Path]) -> list[str]:
     names = [_label(d) for d in run_dirs]
     if len(run_dirs) < 2 or any(c is None for c in configs) or len(set(names)) == len(names):
         return names
-    keys = sorted({k for c in configs[1:] for k in differing(configs[0], c)} - set(IGNORED_IN_LABELS))
+    loaded = cast(list[dict], configs)  # none is None here
+    keys = sorted({k for c in loaded[1:] for k in differing(loaded[0], c)} - set(IGNORED_IN_LABELS))
     if not keys:
         return names
-    return [", ".join(f"{k}={_get(c, k)}" for k in keys) for c in configs]
+    return [", ".join(f"{k}={_get(c, k)}" for k in keys) for c in loaded]
 
 
 def report(run_dirs: list[Path], out_dir: Path) -> tuple[Path, list[dict]]:

@@ -17,7 +17,7 @@ The continuous adjoint (`adjoint`) is refused: it differentiates an ODE, not thi
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import jax.numpy as jnp
 from flax import nnx
@@ -84,7 +84,8 @@ class MomentumStep(ReversibleIntegrator):
 
 def momentum_solver(gamma: float, gradient, unroll: int | bool = 1) -> tuple[MomentumStep, Gradient]:
     """The momentum step and the gradient strategy (a name or Gradient), every pairing rule checked now."""
-    return resolve_solver(MomentumStep(gamma), gradient, per_step=True, unroll=unroll)
+    step, grad = resolve_solver(MomentumStep(gamma), gradient, per_step=True, unroll=unroll)
+    return cast(MomentumStep, step), grad  # resolve_solver passes an Integrator instance through
 
 
 @final
