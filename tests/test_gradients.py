@@ -99,7 +99,8 @@ def test_checkpoint_equals_backprop(segment, save):
 @pytest.mark.parametrize("integrator,per_step", [
     ("euler", False), ("heun", False), ("rk4", False), ("reversible_heun", False),
     pytest.param("trapezoid", False, marks=SLOW),  # implicit, 7 s; backward_euler's case is slow too
-    pytest.param("euler", True, marks=SLOW), pytest.param("rk4", True, marks=SLOW), ("reversible_heun", True),
+    pytest.param("euler", True, marks=SLOW), pytest.param("rk4", True, marks=SLOW),
+    pytest.param("reversible_heun", True, marks=SLOW),
     pytest.param("backward_euler", False, marks=SLOW), pytest.param("heun", True, marks=SLOW),
     pytest.param("backward_euler", True, marks=SLOW), pytest.param("trapezoid", True, marks=SLOW),
 ])

@@ -298,7 +298,7 @@ def test_the_adjoint_is_silent_when_its_reconstruction_holds(integrator):
         _adjoint_grad(-1.0, integrator)
 
 
-@pytest.mark.parametrize("save", ["final", "all"])
+@pytest.mark.parametrize("save", ["final", pytest.param("all", marks=pytest.mark.slow)])  # "all": 8 s
 def test_the_adaptive_adjoint_matches_backprop(save):
     """The written-out backward solve gives diffrax's backprop gradient (x0 and parameters) to the
     tolerance, with cotangents on every saved state (save="all")."""

@@ -61,6 +61,7 @@ def test_spiral_fit_improves_and_beats_the_constant_path(tmp_path):
     assert "figures/trajectories.png" in report and "relative L2 error" in report
 
 
+@pytest.mark.slow  # 9 s: a trajectory fit through the CLI on a user npz
 def test_a_linear_system_from_a_user_npz_is_recovered(tmp_path):
     """Non-uniform observation times (one solve per interval): the learned field F approaches
     A x, so the fitted paths and F itself are close to the truth."""
