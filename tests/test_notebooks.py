@@ -41,6 +41,9 @@ def test_stored_outputs_come_from_one_full_run(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_its_small_size(path, tmp_path, monkeypatch):
     monkeypatch.setenv("ODENETS_NOTEBOOK_SMALL", "1")
+    # the kernel inherits this process' environment: an MPLBACKEND set here (experiments.benchmarks sets
+    # Agg when imported) would keep ipykernel from drawing inline, and the notebook would show no figure
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", "cpu"))
     nb = nbformat.read(path, as_version=4)
     nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
