@@ -88,8 +88,9 @@ def test_nnx_grad_through_odeint_matches_finite_differences():
     assert abs(ours - fd) < 1e-7 * abs(fd), (ours, fd)
 
 
-@pytest.mark.parametrize("gradient,integrator", [
-    ("checkpoint", "rk4"), pytest.param("reversible", "reversible_heun", marks=pytest.mark.slow)])  # 8 s each
+@pytest.mark.parametrize("gradient,integrator", [  # 8-9 s each: the slow run
+    pytest.param("checkpoint", "rk4", marks=pytest.mark.slow),
+    pytest.param("reversible", "reversible_heun", marks=pytest.mark.slow)])
 def test_perstep_conv_resnet_gradients_agree_with_backprop(gradient, integrator):
     """A 6-layer Conv1d ResNet (one ConvField per layer): every strategy's nnx.grad vs Backprop."""
     n = 6

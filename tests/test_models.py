@@ -82,7 +82,7 @@ def test_every_family_is_a_final_dataclass_of_its_options(name):
         type("Sub", (cls,), {})
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["mlp", *(pytest.param(k, marks=pytest.mark.slow) for k in KINDS if k != "mlp")])
 def test_every_family_and_kind_gives_finite_logits(kind):
     """All families at once (one jitted program per kind: compile time dominates these tests)."""
     stages = 2 if kind == "conv1d" else 1  # transitions here and in test_solver_stats_rk4_node_block (mlp)
