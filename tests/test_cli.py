@@ -154,8 +154,8 @@ def test_a_sweep_whose_data_need_different_models_is_refused_before_any_job(tmp_
     assert "model=" in err and not sweep.exists()
 
 
-@pytest.mark.parametrize("extension", [["integrator=ralston"],
-                                       pytest.param(["model=scaled_resnet", "data=xor"], marks=pytest.mark.slow)])
+@pytest.mark.slow  # 8 s a run; the default suite runs ralston through every registry-parametrised test
+@pytest.mark.parametrize("extension", [["integrator=ralston"], ["model=scaled_resnet", "data=xor"]])
 def test_classes_registered_in_one_class_each_run_from_the_command_line(tmp_path, extension):
     """A user's module registers Ralston's method, a ReZero family and an XOR dataset
     (tests/extensions.py); `odenets run` takes them with no other edit."""

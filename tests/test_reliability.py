@@ -34,6 +34,11 @@ ALL_PAIRS = [
 ]
 
 
+def slow_too(pairs, *slow):
+    """`pairs` with the pairs in `slow` marked slow as well (a 6-7 s compile each; CI's slow run has them)."""
+    return [pytest.param(*p, marks=pytest.mark.slow) if isinstance(p, tuple) and p in slow else p for p in pairs]
+
+
 def _integ(name):
     return on.integrator(name, rtol=1e-10, atol=1e-10) if name in ADAPTIVE else on.integrator(name)
 
@@ -129,7 +134,7 @@ def test_a_complex_field_on_a_real_state_is_not_truncated(integrator):
     np.testing.assert_allclose(sol.x, exact, atol=_tol(integrator, "backprop"))
 
 
-@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+@pytest.mark.parametrize("integrator,gradient", slow_too(ALL_PAIRS, ("dopri5", "adjoint")))
 def test_complex_states_solve_and_differentiate(integrator, gradient):
     """A complex x0 (times stay real): closed form for the state, finite differences for the
     gradient of |x(t1)|^2 with respect to a real coupling s in H(s) = H + s sigma_x."""
@@ -197,7 +202,7 @@ def _with_static_args(t, x, args):
     return -args["scale"] * args["fn"](x) if args["name"] == "sine" else x
 
 
-@pytest.mark.parametrize("integrator,gradient", ALL_PAIRS)
+@pytest.mark.parametrize("integrator,gradient", slow_too(ALL_PAIRS, ("dopri5", "adjoint")))
 def test_non_array_leaves_in_args_are_static(integrator, gradient):
     """A function and a string among the arguments: every pair treats them as static and gives
     the same gradient as the field written over the array alone."""
@@ -369,7 +374,7 @@ def test_third_derivative_through_newton_steps_matches_finite_differences(integr
 
 # -- solves inside lax.scan with traced times; fields that close over what is differentiated -------------
 @pytest.mark.parametrize("integrator,gradient", [
-    (i, g) if i == "dopri5" and g != "checkpoint" else pytest.param(i, g, marks=pytest.mark.slow)
+    (i, g) if (i, g) == ("dopri5", "adjoint") else pytest.param(i, g, marks=pytest.mark.slow)
     for i in ADAPTIVE for g in GRADIENTS if allowed(i, g)])
 def test_adaptive_gradients_inside_a_scan_with_traced_times(integrator, gradient):
     """One solve per interval in a lax.scan (the trajectory model's uneven times): the gradient
@@ -393,7 +398,7 @@ def test_adaptive_gradients_inside_a_scan_with_traced_times(integrator, gradient
 CLOSURE_PAIRS = [("rk4", g) for g in on.gradient.names()] + [("dopri5", "backprop"), ("dopri5", "adjoint")]
 
 
-@pytest.mark.parametrize("integrator,gradient", CLOSURE_PAIRS)
+@pytest.mark.parametrize("integrator,gradient", slow_too(CLOSURE_PAIRS, ("dopri5", "backprop")))
 def test_a_field_closing_over_what_is_differentiated(integrator, gradient):
     """Backprop and Checkpoint differentiate a closed-over parameter (central differences); Adjoint and
     Reversible, which differentiate x0 and args only, refuse it by name before the solve."""
