@@ -319,6 +319,21 @@ def test_study_nets_numpy_initialiser_draws_the_library_initialisers_distributio
     assert kernels >= 4  # stem, the fields' two layers (stacked over steps), head (and transitions)
 
 
+def test_study_nets_initialiser_draws_a_trajectory_models_shared_field_without_a_step_axis():
+    """A Trajectory model (node) holds one shared field: its kernels' fan-in is every axis but the last, as the
+    library's LeCun normal draw has it (the std of every kernel within 25% of the library's)."""
+    from experiments.studies._depthnets import initialise
+
+    build = lambda r: on.models.trajectory("node", dim=2, ts=np.linspace(0.0, 1.0, 5), width=16, rngs=r)
+    ours = dict(nnx.to_flat_state(nnx.state(initialise(nnx.eval_shape(lambda: build(nnx.Rngs(0))), seed=0))))
+    lib = dict(nnx.to_flat_state(nnx.state(build(nnx.Rngs(1)))))
+    kernels = [p for p in lib if str(p[-1]) == "kernel"]
+    assert len(kernels) >= 2
+    for path in kernels:
+        a, b = np.asarray(ours[path][...]), np.asarray(lib[path][...])
+        assert a.shape == b.shape and 0.75 < a.std() / b.std() < 1.33, (path, a.std(), b.std())
+
+
 def test_study_nets_initialiser_draws_an_rnode_model_as_the_unregularised_one():
     """An RNODE block holds raw key data (uint32) for its Hutchinson probes: the numpy initialiser draws it
     from a stream of its own, so every float leaf equals the same model's without RNODE (the arms of a

@@ -20,7 +20,7 @@ from odenets import cli
 from odenets import data as datasets
 from odenets._abstract import final
 from odenets.fields import HighwayField
-from odenets.models import ODEBlock
+from odenets.models import ODEBlock, Trajectory
 from odenets.train import loop
 from odenets.train.config import RunConfig, build_model
 
@@ -106,19 +106,20 @@ def _data(spec, seed):
 STACKED = ("field", "fields")  # the per-step stacks of resnet and plain stages: a leading step axis
 
 
-def initialise(abstract: nnx.Module, seed: int) -> nnx.Module:
+def initialise(abstract: nnx.Module, seed: int, stream: int = 7) -> nnx.Module:
     """The model with the distributions of its initialisers, drawn by numpy (compiling the models'
     own initialisers takes seconds per model on a CPU): every kernel LeCun normal (a normal truncated at
     two standard deviations, variance 1 / fan_in, fan_in = all axes but the last, and but the step axis of
-    a per-step stack; a shared ODE field (node, anode) has none), biases 0 (but a highway gate's: its
+    a per-step stack; a shared ODE field (node, anode, a Trajectory model's) has none), biases 0 (but a
+    highway gate's: its
     constant `gate_bias`), norm scales 1; counters -1;
     raw key data (unsigned ints: an RNODE block's Hutchinson key) uniform, from a stream of its own.
     A second statement of the initialisers' rule: tests/test_gradflow.py compares it leaf by leaf with the
     library's own draw."""
     graphdef, state = nnx.split(abstract)
     shared = [tuple(str(k) for k in path) for path, module in nnx.iter_graph(abstract)  # one field for all steps
-              if isinstance(module, ODEBlock) and module.params != "per_step"]
-    rng = np.random.default_rng([seed, 7])
+              if isinstance(module, (ODEBlock, Trajectory)) and getattr(module, "params", "shared") != "per_step"]
+    rng = np.random.default_rng([seed, stream])  # stream: a study's own draws for the same seed
     keys = np.random.default_rng([seed, 8])  # its own stream: a model with keys draws the same kernels as without
 
     def draw(path, leaf):

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
@@ -47,26 +46,9 @@ class Fit:
 
 def initialise(make: Callable[[], nnx.Module], seed: int) -> nnx.Module:
     """The module `make()` builds, with its parameters drawn by numpy rather than by its initialisers
-    (compiling those takes seconds per model on a CPU; `nnx.eval_shape` only traces `make`): every kernel of
-    a Linear layer, (..., fan_in, fan_out) (a leading step axis for per-step stacks), LeCun normal as flax's
-    default and MLPField's (a normal truncated at two standard deviations, variance 1 / fan_in), every other
-    float leaf (biases, probes) 0, integer leaves (NFE counters) -1. Only for models of Linear layers."""
-    graphdef, state = nnx.split(nnx.eval_shape(make))
-    rng = np.random.default_rng([seed, 11])
-
-    def draw(path, leaf):
-        names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
-        names = [n for n in names if n != "value"]
-        if not np.issubdtype(leaf.dtype, np.floating):
-            return jnp.asarray(np.full(leaf.shape, -1, leaf.dtype))
-        if names[-1] != "kernel":
-            return jnp.asarray(np.zeros(leaf.shape, leaf.dtype))
-        z = rng.standard_normal(leaf.shape)
-        while np.any(bad := np.abs(z) > 2):
-            z[bad] = rng.standard_normal(int(bad.sum()))
-        return jnp.asarray((z * np.sqrt(1.0 / leaf.shape[-2]) / 0.87962566103423978).astype(leaf.dtype))
-
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
+    (compiling those takes seconds per model on a CPU; `nnx.eval_shape` only traces `make`): the studies'
+    one numpy statement of the initialisers, `_depthnets.initialise` (nets), on this module's own random stream."""
+    return nets.initialise(nnx.eval_shape(make), seed, stream=11)
 
 
 def setup(model: nnx.Module, data: datasets.Dataset, *, lr: float, batch_size: int, epochs: int, seed: int,
